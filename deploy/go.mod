@@ -1,0 +1,3 @@
+module github.com/joblet-dev/joblet/deploy
+
+go 1.26.0

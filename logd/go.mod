@@ -1,0 +1,7 @@
+module github.com/joblet-dev/joblet/logd
+
+go 1.26.0
+
+require github.com/joblet-dev/joblet/proto v0.0.0
+
+replace github.com/joblet-dev/joblet/proto => ../proto

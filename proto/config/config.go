@@ -1,0 +1,145 @@
+// Package config is the daemon configuration shared by every Joblet service:
+// one YAML file (joblet-config.yml), each service reading the parts it needs.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the daemon configuration file.
+type Config struct {
+	Version  string   `yaml:"version"`
+	Server   Server   `yaml:"server"`
+	Paths    Paths    `yaml:"paths"`
+	Gateway  Gateway  `yaml:"gateway"`
+	Security Security `yaml:"security"`
+	Joblet   Joblet   `yaml:"joblet"`
+	Logd     Logd     `yaml:"logd"`
+}
+
+// Server is where the gateway listens.
+type Server struct {
+	Address string `yaml:"address"`
+	Port    int    `yaml:"port"`
+}
+
+// Paths are the directories the suite uses.
+type Paths struct {
+	RunDir   string `yaml:"runDir"`   // helper sockets: <runDir>/<service>.sock
+	StateDir string `yaml:"stateDir"` // persisted state: <stateDir>/<service>/...
+}
+
+// Gateway is the unprivileged identity the gateway runs as; helpers accept
+// connections from this uid besides root.
+type Gateway struct {
+	UID int `yaml:"uid"`
+	GID int `yaml:"gid"`
+}
+
+// Security holds the gateway's TLS material as PEM text.
+type Security struct {
+	ServerCert string `yaml:"serverCert"`
+	ServerKey  string `yaml:"serverKey"`
+	CACert     string `yaml:"caCert"`
+}
+
+// Joblet holds job defaults and policies.
+type Joblet struct {
+	StopGracePeriod   time.Duration `yaml:"stopGracePeriod"`
+	MaxConcurrentJobs int           `yaml:"maxConcurrentJobs"`
+	DefaultCPULimit   int           `yaml:"defaultCpuLimit"`
+	DefaultMemoryMB   int           `yaml:"defaultMemoryLimit"`
+	DefaultPids       int           `yaml:"defaultPidsLimit"`
+}
+
+// Logd holds output-keeping policies.
+type Logd struct {
+	MaxLogBytes int64 `yaml:"maxLogBytes"` // per job; 0 means the default
+}
+
+// Default returns the production defaults.
+func Default() Config {
+	return Config{
+		Version: "1",
+		Server:  Server{Address: "0.0.0.0", Port: 50051},
+		Paths:   Paths{RunDir: "/run/joblet", StateDir: "/var/lib/joblet"},
+		Joblet: Joblet{
+			StopGracePeriod:   10 * time.Second,
+			MaxConcurrentJobs: 100,
+			DefaultPids:       1024,
+		},
+		Logd: Logd{MaxLogBytes: 1 << 30},
+	}
+}
+
+// Load reads the configuration at path over the defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks the values a service relies on.
+func (c Config) Validate() error {
+	var errs []error
+	if !filepath.IsAbs(c.Paths.RunDir) {
+		errs = append(errs, fmt.Errorf("paths.runDir %q must be absolute", c.Paths.RunDir))
+	}
+	if !filepath.IsAbs(c.Paths.StateDir) {
+		errs = append(errs, fmt.Errorf("paths.stateDir %q must be absolute", c.Paths.StateDir))
+	}
+	if c.Server.Port < 0 || c.Server.Port > 65535 {
+		errs = append(errs, fmt.Errorf("server.port %d out of range", c.Server.Port))
+	}
+	if c.Joblet.StopGracePeriod < 0 {
+		errs = append(errs, fmt.Errorf("joblet.stopGracePeriod %v is negative", c.Joblet.StopGracePeriod))
+	}
+	return errors.Join(errs...)
+}
+
+// Save writes c to path atomically with the given mode and group.
+func Save(c Config, path string, mode os.FileMode, gid int) error {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode config: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := os.Chown(tmp, 0, gid); err != nil {
+		return fmt.Errorf("chown config: %w", err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fmt.Errorf("chmod config: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("install config: %w", err)
+	}
+	return nil
+}
+
+// SocketPath is where service name listens.
+func (c Config) SocketPath(name string) string {
+	return filepath.Join(c.Paths.RunDir, name+".sock")
+}
+
+// StateDir is service name's own state directory.
+func (c Config) StateDir(name string) string {
+	return filepath.Join(c.Paths.StateDir, name)
+}

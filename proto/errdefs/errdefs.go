@@ -1,0 +1,109 @@
+// Package errdefs is Joblet's one error vocabulary. Every service wraps its
+// errors around one of these kinds with %w; at each gRPC edge the kind becomes
+// a status code and back again, so errors.Is works across sockets.
+package errdefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The kinds of error a caller can act on.
+var (
+	ErrNotFound           = errors.New("not found")
+	ErrInvalidArgument    = errors.New("invalid argument")
+	ErrPermissionDenied   = errors.New("permission denied")
+	ErrAlreadyExists      = errors.New("already exists")
+	ErrFailedPrecondition = errors.New("failed precondition")
+	ErrResourceExhausted  = errors.New("resource exhausted")
+	ErrUnavailable        = errors.New("unavailable")
+	ErrUnauthenticated    = errors.New("unauthenticated")
+)
+
+var kinds = []struct {
+	err  error
+	code codes.Code
+}{
+	{ErrNotFound, codes.NotFound},
+	{ErrInvalidArgument, codes.InvalidArgument},
+	{ErrPermissionDenied, codes.PermissionDenied},
+	{ErrAlreadyExists, codes.AlreadyExists},
+	{ErrFailedPrecondition, codes.FailedPrecondition},
+	{ErrResourceExhausted, codes.ResourceExhausted},
+	{ErrUnavailable, codes.Unavailable},
+	{ErrUnauthenticated, codes.Unauthenticated},
+}
+
+// Errorf returns an error of the given kind with a user-safe message.
+func Errorf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+// ToGRPC turns err into a gRPC status error carrying its kind as the code.
+// Errors of no known kind become codes.Internal with a generic message, so
+// internals stay in the logs.
+func ToGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok && !hasKind(err) {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			return status.Error(k.code, err.Error())
+		}
+	}
+	return status.Error(codes.Internal, "internal error")
+}
+
+// FromGRPC turns a gRPC status error back into an error of the matching kind,
+// keeping the server's message.
+func FromGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	for _, k := range kinds {
+		if st.Code() == k.code {
+			return &kindError{kind: k.err, msg: st.Message()}
+		}
+	}
+	switch st.Code() {
+	case codes.Canceled:
+		return fmt.Errorf("%s: %w", st.Message(), context.Canceled)
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%s: %w", st.Message(), context.DeadlineExceeded)
+	}
+	return err
+}
+
+func hasKind(err error) bool {
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			return true
+		}
+	}
+	return false
+}
