@@ -1,0 +1,143 @@
+// Package service runs the gateway: a gRPC server on TCP with mutual TLS, the
+// role table enforced on every call, and the JobService forwarding to the
+// isolator and logd over their Unix sockets.
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/net/netutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/joblet-dev/joblet/gateway/api"
+	"github.com/joblet-dev/joblet/gateway/authz"
+	"github.com/joblet-dev/joblet/gateway/tlsconf"
+	"github.com/joblet-dev/joblet/proto/config"
+	"github.com/joblet-dev/joblet/proto/daemon"
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/proto/isolatorapi"
+	"github.com/joblet-dev/joblet/proto/logdapi"
+	"github.com/joblet-dev/joblet/proto/transport"
+)
+
+// Limits that keep floods and idle or slow clients from taking the gateway
+// down.
+const (
+	MaxRecvMsgSize       = 4 << 20
+	MaxConcurrentStreams = 256 // per connection
+	MaxConnections       = 512
+	HandshakeTimeout     = 10 * time.Second
+	// Clients may ping no more often than this; a client that does is
+	// disconnected (GOAWAY "too_many_pings").
+	MinPingInterval = 10 * time.Second
+	// A connection with no call for this long is closed.
+	MaxConnectionIdle = 15 * time.Minute
+	// The server pings a quiet connection this often and drops it when the
+	// ping is not answered in PingTimeout.
+	PingInterval = 2 * time.Minute
+	PingTimeout  = 20 * time.Second
+	// On shutdown, calls in flight (log followers) get this long to finish.
+	shutdownGrace = 5 * time.Second
+)
+
+// Backends are the helpers the gateway forwards to.
+type Backends struct {
+	Isolator isolatorapi.Isolator
+	Logd     logdapi.Logd
+}
+
+// Run is the gateway's daemon.Service: it dials the helpers' sockets, listens
+// on the configured TCP address and serves until ctx is done.
+func Run(ctx context.Context, env daemon.Env) error {
+	cfg := env.Config
+	if os.Geteuid() == 0 {
+		env.Log.Warn().Msg("running as root; the gateway needs no privilege and should run as its own user")
+	}
+	iso, err := transport.Dial(cfg.SocketPath("isolator"))
+	if err != nil {
+		return fmt.Errorf("isolator: %w", err)
+	}
+	defer iso.Close()
+	logd, err := transport.Dial(cfg.SocketPath("logd"))
+	if err != nil {
+		return fmt.Errorf("logd: %w", err)
+	}
+	defer logd.Close()
+
+	addr := net.JoinHostPort(cfg.Server.Address, strconv.Itoa(cfg.Server.Port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return Serve(ctx, l, cfg.Security, Backends{
+		Isolator: isolatorapi.NewClient(iso),
+		Logd:     logdapi.NewClient(logd),
+	}, env.Log)
+}
+
+// Serve serves the gateway on l until ctx is done, then stops and returns
+// nil. It closes l.
+func Serve(ctx context.Context, l net.Listener, sec config.Security, b Backends, log zerolog.Logger) error {
+	tc, err := tlsconf.Server(sec)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("tls: %w", err)
+	}
+	srv := NewServer(tc, b, log)
+	log.Info().Str("addr", l.Addr().String()).Msg("listening")
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(netutil.LimitListener(l, MaxConnections)) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownGrace):
+		srv.Stop()
+		<-stopped
+	}
+	if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// NewServer returns the gateway's gRPC server with every limit set and the
+// JobService registered behind the role interceptors.
+func NewServer(tc *tls.Config, b Backends, log zerolog.Logger) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.Creds(loggedCreds{TransportCredentials: credentials.NewTLS(tc), log: log}),
+		grpc.ChainUnaryInterceptor(authz.UnaryInterceptor(log)),
+		grpc.ChainStreamInterceptor(authz.StreamInterceptor(log)),
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.ConnectionTimeout(HandshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             MinPingInterval,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: MaxConnectionIdle,
+			Time:              PingInterval,
+			Timeout:           PingTimeout,
+		}),
+	)
+	jobletv1.RegisterJobServiceServer(srv, api.New(b.Isolator, b.Logd))
+	return srv
+}

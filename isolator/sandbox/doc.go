@@ -1,0 +1,34 @@
+// Package sandbox runs one job's command inside fresh Linux namespaces.
+//
+// Start re-executes the isolator binary (a sealed in-memory copy of it, so a
+// job cannot reach the daemon's executable through /proc/<pid>/exe) as the
+// job's init: PID 1 of new PID, mount, UTS, IPC and network namespaces. The
+// init builds a new root on a tmpfs, pivot_roots into it, and starts the
+// command; then it stays as PID 1, reaps orphans, forwards SIGTERM, SIGINT
+// and SIGHUP to every process of the job, and reports the command's exit
+// status. When the command exits the init exits too, and the kernel kills
+// whatever is left in the PID namespace.
+//
+// What the job sees:
+//   - only its own processes (a fresh /proc for its PID namespace, with
+//     /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus read-only and
+//     /proc/kcore, /proc/keys, /proc/timer_list and /proc/sched_debug masked);
+//   - a root made of read-only, nosuid, nodev binds of the host's /usr (and
+//     /bin, /sbin, /lib, /lib64, recreated as symlinks on merged-/usr hosts),
+//     submounts included; a minimal generated /etc (passwd, group, hosts,
+//     hostname, nsswitch.conf, and the host's resolv.conf); /work, the job's
+//     writable workspace and working directory; a private /tmp (256 MiB);
+//     a minimal /dev (null, zero, full, random, urandom, tty, a private
+//     devpts, /dev/shm); no /sys and no cgroupfs; the root itself read-only;
+//   - a hostname of its own, a network namespace with only loopback up;
+//   - only the environment the caller gives, stdin from /dev/null, no
+//     controlling terminal, and no file descriptor other than 0, 1 and 2.
+//
+// Mounts are made in the job's private mount namespace after making / private,
+// so nothing propagates to the host and everything vanishes with the job.
+//
+// Known gaps (issue 7): the job runs as root with the full capability set,
+// without a user namespace, no_new_privs or a seccomp filter, so a hostile
+// job with CAP_SYS_ADMIN could undo some of the above (for example remount
+// its binds read-write). Resource limits (cgroups) are applied by the caller.
+package sandbox

@@ -1,0 +1,66 @@
+package sandbox
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// initArg0 is argv[0] of a job's init; IsInit looks for it.
+const initArg0 = "joblet-sandbox-init"
+
+// memfdMinFd is the lowest descriptor number the sealed copy may use. The
+// init is started by exec'ing /proc/self/fd/N, and exec.Cmd rearranges the
+// child's first descriptors (0-2, the extra files, and as many again for
+// shuffling) before the exec, so N must lie above all of them.
+const memfdMinFd = 64
+
+var self struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// sealedSelf returns a path to a sealed in-memory copy of the running binary,
+// made once. A job's init runs from it, so /proc/<init>/exe gives a job
+// nothing it could write to reach the daemon's executable on disk (the class
+// of runc's CVE-2019-5736).
+func sealedSelf() (string, error) {
+	self.once.Do(func() { self.path, self.err = copySelf() })
+	return self.path, self.err
+}
+
+func copySelf() (string, error) {
+	src, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return "", fmt.Errorf("open own executable: %w", err)
+	}
+	defer src.Close()
+	fd, err := unix.MemfdCreate("joblet-sandbox-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return "", fmt.Errorf("memfd_create: %w", err)
+	}
+	mem := os.NewFile(uintptr(fd), "joblet-sandbox-init")
+	defer mem.Close()
+	if _, err := io.Copy(mem, src); err != nil {
+		return "", fmt.Errorf("copy own executable: %w", err)
+	}
+	const seals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(mem.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+		return "", fmt.Errorf("seal executable copy: %w", err)
+	}
+	high, err := unix.FcntlInt(mem.Fd(), unix.F_DUPFD_CLOEXEC, memfdMinFd)
+	if err != nil {
+		return "", fmt.Errorf("move executable copy: %w", err)
+	}
+	// high stays open for the life of the process: every Start execs it.
+	return fmt.Sprintf("/proc/self/fd/%d", high), nil
+}
+
+// IsInit reports whether this process was started by Start as a job's init.
+func IsInit() bool {
+	return len(os.Args) == 1 && os.Args[0] == initArg0
+}

@@ -1,0 +1,206 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Init runs the job's init; it never returns. main calls it first thing when
+// IsInit reports true.
+func Init() {
+	// Installed before anything else so that a signal to PID 1 from the host
+	// is caught (the kernel drops signals to a namespace init without a
+	// handler) and forwarded once the command runs.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
+
+	report := json.NewEncoder(os.NewFile(fdSync, "sandbox-sync"))
+	pid, err := setup()
+	if err != nil {
+		_ = report.Encode(errorMessage(err))
+		os.Exit(1)
+	}
+	_ = report.Encode(message{Type: msgStarted})
+
+	go func() {
+		for sig := range sigs {
+			// kill(-1) from PID 1 reaches every other process of the namespace.
+			_ = unix.Kill(-1, sig.(syscall.Signal))
+		}
+	}()
+	ws := reap(pid)
+	m := message{Type: msgExit, ExitCode: ws.ExitStatus()}
+	if ws.Signaled() {
+		m.Signal = int(ws.Signal())
+		m.ExitCode = 128 + m.Signal
+	}
+	// The parent may be gone (isolator restart): nobody to tell, still exit.
+	_ = report.Encode(m)
+	// Exiting kills every process left in the PID namespace.
+	os.Exit(0)
+}
+
+// setup reads the spec, builds the sandbox and starts the command; it returns
+// the command's pid.
+func setup() (int, error) {
+	in := os.NewFile(fdSpec, "sandbox-spec")
+	var spec initSpec
+	err := json.NewDecoder(in).Decode(&spec)
+	in.Close()
+	if err != nil {
+		return 0, setupErr("read spec", err)
+	}
+	if len(spec.Args) == 0 {
+		return 0, setupErr("read spec", errors.New("no command"))
+	}
+	if err := buildRoot(&spec); err != nil {
+		return 0, err
+	}
+	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+		return 0, setupErr("set hostname", err)
+	}
+	if err := loopbackUp(); err != nil {
+		return 0, setupErr("bring up lo", err)
+	}
+	if err := closeExecFrom(3); err != nil {
+		return 0, setupErr("mark descriptors close-on-exec", err)
+	}
+	return startCommand(&spec)
+}
+
+// startCommand starts the job's command from inside the new root.
+func startCommand(spec *initSpec) (int, error) {
+	path, err := lookPath(spec.Args[0], pathOf(spec.Env))
+	if err != nil {
+		return 0, err
+	}
+	stdout := os.NewFile(fdStdout, "stdout")
+	stderr := os.NewFile(fdStderr, "stderr")
+	defer stdout.Close()
+	defer stderr.Close()
+	cmd := &exec.Cmd{
+		Path:   path,
+		Args:   spec.Args,
+		Env:    append([]string{}, spec.Env...), // never nil: nil means "inherit"
+		Stdout: stdout,
+		Stderr: stderr,
+		// Stdin nil: /dev/null of the new root. Setsid: a session of its own
+		// and no controlling terminal.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = errno
+		}
+		return 0, &stepError{class: classExec, step: "exec " + path, err: err}
+	}
+	return cmd.Process.Pid, nil
+}
+
+// defaultPath is used to find the command when Env sets no PATH.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func pathOf(env []string) string {
+	path := defaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v // the last one wins, as with getenv
+		}
+	}
+	return path
+}
+
+// lookPath finds name like execvp would, but only in absolute directories of
+// path: a relative entry would depend on the working directory.
+func lookPath(name, path string) (string, error) {
+	notFound := &stepError{class: classNotFound, step: "look up " + name, err: fs.ErrNotExist}
+	if strings.Contains(name, "/") {
+		if _, err := os.Stat(name); err != nil {
+			return "", notFound
+		}
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", notFound
+}
+
+// closeExecFrom marks every descriptor from lowest up close-on-exec, so the
+// command gets only the three it is given. The Go runtime's own descriptors
+// stay open in the init.
+func closeExecFrom(lowest int) error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < lowest {
+			continue
+		}
+		// The descriptor ReadDir used is closed by now: EBADF is expected.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+	}
+	return nil
+}
+
+// reap waits for children (the command, and every orphan of the namespace,
+// which the kernel reparents to PID 1) until the command itself exits.
+func reap(main int) unix.WaitStatus {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			// ECHILD: the command is gone without being seen, which cannot
+			// happen while we are its parent; report it as killed.
+			return unix.WaitStatus(unix.SIGKILL)
+		case pid == main:
+			return ws
+		}
+	}
+}
+
+// loopbackUp sets IFF_UP on lo in the job's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("set flags: %w", err)
+	}
+	return nil
+}

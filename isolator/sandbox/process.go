@@ -1,0 +1,216 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/joblet-dev/joblet/proto/errdefs"
+)
+
+// Spec describes one job's sandbox.
+type Spec struct {
+	ID       string   // job id, for logs and errors
+	Hostname string   // UTS hostname inside the job, e.g. "job-7"
+	Args     []string // Args[0] is the command, looked up on PATH inside the new root
+	Env      []string // complete environment for the command (caller builds the clean set)
+	// RootDir is an existing, empty host directory used as the mount point of
+	// the job's new root; the mount lives only in the job's mount namespace.
+	// The caller creates and removes it.
+	RootDir string
+	WorkDir string // existing host directory bound read-write at /work; the command's cwd
+	// Stdout and Stderr are the write ends given to the command (stdin is
+	// /dev/null). Start does not close them: the caller closes its copies once
+	// Start returns, so that readers see EOF when the job ends.
+	Stdout, Stderr *os.File
+}
+
+// Result is how a job's command ended.
+type Result struct {
+	ExitCode int // 128+Signal when killed by a signal
+	Signal   int // the signal that killed the command, or 0
+}
+
+// Process is a running job: its init and everything under it.
+type Process struct {
+	spec Spec
+	cmd  *exec.Cmd
+	sync *os.File // read end of the init's message pipe
+	dec  *json.Decoder
+}
+
+// Cloneflags of the job's init: every namespace but the user namespace
+// (issue 7).
+const cloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS |
+	unix.CLONE_NEWIPC | unix.CLONE_NEWNET
+
+// initEnv is the init's environment: empty, never the daemon's (a nil
+// exec.Cmd.Env would pass the daemon's own).
+var initEnv = []string{}
+
+// Start runs spec's command in a new sandbox. It returns once the command has
+// been exec'd inside the sandbox, or an error with nothing left running:
+// errdefs.ErrInvalidArgument for a bad spec or a command that is not found or
+// cannot be executed, *InitError when the sandbox could not be built.
+func Start(spec Spec) (*Process, error) {
+	if err := validate(&spec); err != nil {
+		return nil, err
+	}
+	exe, err := sealedSelf()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
+	}
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox for job %s: spec pipe: %w", spec.ID, err)
+	}
+	defer specW.Close()
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		specR.Close()
+		return nil, fmt.Errorf("sandbox for job %s: sync pipe: %w", spec.ID, err)
+	}
+
+	cmd := &exec.Cmd{
+		Path:       exe,
+		Args:       []string{initArg0},
+		Env:        initEnv,
+		Dir:        "/",
+		ExtraFiles: []*os.File{specR, syncW, spec.Stdout, spec.Stderr}, // fdSpec, fdSync, fdStdout, fdStderr
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: cloneflags,
+			// Own session, and deliberately no Pdeathsig: a job outlives a
+			// restart of the isolator.
+			Setsid: true,
+		},
+	}
+	err = cmd.Start()
+	specR.Close()
+	syncW.Close()
+	if err != nil {
+		syncR.Close()
+		return nil, fmt.Errorf("sandbox for job %s: start init: %w", spec.ID, err)
+	}
+	p := &Process{spec: spec, cmd: cmd, sync: syncR, dec: json.NewDecoder(syncR)}
+
+	// A write error means the init died; the read below reports it.
+	_ = json.NewEncoder(specW).Encode(initSpec{
+		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
+		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
+	})
+	specW.Close()
+
+	var m message
+	if err := p.dec.Decode(&m); err != nil || m.Type != msgStarted {
+		p.abort()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox for job %s: init died during setup: %w", spec.ID, err)
+		}
+		if m.Type == msgError {
+			return nil, decodeError(&spec, m)
+		}
+		return nil, fmt.Errorf("sandbox for job %s: unexpected %q message from init", spec.ID, m.Type)
+	}
+	return p, nil
+}
+
+// abort kills and reaps an init that failed to start the command.
+func (p *Process) abort() {
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p.sync.Close()
+}
+
+func validate(spec *Spec) error {
+	bad := func(format string, args ...any) error {
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "job %s: "+format, append([]any{spec.ID}, args...)...)
+	}
+	switch {
+	case len(spec.Args) == 0 || spec.Args[0] == "":
+		return bad("no command")
+	case !validHostname(spec.Hostname):
+		return bad("invalid hostname %q", spec.Hostname)
+	case spec.Stdout == nil || spec.Stderr == nil:
+		return bad("stdout and stderr are required")
+	}
+	for _, d := range []string{spec.RootDir, spec.WorkDir} {
+		if !filepath.IsAbs(d) {
+			return bad("%q is not an absolute path", d)
+		}
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return bad("%q is not a directory", d)
+		}
+	}
+	return nil
+}
+
+// hostNameMax is the kernel's HOST_NAME_MAX.
+const hostNameMax = 64
+
+// validHostname accepts an RFC 1123 host name the kernel takes.
+func validHostname(h string) bool {
+	if h == "" || len(h) > hostNameMax || h[0] == '-' || h[0] == '.' {
+		return false
+	}
+	for _, c := range []byte(h) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Pid returns the host pid of the job's init.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Wait blocks until the job has ended, every process of it included. Call it
+// once, from one goroutine.
+func (p *Process) Wait() (Result, error) {
+	var m message
+	decErr := p.dec.Decode(&m)
+	p.sync.Close()
+	err := p.cmd.Wait()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return Result{}, fmt.Errorf("job %s: wait for init: %w", p.spec.ID, err)
+	}
+	if decErr == nil && m.Type == msgExit {
+		return Result{ExitCode: m.ExitCode, Signal: m.Signal}, nil
+	}
+	// No report: the init itself was killed (Kill), and the kernel killed
+	// the command with it.
+	ws := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		sig := int(ws.Signal())
+		return Result{ExitCode: 128 + sig, Signal: sig}, nil
+	}
+	return Result{ExitCode: ws.ExitStatus()}, fmt.Errorf("job %s: sandbox init exited with status %d without a result",
+		p.spec.ID, ws.ExitStatus())
+}
+
+// Terminate sends SIGTERM to every process of the job: the init forwards it
+// to the whole PID namespace.
+func (p *Process) Terminate() error { return p.signal(unix.SIGTERM) }
+
+// Kill sends SIGKILL to the job's init; the kernel then kills every process
+// in its PID namespace.
+func (p *Process) Kill() error { return p.signal(unix.SIGKILL) }
+
+func (p *Process) signal(sig os.Signal) error {
+	// os.Process signals through a pidfd, so a recycled pid is never hit.
+	err := p.cmd.Process.Signal(sig)
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("job %s: signal %v: %w", p.spec.ID, sig, err)
+	}
+	return nil
+}

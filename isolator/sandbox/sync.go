@@ -1,0 +1,140 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/joblet-dev/joblet/proto/errdefs"
+)
+
+// The parent (Start, in the isolator) and the job's init talk over two pipes
+// handed to the init as extra files. The Spec never travels in argv or the
+// environment, which other processes could read.
+//
+//	parent (Start / Wait)                      init (PID 1 of the job)
+//	─────────────────────                      ───────────────────────
+//	clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)
+//	  exec sealed copy of self ──────────────▶ IsInit() → Init()
+//	write spec JSON on specPipe, close ──────▶ read specPipe to EOF
+//	                                           make / private, build root,
+//	                                           pivot_root, hostname, lo up,
+//	                                           mark fds > 2 close-on-exec,
+//	                                           start the command
+//	read syncPipe ◀──────────────────────────  {"type":"started"}
+//	  Start returns                              or {"type":"error",...}, exit 1
+//	                                           reap children, forward signals
+//	Wait: read syncPipe ◀─────────────────────  {"type":"exit",...} when the
+//	                                             command ends, then exit 0
+//	wait4(init)                                kernel kills the rest of the
+//	                                             PID namespace
+//
+// If the init dies without a message (Kill, or a crash), the parent sees EOF
+// on syncPipe and falls back to the init's own wait status.
+
+// Descriptor numbers in the init, in the order of exec.Cmd.ExtraFiles.
+const (
+	fdSpec   = 3 // read end: the spec as JSON
+	fdSync   = 4 // write end: messages to the parent
+	fdStdout = 5 // the command's stdout
+	fdStderr = 6 // the command's stderr
+)
+
+// initSpec is the part of Spec that travels to the init as JSON.
+type initSpec struct {
+	ID       string   `json:"id"`
+	Hostname string   `json:"hostname"`
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	RootDir  string   `json:"root_dir"`
+	WorkDir  string   `json:"work_dir"`
+}
+
+// Message types on syncPipe.
+const (
+	msgStarted = "started"
+	msgError   = "error"
+	msgExit    = "exit"
+)
+
+// Error classes in an error message: what the parent turns them into.
+const (
+	classSetup    = "setup"     // the sandbox could not be built: internal
+	classNotFound = "not-found" // Args[0] is not in the new root
+	classExec     = "exec"      // Args[0] exists but cannot be executed
+)
+
+// message is one JSON object on syncPipe.
+type message struct {
+	Type string `json:"type"`
+
+	// error
+	Class string `json:"class,omitempty"`
+	Step  string `json:"step,omitempty"`
+	Msg   string `json:"msg,omitempty"`
+	Errno int    `json:"errno,omitempty"`
+
+	// exit
+	ExitCode int `json:"exit_code,omitempty"`
+	Signal   int `json:"signal,omitempty"`
+}
+
+// stepError is an init failure with the step that failed.
+type stepError struct {
+	class string
+	step  string
+	err   error
+}
+
+func (e *stepError) Error() string { return e.step + ": " + e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+func setupErr(step string, err error) error {
+	return &stepError{class: classSetup, step: step, err: err}
+}
+
+// errorMessage encodes an init failure for the parent.
+func errorMessage(err error) message {
+	m := message{Type: msgError, Class: classSetup, Msg: err.Error()}
+	var se *stepError
+	if errors.As(err, &se) {
+		m.Class, m.Step, m.Msg = se.class, se.step, se.err.Error()
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		m.Errno = int(errno)
+	}
+	return m
+}
+
+// InitError is a failure to build a job's sandbox, reported by its init.
+// It unwraps to the syscall.Errno of the failing call when there was one.
+type InitError struct {
+	ID    string // job id
+	Step  string // what the init was doing, e.g. "mount proc on /proc"
+	Msg   string // the init's error text
+	Errno syscall.Errno
+}
+
+func (e *InitError) Error() string {
+	return fmt.Sprintf("sandbox for job %s: %s: %s", e.ID, e.Step, e.Msg)
+}
+
+// Unwrap returns the errno of the failing call, if any.
+func (e *InitError) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}
+
+// decodeError turns an error message from the init into the caller's error.
+func decodeError(spec *Spec, m message) error {
+	switch m.Class {
+	case classNotFound:
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "command not found: %s", spec.Args[0])
+	case classExec:
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "cannot execute %s: %s", spec.Args[0], m.Msg)
+	}
+	return &InitError{ID: spec.ID, Step: m.Step, Msg: m.Msg, Errno: syscall.Errno(m.Errno)}
+}
