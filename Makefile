@@ -7,7 +7,7 @@ GO ?= go
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 TOOLS := $(CURDIR)/.tools
-PROTOS := joblet/v1/joblet.proto isolator/v1/isolator.proto logd/v1/logd.proto
+PROTOS = $(shell cd proto && find . -name '*.proto' -not -path './gen/*' | sed 's|^\./||' | sort)
 
 .PHONY: all build run test unit e2e vet fmt-check proto proto-check deps bench clean
 
