@@ -1,0 +1,18 @@
+// Command joblet-isolator is the isolator daemon: it owns the job registry
+// and runs each job in its sandbox. The same binary is each job's init.
+package main
+
+import (
+	"os"
+
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/service"
+	"github.com/joblet-dev/joblet/proto/daemon"
+)
+
+func main() {
+	if sandbox.IsInit() {
+		sandbox.Init() // never returns
+	}
+	os.Exit(daemon.Main("isolator", service.Run))
+}

@@ -1,0 +1,572 @@
+// Package jobs is the isolator's job registry: it gives each job an id that
+// is never reused, starts it through a Runner, forwards its output to logd,
+// records every change of state on disk, and stops jobs on request or when
+// the isolator shuts down.
+//
+// The Registry is the one owner of the job records. Records are changed only
+// under its mutex, and callers always get copies.
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/joblet-dev/joblet/isolator/output"
+	"github.com/joblet-dev/joblet/isolator/store"
+	"github.com/joblet-dev/joblet/proto/errdefs"
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/proto/logdapi"
+	"github.com/joblet-dev/joblet/proto/logging"
+)
+
+// Reasons recorded on jobs the isolator ended itself.
+const (
+	ReasonRestarted = "isolator restarted while the job was running"
+	ReasonShutdown  = "isolator shut down"
+	ReasonStopped   = "stopped on request"
+)
+
+// Options configure a Registry.
+type Options struct {
+	StateDir  string // the isolator's state directory
+	Runner    Runner
+	Logd      logdapi.Logd
+	StopGrace time.Duration // SIGTERM to SIGKILL; 10 s when zero
+	// MaxRunning caps the jobs running at once; zero means no cap.
+	MaxRunning int
+	// OutputTimeout bounds how long an ended job waits for the rest of its
+	// output to reach logd (30 s when zero).
+	OutputTimeout time.Duration
+	Output        output.Options
+	Log           zerolog.Logger
+}
+
+// Registry owns the jobs. It implements isolatorapi.Isolator.
+type Registry struct {
+	opts  Options
+	store *store.Store
+
+	mu      sync.Mutex
+	jobs    map[string]*job
+	running int  // jobs started or starting and not yet ended
+	closed  bool // shutting down: no new job starts
+	wg      sync.WaitGroup
+}
+
+type job struct {
+	rec  *jobletv1.Job // guarded by Registry.mu
+	proc Proc
+	log  zerolog.Logger
+	// stopReason is set, under Registry.mu, once a stop was asked for; the
+	// job then ends STOPPED with this reason.
+	stopReason string
+	exited     chan struct{} // closed when the command has ended
+	done       chan struct{} // closed when the job's final record is saved
+}
+
+// Open loads the registry from opts.StateDir. Jobs that were running under
+// a previous isolator are recorded as FAILED (see ReasonRestarted); any of
+// their processes still alive are killed so nothing is left behind.
+func Open(opts Options) (*Registry, error) {
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = 10 * time.Second
+	}
+	if opts.OutputTimeout <= 0 {
+		opts.OutputTimeout = 30 * time.Second
+	}
+	// Traversable (not readable) by others: a sandbox that maps its root to
+	// an unprivileged uid still reaches its own workspace.
+	for _, d := range []string{opts.StateDir, workRoot(opts.StateDir), rootsRoot(opts.StateDir)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	st, err := store.Open(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{opts: opts, store: st, jobs: map[string]*job{}}
+	recs, err := st.Load()
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range recs {
+		r.recover(rec)
+	}
+	return r, nil
+}
+
+func workRoot(state string) string  { return filepath.Join(state, "work") }
+func rootsRoot(state string) string { return filepath.Join(state, "roots") }
+
+// recover takes a record from disk into the registry. A job that was
+// running cannot be followed again by this isolator (its pipes and its
+// parent are gone), so it is ended.
+func (r *Registry) recover(rec store.Record) {
+	id := rec.Job.GetId()
+	log := r.opts.Log.With().Str(logging.KeyJobID, id).Logger()
+	j := &job{rec: rec.Job, log: log, exited: make(chan struct{}), done: make(chan struct{})}
+	close(j.exited)
+	close(j.done)
+	r.jobs[id] = j
+	if rec.Job.GetState() != jobletv1.JobState_JOB_STATE_RUNNING {
+		r.removeDirs(id, log)
+		return
+	}
+	if killed, err := killLeftover(rec.Init); err != nil {
+		log.Error().Err(err).Int("pid", rec.Init.PID).Msg("cannot kill a job left by the previous isolator")
+	} else if killed {
+		log.Warn().Int("pid", rec.Init.PID).Msg("killed a job left running by the previous isolator")
+	}
+	rec.Job.State = jobletv1.JobState_JOB_STATE_FAILED
+	rec.Job.Reason = ReasonRestarted
+	rec.Job.ExitCode = -1
+	rec.Job.EndTime = timestamppb.Now()
+	r.removeDirs(id, log)
+	if err := r.store.Save(store.Record{Job: rec.Job}); err != nil {
+		log.Error().Err(err).Msg("cannot save job record")
+	}
+	log.Warn().Msg(ReasonRestarted)
+	// The job's log in logd was never closed; close it so that followers
+	// see its end.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.awaitOutput(output.Start(r.opts.Logd, id, nil, nil, r.outputOptions(log)))
+	}()
+}
+
+// killLeftover kills the job whose init is p, if p still runs. The init is
+// PID 1 of the job's PID namespace, so killing it kills every process of
+// the job. The process is pinned with a pidfd before it is checked, so a
+// pid reused in between is never hit.
+func killLeftover(p store.Proc) (bool, error) {
+	if p.PID <= 0 {
+		return false, nil
+	}
+	fd, err := unix.PidfdOpen(p.PID, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(fd)
+	if !p.Alive() {
+		return false, nil
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return false, nil
+		}
+		return false, fmt.Errorf("pidfd_send_signal: %w", err)
+	}
+	return true, nil
+}
+
+func (r *Registry) outputOptions(log zerolog.Logger) output.Options {
+	o := r.opts.Output
+	o.Log = log
+	return o
+}
+
+// Run validates spec, records a new job and starts it. If the job cannot be
+// started, its record stays (FAILED, with the reason) and the error is
+// returned.
+func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job, error) {
+	if err := Validate(spec); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return nil, errdefs.Errorf(errdefs.ErrUnavailable, "the isolator is shutting down")
+	case r.opts.MaxRunning > 0 && r.running >= r.opts.MaxRunning:
+		r.mu.Unlock()
+		return nil, errdefs.Errorf(errdefs.ErrResourceExhausted, "too many jobs running (at most %d)", r.opts.MaxRunning)
+	}
+	// The count and the WaitGroup slot pass to the job's supervisor once it
+	// runs; taken under the lock that Shutdown sets closed with, so
+	// Shutdown either refuses this job or waits for it.
+	r.running++
+	r.wg.Add(1)
+	r.mu.Unlock()
+
+	id, err := r.store.NextID()
+	if err != nil {
+		r.release()
+		return nil, r.stateError(err)
+	}
+	log := r.opts.Log.With().Str(logging.KeyJobID, id).Logger()
+	limits := proto.Clone(spec.GetLimits()).(*jobletv1.Limits)
+	if limits == nil {
+		limits = &jobletv1.Limits{}
+	}
+	j := &job{
+		rec: &jobletv1.Job{
+			Id:         id,
+			Command:    spec.GetCommand(),
+			Args:       slices.Clone(spec.GetArgs()),
+			State:      jobletv1.JobState_JOB_STATE_RUNNING,
+			CreateTime: timestamppb.Now(),
+			Limits:     limits,
+			Network:    "none",
+			Name:       spec.GetName(),
+			Hostname:   "job-" + id,
+		},
+		log:    log,
+		exited: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	// On disk before anything runs: a crash from here on leaves a record
+	// that the next isolator ends, never a job nobody knows about.
+	if err := r.store.Save(store.Record{Job: j.rec}); err != nil {
+		r.release()
+		return nil, r.stateError(err)
+	}
+	proc, fw, err := r.start(j, spec)
+	if err != nil {
+		return r.failStart(j, err)
+	}
+	j.proc = proc
+	init, err := store.Identify(proc.Pid())
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot identify the job's init; a restart will not find it")
+	}
+	r.mu.Lock()
+	j.rec.StartTime = timestamppb.Now()
+	r.jobs[id] = j
+	if r.closed { // Shutdown began while the job was starting
+		r.requestStop(j, ReasonShutdown)
+	}
+	snap := proto.Clone(j.rec).(*jobletv1.Job)
+	r.mu.Unlock()
+	if err := r.store.Save(store.Record{Job: snap, Init: init}); err != nil {
+		log.Error().Err(err).Msg("cannot save job record")
+	}
+	log.Info().Int("pid", proc.Pid()).Str("command", spec.GetCommand()).Msg("job started")
+	go r.supervise(j, fw)
+	return snap, nil
+}
+
+// start makes the job's directories and pipes, starts forwarding its
+// output and starts it.
+func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, *output.Forwarder, error) {
+	id := j.rec.GetId()
+	work, root := filepath.Join(workRoot(r.opts.StateDir), id), filepath.Join(rootsRoot(r.opts.StateDir), id)
+	if err := os.Mkdir(work, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("create workspace: %w", err)
+	}
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("create root mount point: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	// The forwarder runs even if the start fails, so the job's log exists
+	// and is closed, and a follower sees its end.
+	fw := output.Start(r.opts.Logd, id, outR, errR, r.outputOptions(j.log))
+	proc, err := r.opts.Runner.Start(Spec{
+		ID:       id,
+		Hostname: j.rec.GetHostname(),
+		Args:     append([]string{spec.GetCommand()}, spec.GetArgs()...),
+		Env:      jobEnv(id),
+		RootDir:  root,
+		WorkDir:  work,
+		Stdout:   outW,
+		Stderr:   errW,
+	})
+	// The job holds its own copies; ours must go for the readers to see EOF.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.awaitOutput(fw)
+		}()
+		return nil, nil, err
+	}
+	return proc, fw, nil
+}
+
+// jobEnv is a job's whole environment: nothing of the daemon's leaks in.
+func jobEnv(id string) []string {
+	return []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/work",
+		"HOSTNAME=job-" + id,
+		"JOB_ID=" + id,
+		"LANG=C.UTF-8",
+		"TERM=dumb",
+	}
+}
+
+// failStart records a job that could not start and returns the error.
+func (r *Registry) failStart(j *job, err error) (*jobletv1.Job, error) {
+	id := j.rec.GetId()
+	reason := err.Error()
+	if status.Code(errdefs.ToGRPC(err)) == codes.Internal {
+		// Not a kind the user can act on: the details (paths and the like)
+		// stay in the log.
+		reason = "the job could not be started (internal error)"
+	}
+	exit := -1
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		exit = 127
+	case errors.Is(err, errdefs.ErrPermissionDenied):
+		exit = 126
+	}
+	j.log.Warn().Err(err).Msg("job failed to start")
+	r.removeDirs(id, j.log)
+	r.mu.Lock()
+	j.rec.State = jobletv1.JobState_JOB_STATE_FAILED
+	j.rec.Reason = reason
+	j.rec.ExitCode = int32(exit)
+	j.rec.EndTime = timestamppb.Now()
+	close(j.exited)
+	close(j.done)
+	r.jobs[id] = j
+	r.running--
+	snap := proto.Clone(j.rec).(*jobletv1.Job)
+	r.mu.Unlock()
+	if serr := r.store.Save(store.Record{Job: snap}); serr != nil {
+		j.log.Error().Err(serr).Msg("cannot save job record")
+	}
+	r.wg.Done()
+	return snap, fmt.Errorf("job %s: %w", id, err)
+}
+
+// stateError is what a caller is told when the state cannot be written:
+// a full disk is something an operator can act on; other details stay in
+// the log.
+func (r *Registry) stateError(err error) error {
+	r.opts.Log.Error().Err(err).Msg("cannot write the isolator's state")
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return errdefs.Errorf(errdefs.ErrResourceExhausted, "no space left to record the job")
+	}
+	return err
+}
+
+// release gives back what Run took for a job that never started.
+func (r *Registry) release() {
+	r.mu.Lock()
+	r.running--
+	r.mu.Unlock()
+	r.wg.Done()
+}
+
+// supervise waits for a running job to end, then for its output to reach
+// logd, and records how it ended.
+func (r *Registry) supervise(j *job, fw *output.Forwarder) {
+	defer r.wg.Done()
+	res, werr := j.proc.Wait()
+	close(j.exited)
+	outErr := r.awaitOutput(fw)
+	id := j.rec.GetId() // the id never changes
+	r.removeDirs(id, j.log)
+
+	r.mu.Lock()
+	rec := j.rec
+	rec.EndTime = timestamppb.Now()
+	rec.ExitCode, rec.Signal = int32(res.ExitCode), int32(res.Signal)
+	switch {
+	case werr != nil:
+		rec.State, rec.ExitCode, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, -1, "lost track of the job's process"
+	case j.stopReason != "":
+		rec.State, rec.Reason = jobletv1.JobState_JOB_STATE_STOPPED, j.stopReason
+	case res.ExitCode == 0:
+		rec.State = jobletv1.JobState_JOB_STATE_COMPLETED
+	case res.Signal != 0:
+		rec.State, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, "killed by "+unix.SignalName(syscall.Signal(res.Signal))
+	default:
+		rec.State, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, "exited with code "+strconv.Itoa(res.ExitCode)
+	}
+	if outErr != nil {
+		if rec.Reason != "" {
+			rec.Reason += "; "
+		}
+		rec.Reason += "output incomplete: logd did not take all of it"
+	}
+	r.running--
+	snap := proto.Clone(rec).(*jobletv1.Job)
+	r.mu.Unlock()
+
+	if err := r.store.Save(store.Record{Job: snap}); err != nil {
+		j.log.Error().Err(err).Msg("cannot save job record")
+	}
+	ev := j.log.Info()
+	if werr != nil || outErr != nil {
+		ev = j.log.Warn().AnErr("wait_error", werr).AnErr("output_error", outErr)
+	}
+	ev.Stringer("state", snap.GetState()).Int32("exit_code", snap.GetExitCode()).Msg("job ended")
+	close(j.done)
+}
+
+// awaitOutput waits, for a bounded time, for fw to deliver everything, and
+// abandons it otherwise.
+func (r *Registry) awaitOutput(fw *output.Forwarder) error {
+	t := time.NewTimer(r.opts.OutputTimeout)
+	defer t.Stop()
+	select {
+	case <-fw.Done():
+	case <-t.C:
+		fw.Abandon()
+	}
+	return fw.Err()
+}
+
+// removeDirs removes a job's root mount point and workspace. The mount
+// point must be empty (the job's mounts live in its own mount namespace),
+// so it is removed without recursion: if something were mounted there,
+// nothing under it is deleted.
+func (r *Registry) removeDirs(id string, log zerolog.Logger) {
+	if err := os.Remove(filepath.Join(rootsRoot(r.opts.StateDir), id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Error().Err(err).Msg("cannot remove the job's root mount point")
+	}
+	if err := os.RemoveAll(filepath.Join(workRoot(r.opts.StateDir), id)); err != nil {
+		log.Error().Err(err).Msg("cannot remove the job's workspace")
+	}
+}
+
+// Get returns a job's record.
+func (r *Registry) Get(_ context.Context, id string) (*jobletv1.Job, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	j, ok := r.jobs[id]
+	if !ok {
+		return nil, notFound(id)
+	}
+	return proto.Clone(j.rec).(*jobletv1.Job), nil
+}
+
+// List returns every job's record in id order.
+func (r *Registry) List(context.Context) ([]*jobletv1.Job, error) {
+	r.mu.Lock()
+	out := make([]*jobletv1.Job, 0, len(r.jobs))
+	for _, j := range r.jobs {
+		out = append(out, proto.Clone(j.rec).(*jobletv1.Job))
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b *jobletv1.Job) int {
+		x, _ := strconv.ParseUint(a.GetId(), 10, 64)
+		y, _ := strconv.ParseUint(b.GetId(), 10, 64)
+		return cmpUint(x, y)
+	})
+	return out, nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func notFound(id string) error {
+	return errdefs.Errorf(errdefs.ErrNotFound, "job %q not found", id)
+}
+
+// Stop stops a running job (SIGTERM, then SIGKILL after the grace period)
+// and returns its record once it has ended. Stopping an ended job returns
+// its record unchanged. If ctx ends first, the stop still completes.
+func (r *Registry) Stop(ctx context.Context, id string) (*jobletv1.Job, error) {
+	r.mu.Lock()
+	j, ok := r.jobs[id]
+	if !ok {
+		r.mu.Unlock()
+		return nil, notFound(id)
+	}
+	r.requestStop(j, ReasonStopped)
+	r.mu.Unlock()
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return r.Get(ctx, id)
+}
+
+// requestStop starts stopping j once, whoever asks first. r.mu is held.
+func (r *Registry) requestStop(j *job, reason string) {
+	select {
+	case <-j.done:
+		return
+	default:
+	}
+	if j.stopReason != "" {
+		return
+	}
+	j.stopReason = reason
+	r.wg.Add(1)
+	go r.kill(j)
+}
+
+func (r *Registry) kill(j *job) {
+	defer r.wg.Done()
+	j.log.Info().Dur("grace", r.opts.StopGrace).Msg("stopping job")
+	if err := j.proc.Terminate(); err != nil {
+		j.log.Debug().Err(err).Msg("SIGTERM")
+	}
+	t := time.NewTimer(r.opts.StopGrace)
+	defer t.Stop()
+	select {
+	case <-j.exited:
+		return
+	case <-t.C:
+	}
+	j.log.Info().Msg("grace period over: killing job")
+	if err := j.proc.Kill(); err != nil {
+		j.log.Warn().Err(err).Msg("SIGKILL")
+	}
+}
+
+// Shutdown refuses new jobs, stops every running one (recording it STOPPED
+// with ReasonShutdown) and waits until all have ended and their records are
+// saved, or ctx is done.
+func (r *Registry) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	for _, j := range r.jobs {
+		r.requestStop(j, ReasonShutdown)
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("jobs still ending at shutdown: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,41 @@
+package jobs
+
+import "os"
+
+// Runner starts a job's command in its sandbox. The production Runner is
+// the sandbox package; tests use a fake that runs the command directly.
+type Runner interface {
+	// Start returns once the command runs, or an error (of an errdefs kind
+	// when the user can act on it) with nothing left running.
+	Start(Spec) (Proc, error)
+}
+
+// Spec is what a Runner needs to start one job.
+type Spec struct {
+	ID       string
+	Hostname string
+	Args     []string // argv; Args[0] is the command
+	Env      []string // the job's whole environment
+	RootDir  string   // an empty directory to build the job's root on
+	WorkDir  string   // the job's workspace, its /work
+	Stdout   *os.File // write ends of the output pipes
+	Stderr   *os.File
+}
+
+// Proc is a started job.
+type Proc interface {
+	// Pid is the host pid of the job's init.
+	Pid() int
+	// Wait waits for the job's command to end.
+	Wait() (Result, error)
+	// Terminate sends SIGTERM to every process of the job.
+	Terminate() error
+	// Kill sends SIGKILL to every process of the job.
+	Kill() error
+}
+
+// Result is how a job's command ended.
+type Result struct {
+	ExitCode int // 128+Signal when killed by a signal
+	Signal   int
+}

@@ -1,0 +1,253 @@
+// Package output forwards a job's stdout and stderr to logd.
+//
+// Both streams go through one ordered queue per job, so every byte gets one
+// global offset and logd sees the two streams interleaved in the order the
+// isolator read them. The queue is sent in batches; a failed batch is resent
+// with the same offsets after a backoff (logd skips what it already has), so
+// nothing is lost or duplicated while logd restarts. While the queue is full
+// the readers stop reading, and the job blocks on its pipe instead of the
+// isolator buffering without bound.
+package output
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/joblet-dev/joblet/proto/errdefs"
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/proto/logdapi"
+)
+
+// Options tune a Forwarder; zero values take the defaults.
+type Options struct {
+	ReadBytes   int           // largest single read from a pipe (64 KiB)
+	BatchBytes  int           // most bytes sent in one Append (256 KiB)
+	BufferBytes int           // unsent bytes at which reading stops (4 MiB)
+	MinBackoff  time.Duration // first wait after a failed Append (100 ms)
+	MaxBackoff  time.Duration // longest wait between attempts (2 s)
+	CallTimeout time.Duration // bound on one Append call (30 s)
+	Log         zerolog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.ReadBytes <= 0 {
+		o.ReadBytes = 64 << 10
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 256 << 10
+	}
+	if o.BufferBytes <= 0 {
+		o.BufferBytes = 4 << 20
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(2*time.Second, o.MinBackoff)
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = 30 * time.Second
+	}
+}
+
+// ErrAbandoned is the error of a Forwarder that was told to give up before
+// everything was delivered.
+var ErrAbandoned = errors.New("output forwarding abandoned")
+
+// Forwarder sends one job's output to logd.
+type Forwarder struct {
+	logd  logdapi.Logd
+	jobID string
+	opts  Options
+
+	ctx    context.Context // cancelled by Abandon; bounds every Append
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the sender has stopped
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled on any change below
+	queue    []logdapi.Record
+	queued   int   // bytes in queue
+	next     int64 // offset of the next byte read
+	open     int   // readers not yet at EOF
+	stopped  bool  // the sender is gone: readers discard what they read
+	err      error // why the sender stopped early; nil once all delivered
+	complete bool  // every byte and the eof are in logd
+}
+
+// Start forwards stdout and stderr (either may be nil) to logd as job
+// jobID's log, and closes the log once both reach EOF. Start takes
+// ownership of the readers and closes them at EOF.
+func Start(logd logdapi.Logd, jobID string, stdout, stderr io.ReadCloser, opts Options) *Forwarder {
+	opts.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Forwarder{logd: logd, jobID: jobID, opts: opts, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	f.cond = sync.NewCond(&f.mu)
+	streams := map[jobletv1.Stream]io.ReadCloser{}
+	if stdout != nil {
+		streams[jobletv1.Stream_STREAM_STDOUT] = stdout
+	}
+	if stderr != nil {
+		streams[jobletv1.Stream_STREAM_STDERR] = stderr
+	}
+	f.open = len(streams) // before any reader runs and counts down
+	for kind, r := range streams {
+		go f.read(kind, r)
+	}
+	go f.send()
+	return f
+}
+
+// Done is closed once the log is complete in logd, or the forwarder gave up.
+func (f *Forwarder) Done() <-chan struct{} { return f.done }
+
+// Err says, once Done is closed, why the output is incomplete in logd, or
+// nil if every byte and the end of the log were delivered.
+func (f *Forwarder) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.complete {
+		return nil
+	}
+	return f.err
+}
+
+// Abandon stops delivering: what has not reached logd yet is dropped, and
+// the readers keep draining their pipes (so no writer blocks) until EOF.
+// Abandon returns once the sender has stopped.
+func (f *Forwarder) Abandon() {
+	f.cancel()
+	<-f.done
+}
+
+// Size is the number of bytes read from the job so far.
+func (f *Forwarder) Size() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.next
+}
+
+func (f *Forwarder) read(kind jobletv1.Stream, r io.ReadCloser) {
+	defer r.Close()
+	buf := make([]byte, f.opts.ReadBytes)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			// A copy sized to the data: queued bytes are what memory costs.
+			f.enqueue(kind, bytes.Clone(buf[:n]))
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				f.opts.Log.Warn().Err(err).Stringer("stream", kind).Msg("reading job output")
+			}
+			break
+		}
+	}
+	f.mu.Lock()
+	f.open--
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+// enqueue gives data its offset and queues it, first waiting for room:
+// while it waits, its reader does not read, which is the backpressure.
+func (f *Forwarder) enqueue(kind jobletv1.Stream, data []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.queued >= f.opts.BufferBytes && !f.stopped {
+		f.cond.Wait()
+	}
+	if f.stopped {
+		return
+	}
+	f.queue = append(f.queue, logdapi.Record{Stream: kind, Data: data, Offset: f.next})
+	f.next += int64(len(data))
+	f.queued += len(data)
+	f.cond.Broadcast()
+}
+
+func (f *Forwarder) send() {
+	err := f.sendAll()
+	f.mu.Lock()
+	f.stopped = true
+	f.complete = err == nil
+	f.err = err
+	f.queue, f.queued = nil, 0
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	close(f.done)
+}
+
+func (f *Forwarder) sendAll() error {
+	for {
+		f.mu.Lock()
+		for len(f.queue) == 0 && f.open > 0 {
+			f.cond.Wait()
+		}
+		// The queue only grows at its tail while unlocked, so the front
+		// records taken here stay valid until they are removed below.
+		n, size := 0, 0
+		for n < len(f.queue) && (n == 0 || size+len(f.queue[n].Data) <= f.opts.BatchBytes) {
+			size += len(f.queue[n].Data)
+			n++
+		}
+		batch := append([]logdapi.Record(nil), f.queue[:n]...)
+		eof := f.open == 0 && n == len(f.queue)
+		f.mu.Unlock()
+
+		if err := f.appendRetrying(batch, eof); err != nil {
+			return err
+		}
+
+		f.mu.Lock()
+		f.queue = f.queue[n:]
+		f.queued -= size
+		f.cond.Broadcast()
+		f.mu.Unlock()
+		if eof {
+			return nil
+		}
+	}
+}
+
+// appendRetrying appends batch until logd accepts it, backing off between
+// attempts. It gives up on Abandon, or on an error that a retry cannot cure.
+func (f *Forwarder) appendRetrying(batch []logdapi.Record, eof bool) error {
+	backoff := f.opts.MinBackoff
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(f.ctx, f.opts.CallTimeout)
+		_, err := f.logd.Append(ctx, f.jobID, batch, eof)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				f.opts.Log.Info().Int("attempts", attempt).Msg("job output delivered to logd again")
+			}
+			return nil
+		}
+		if f.ctx.Err() != nil {
+			return ErrAbandoned
+		}
+		// The log in logd is shorter than what was already acknowledged, or
+		// the request is refused: resending the same bytes cannot fix it.
+		if errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrInvalidArgument) {
+			f.opts.Log.Error().Err(err).Msg("logd refused job output; the rest of it is dropped")
+			return fmt.Errorf("logd refused the output: %w", err)
+		}
+		if attempt == 1 {
+			f.opts.Log.Warn().Err(err).Msg("cannot deliver job output to logd; retrying")
+		}
+		select {
+		case <-time.After(backoff):
+		case <-f.ctx.Done():
+			return ErrAbandoned
+		}
+		backoff = min(2*backoff, f.opts.MaxBackoff)
+	}
+}

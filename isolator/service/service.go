@@ -1,0 +1,109 @@
+// Package service wires the isolator daemon: the job registry, the logd
+// client its jobs' output goes to, and the gRPC server that serves the
+// isolator API on the isolator's Unix socket.
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/joblet-dev/joblet/isolator/jobs"
+	"github.com/joblet-dev/joblet/proto/daemon"
+	"github.com/joblet-dev/joblet/proto/isolatorapi"
+	"github.com/joblet-dev/joblet/proto/logdapi"
+	"github.com/joblet-dev/joblet/proto/transport"
+)
+
+// outputTimeout bounds how long an ended job waits for logd to take the
+// rest of its output.
+const outputTimeout = 30 * time.Second
+
+// drainTimeout bounds how long in-flight calls may take once the jobs have
+// been stopped at shutdown.
+const drainTimeout = 5 * time.Second
+
+// Run is the isolator daemon: it serves the isolator API on env.Listener
+// until ctx is done, then stops every running job and returns.
+func Run(ctx context.Context, env daemon.Env) error {
+	return run(ctx, env, sandboxRunner{})
+}
+
+func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
+	cfg, log := env.Config, env.Log
+	// Dial does not wait for logd: it may start after the isolator or
+	// restart at any time, and output delivery retries until it is back.
+	cc, err := transport.Dial(cfg.SocketPath("logd"))
+	if err != nil {
+		return fmt.Errorf("logd client: %w", err)
+	}
+	defer cc.Close()
+
+	grace := cfg.Joblet.StopGracePeriod
+	if grace <= 0 {
+		grace = 10 * time.Second
+	}
+	reg, err := jobs.Open(jobs.Options{
+		StateDir:      cfg.StateDir("isolator"),
+		Runner:        runner,
+		Logd:          logdapi.NewClient(cc),
+		StopGrace:     grace,
+		MaxRunning:    cfg.Joblet.MaxConcurrentJobs,
+		OutputTimeout: outputTimeout,
+		Log:           log,
+	})
+	if err != nil {
+		return fmt.Errorf("open job registry: %w", err)
+	}
+
+	srv := grpc.NewServer(
+		grpc.Creds(transport.PeerCreds(cfg.Gateway.UID)),
+		grpc.ChainUnaryInterceptor(logCalls(log)),
+	)
+	isolatorapi.Register(srv, reg)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(env.Listener) }()
+	log.Info().Str("socket", env.Listener.Addr().String()).Msg("isolator ready")
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+		serveErr = fmt.Errorf("serve: %w", serveErr)
+	}
+
+	// Nothing may be left behind: new jobs are refused, running ones are
+	// stopped and recorded STOPPED, then in-flight calls finish.
+	hs.Shutdown()
+	log.Info().Msg("stopping running jobs")
+	sctx, cancel := context.WithTimeout(context.Background(), grace+outputTimeout+drainTimeout)
+	defer cancel()
+	if err := reg.Shutdown(sctx); err != nil {
+		log.Error().Err(err).Msg("jobs did not all end")
+	}
+	stopServer(srv, drainTimeout)
+	log.Info().Msg("isolator stopped")
+	return serveErr
+}
+
+// stopServer lets in-flight calls finish for up to d, then cuts them off.
+func stopServer(srv *grpc.Server, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		srv.Stop()
+		<-done
+	}
+}

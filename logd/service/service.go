@@ -1,0 +1,131 @@
+// Package service runs logd: the log store served over gRPC on logd's Unix
+// socket, to root and the gateway only, with the standard health service.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+
+	"github.com/joblet-dev/joblet/logd/store"
+	"github.com/joblet-dev/joblet/proto/daemon"
+	"github.com/joblet-dev/joblet/proto/errdefs"
+	logdv1 "github.com/joblet-dev/joblet/proto/gen/logd/v1"
+	"github.com/joblet-dev/joblet/proto/logdapi"
+	"github.com/joblet-dev/joblet/proto/logging"
+	"github.com/joblet-dev/joblet/proto/transport"
+)
+
+// stopGrace is how long writes in flight get to finish at shutdown before
+// every call, followers included, is cut.
+const stopGrace = 2 * time.Second
+
+// Run serves logd on env.Listener until ctx is done.
+func Run(ctx context.Context, env daemon.Env) error {
+	if env.Listener == nil {
+		return errors.New("logd needs its socket")
+	}
+	dir := env.Config.StateDir("logd")
+	st, err := store.Open(dir, store.Options{MaxLogBytes: env.Config.Logd.MaxLogBytes, Log: env.Log})
+	if err != nil {
+		return fmt.Errorf("open log store: %w", err)
+	}
+
+	srv := grpc.NewServer(grpc.Creds(transport.PeerCreds(env.Config.Gateway.UID)))
+	logdapi.Register(srv, logged{Logd: st, log: env.Log})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	hs.SetServingStatus(logdv1.Logd_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(env.Listener) }()
+	env.Log.Info().Str("dir", dir).Str("socket", env.Listener.Addr().String()).Msg("serving")
+
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(stopGrace):
+		srv.Stop() // followers wait for output forever; end them
+		<-stopped
+	}
+	err = errors.Join(err, st.Close())
+	env.Log.Info().Msg("stopped")
+	return err
+}
+
+// gRPC's default buffer pool jumps from 32 KiB to 1 MiB and zeroes every
+// buffer it hands out, and its proto codec always uses that default pool. A
+// message carrying a full pipe read (32 to 64 KiB) thus cost a 1 MiB clear
+// on each side, half of logd's CPU under load. A tier at every power of two
+// bounds the waste at twice the message. It is set in init, before any gRPC
+// code runs, because the setting is process-wide and unsynchronised.
+func init() {
+	p, err := mem.NewBinaryTieredBufferPool(8, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+	if err != nil {
+		panic(err) // the exponents are constants; this cannot fail at run time
+	}
+	experimental.SetDefaultBufferPool(p)
+}
+
+// logged logs the errors a caller only sees as "internal error", with the
+// job and the peer, so that the cause is in the journal.
+type logged struct {
+	logdapi.Logd
+	log zerolog.Logger
+}
+
+func (l logged) Append(ctx context.Context, jobID string, recs []logdapi.Record, eof bool) (int64, error) {
+	n, err := l.Logd.Append(ctx, jobID, recs, eof)
+	l.check(ctx, "Append", jobID, err)
+	return n, err
+}
+
+func (l logged) Read(ctx context.Context, jobID string, offset int64, follow bool, fn func(logdapi.Record) error) error {
+	err := l.Logd.Read(ctx, jobID, offset, follow, fn)
+	l.check(ctx, "Read", jobID, err)
+	return err
+}
+
+func (l logged) Stat(ctx context.Context, jobID string) (logdapi.Stat, error) {
+	s, err := l.Logd.Stat(ctx, jobID)
+	l.check(ctx, "Stat", jobID, err)
+	return s, err
+}
+
+// known are the errors a caller is told about as they are.
+var known = []error{
+	errdefs.ErrNotFound, errdefs.ErrInvalidArgument, errdefs.ErrPermissionDenied,
+	errdefs.ErrAlreadyExists, errdefs.ErrFailedPrecondition, errdefs.ErrResourceExhausted,
+	errdefs.ErrUnavailable, errdefs.ErrUnauthenticated, context.Canceled, context.DeadlineExceeded,
+}
+
+func (l logged) check(ctx context.Context, method, jobID string, err error) {
+	if err == nil {
+		return
+	}
+	for _, k := range known {
+		if errors.Is(err, k) {
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		return // the caller went away mid-send
+	}
+	l.log.Error().Err(err).Str(logging.KeyMethod, method).Str(logging.KeyJobID, jobID).
+		Int(logging.KeyPeerUID, transport.PeerUID(ctx)).Msg("request failed")
+}

@@ -1,0 +1,102 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+)
+
+// A log file is a sequence of frames, each a 5-byte header (kind, then the
+// payload length as a big-endian uint32) and the payload. Frames are only
+// ever appended, whole, with one pwrite, so a crash can leave at most one
+// torn frame at the end, which the next open cuts off.
+//
+//	kindStdout, kindStderr  job output; payload is data (≤ maxData bytes)
+//	kindMarker              the truncation notice, read back as stderr
+//	kindAccepted            8-byte accepted size once the cap was hit
+//	                        (rewritten in place, always the last frame
+//	                        before kindEOF)
+//	kindEOF                 the log is closed; empty payload, last frame
+const (
+	hdrLen = 5
+	// maxData is the largest frame payload and the largest chunk a reader is
+	// sent: just under 64 KiB, so that a chunk with its message header still
+	// fits gRPC's 64 KiB buffer tier.
+	maxData = 64<<10 - 256
+)
+
+type kind byte
+
+const (
+	kindStdout kind = iota + 1
+	kindStderr
+	kindMarker
+	kindAccepted
+	kindEOF
+)
+
+// acceptedLen is the payload length of a kindAccepted frame.
+const acceptedLen = 8
+
+// errCorrupt is a frame that cannot have been written by this package.
+var errCorrupt = errors.New("corrupt log frame")
+
+// kindOf maps a record's stream to its frame kind.
+func kindOf(s jobletv1.Stream) (kind, bool) {
+	switch s {
+	case jobletv1.Stream_STREAM_STDOUT:
+		return kindStdout, true
+	case jobletv1.Stream_STREAM_STDERR:
+		return kindStderr, true
+	}
+	return 0, false
+}
+
+// stream is the stream a data frame is read back as; ok is false for frames
+// that carry no output.
+func (k kind) stream() (s jobletv1.Stream, ok bool) {
+	switch k {
+	case kindStdout:
+		return jobletv1.Stream_STREAM_STDOUT, true
+	case kindStderr, kindMarker:
+		return jobletv1.Stream_STREAM_STDERR, true
+	}
+	return 0, false
+}
+
+// appendFrame appends one frame to buf.
+func appendFrame(buf []byte, k kind, payload []byte) []byte {
+	buf = append(buf, byte(k))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(payload)))
+	return append(buf, payload...)
+}
+
+// acceptedPayload encodes a kindAccepted payload.
+func acceptedPayload(size int64) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(size))
+}
+
+// readHeader reads and checks one frame header. It returns io.EOF at a clean
+// end and io.ErrUnexpectedEOF inside a torn header.
+func readHeader(r io.Reader, hdr *[hdrLen]byte) (kind, int, error) {
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, 0, err
+	}
+	k, n := kind(hdr[0]), int(binary.BigEndian.Uint32(hdr[1:]))
+	ok := false
+	switch k {
+	case kindStdout, kindStderr, kindMarker:
+		ok = n > 0 && n <= maxData
+	case kindAccepted:
+		ok = n == acceptedLen
+	case kindEOF:
+		ok = n == 0
+	}
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: kind %d length %d", errCorrupt, k, n)
+	}
+	return k, n, nil
+}

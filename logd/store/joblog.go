@@ -1,0 +1,344 @@
+package store
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/joblet-dev/joblet/proto/errdefs"
+	"github.com/joblet-dev/joblet/proto/logdapi"
+)
+
+// indexEvery is how far apart, in file bytes, the index marks a frame start,
+// so a reader starting mid-log skips to near its offset instead of scanning
+// from the top. A 1 GiB log needs about a thousand marks.
+const indexEvery = 1 << 20
+
+// retainBuf is the largest write buffer put back in bufPool.
+const retainBuf = 1 << 20
+
+// bufPool holds the buffers appends build their frames in, shared by all
+// logs so that memory follows the number of appends in flight rather than
+// the number of jobs.
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// jobLog is one job's log: its file and what is known about it. The file
+// holds the bytes; memory holds only sizes, a sparse index and, while the
+// log is open, the write descriptor.
+type jobLog struct {
+	path string
+
+	mu      sync.Mutex
+	err     error    // set when the log cannot be used (load failed, store closed)
+	f       *os.File // write descriptor; nil once the log is closed
+	st      state
+	index   []mark
+	changed chan struct{} // closed and replaced on every change
+}
+
+// state is what a file's frames add up to.
+type state struct {
+	end        int64 // file length: whole frames only
+	size       int64 // accepted bytes: the writer's offsets
+	stored     int64 // kept bytes, notice included: the reader's offsets
+	truncated  bool  // the cap was hit and the notice written
+	acceptedAt int64 // file position of the kindAccepted payload, 0 if none
+	closed     bool
+}
+
+// mark is a frame start: its stored offset and file position.
+type mark struct{ off, pos int64 }
+
+// load opens (with create: makes) the file and rebuilds the state from it.
+// l.mu is held.
+func (l *jobLog) load(dir string, create bool, log zerolog.Logger) error {
+	flags := os.O_RDWR | syscall.O_NOFOLLOW
+	if create {
+		flags |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(l.path, flags, 0o600)
+	if err != nil {
+		return err
+	}
+	if create {
+		// The new name must survive a crash, or the job's output would
+		// vanish along with it.
+		if err := syncDir(dir); err != nil {
+			f.Close()
+			return err
+		}
+	} else if err := l.scan(f, log); err != nil {
+		f.Close()
+		return err
+	}
+	if l.st.closed {
+		return f.Close()
+	}
+	l.f = f
+	return nil
+}
+
+// scan rebuilds the state and index from the file, cutting off a torn or
+// unreadable tail so appends continue on a clean frame boundary.
+func (l *jobLog) scan(f *os.File, log zerolog.Logger) error {
+	br := bufio.NewReaderSize(f, maxData+hdrLen)
+	var (
+		st   state
+		hdr  [hdrLen]byte
+		bad  error
+		last int64
+	)
+	for bad == nil {
+		k, n, err := readHeader(br, &hdr)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil && st.closed {
+			err = fmt.Errorf("%w: frame after end of log", errCorrupt)
+		}
+		if err != nil {
+			bad = err
+			break
+		}
+		pos := st.end
+		switch k {
+		case kindAccepted:
+			var p [acceptedLen]byte
+			if _, err := io.ReadFull(br, p[:]); err != nil {
+				bad = err
+				continue
+			}
+			st.size = max(st.size, int64(binary.BigEndian.Uint64(p[:])))
+			st.acceptedAt = pos + hdrLen
+		case kindEOF:
+			st.closed = true
+		default:
+			if _, err := br.Discard(n); err != nil {
+				bad = err
+				continue
+			}
+			if pos-last >= indexEvery {
+				l.index = append(l.index, mark{off: st.stored, pos: pos})
+				last = pos
+			}
+			st.stored += int64(n)
+			if k == kindMarker {
+				st.truncated = true
+			} else {
+				st.size += int64(n)
+			}
+		}
+		st.end = pos + hdrLen + int64(n)
+	}
+	if bad != nil {
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if err := f.Truncate(st.end); err != nil {
+			return fmt.Errorf("cut torn tail: %w", err)
+		}
+		log.Warn().Err(bad).Int64("kept_bytes", st.end).Int64("cut_bytes", fi.Size()-st.end).
+			Msg("log file had a torn or corrupt tail; cut it off")
+	}
+	l.st = st
+	return nil
+}
+
+// append writes the new part of recs, then with eof closes the log. All
+// frames of one call go out in one write; on failure the file is cut back
+// and nothing changes.
+func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int64) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return 0, l.err
+	}
+	if err := l.check(jobID, recs); err != nil {
+		return l.st.size, err
+	}
+
+	bp := bufPool.Get().(*[]byte)
+	next, buf := l.st, (*bp)[:0]
+	defer func() {
+		if cap(buf) <= retainBuf {
+			*bp = buf[:0]
+			bufPool.Put(bp)
+		}
+	}()
+	var marks []mark
+	lastMark := int64(0)
+	if len(l.index) > 0 {
+		lastMark = l.index[len(l.index)-1].pos
+	}
+	for _, r := range recs {
+		if r.Offset+int64(len(r.Data)) <= next.size {
+			continue // already have it
+		}
+		data := r.Data[next.size-r.Offset:]
+		next.size += int64(len(data))
+		if next.truncated {
+			continue
+		}
+		keep := min(int64(len(data)), max(limit-next.stored, 0))
+		k, _ := kindOf(r.Stream)
+		for p := data[:keep]; len(p) > 0; {
+			n := min(len(p), maxData)
+			if pos := next.end + int64(len(buf)); pos-lastMark >= indexEvery {
+				marks = append(marks, mark{off: next.stored, pos: pos})
+				lastMark = pos
+			}
+			buf = appendFrame(buf, k, p[:n])
+			next.stored += int64(n)
+			p = p[n:]
+		}
+		if keep < int64(len(data)) {
+			notice := fmt.Appendf(nil, "\n[joblet: output truncated at %d bytes]\n", limit)
+			buf = appendFrame(buf, kindMarker, notice)
+			next.stored += int64(len(notice))
+			next.truncated = true
+		}
+	}
+	// Past the cap the accepted size lives in one frame, rewritten in place,
+	// so that a restarted logd still tells the writer the right offset
+	// without the file growing with what it drops.
+	rewrite := false
+	if next.truncated && next.size != l.st.size {
+		if next.acceptedAt == 0 {
+			buf = appendFrame(buf, kindAccepted, acceptedPayload(next.size))
+			next.acceptedAt = next.end + int64(len(buf)) - acceptedLen
+		} else {
+			rewrite = true
+		}
+	}
+	if eof && !next.closed {
+		buf = appendFrame(buf, kindEOF, nil)
+		next.closed = true
+	}
+
+	if rewrite {
+		if _, err := l.f.WriteAt(acceptedPayload(next.size), next.acceptedAt); err != nil {
+			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, err)
+		}
+	}
+	if len(buf) > 0 {
+		_, err := l.f.WriteAt(buf, next.end)
+		if err == nil && next.closed && !l.st.closed {
+			err = l.f.Sync() // the job is over: make its output durable now
+		}
+		if err != nil {
+			// Keep the file a clean run of whole frames.
+			_ = l.f.Truncate(l.st.end)
+			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, err)
+		}
+		next.end += int64(len(buf))
+	}
+
+	if next == l.st {
+		return next.size, nil
+	}
+	wasClosed := l.st.closed
+	l.st = next
+	l.index = append(l.index, marks...)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	if next.closed && !wasClosed {
+		// Nothing more will be written; readers use their own descriptors.
+		f := l.f
+		l.f = nil
+		if err := f.Close(); err != nil {
+			return next.size, fmt.Errorf("close log of job %s: %w", jobID, err)
+		}
+	}
+	return next.size, nil
+}
+
+// check refuses a batch before anything of it is written: an unknown stream,
+// a gap, or new output for a closed log. l.mu is held.
+func (l *jobLog) check(jobID string, recs []logdapi.Record) error {
+	size := l.st.size
+	for _, r := range recs {
+		if _, ok := kindOf(r.Stream); !ok {
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "output record has unknown stream %d", r.Stream)
+		}
+		if r.Offset < 0 {
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "output record has negative offset %d", r.Offset)
+		}
+		if r.Offset > size {
+			return errdefs.Errorf(errdefs.ErrFailedPrecondition,
+				"output of job %s at offset %d leaves a gap after %d", jobID, r.Offset, size)
+		}
+		end := r.Offset + int64(len(r.Data))
+		if end <= size {
+			continue
+		}
+		if l.st.closed {
+			return errdefs.Errorf(errdefs.ErrFailedPrecondition, "output of job %s is closed", jobID)
+		}
+		size = end
+	}
+	return nil
+}
+
+func (l *jobLog) stat() (logdapi.Stat, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return logdapi.Stat{}, l.err
+	}
+	return logdapi.Stat{Size: l.st.size, Closed: l.st.closed, Exists: true}, nil
+}
+
+// snapshot is what a reader may read now (the file up to end), whether more
+// can come, and a channel closed when it does.
+func (l *jobLog) snapshot() (end int64, closed bool, changed <-chan struct{}, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st.end, l.st.closed, l.changed, l.err
+}
+
+// seek returns the last indexed frame start at or before stored offset off.
+func (l *jobLog) seek(off int64) (mark, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return mark{}, l.err
+	}
+	i := sort.Search(len(l.index), func(i int) bool { return l.index[i].off > off })
+	if i == 0 {
+		return mark{}, nil
+	}
+	return l.index[i-1], nil
+}
+
+// shut flushes and closes the file for good; later calls are refused.
+func (l *jobLog) shut() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = errShutdown
+	}
+	if l.f == nil {
+		return nil
+	}
+	err := errors.Join(l.f.Sync(), l.f.Close())
+	l.f = nil
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
