@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/rnx/render"
+	"github.com/joblet-dev/joblet/rnx/termsafe"
+	"github.com/spf13/cobra"
+)
+
+// jobID is what a job id may look like; the server has the final word, this
+// keeps garbage and control characters from reaching it.
+var jobID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// idArg validates the one JOB_ID argument.
+func idArg(cmd *cobra.Command, args []string) error {
+	if err := exactArgs(1, "one JOB_ID")(cmd, args); err != nil {
+		return err
+	}
+	if !jobID.MatchString(args[0]) {
+		return &usageError{fmt.Errorf("invalid job id %q", termsafe.String(args[0]))}
+	}
+	return nil
+}
+
+func (a *app) listCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List all jobs",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			conn, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := conn.ListJobs(cmd.Context(), &jobletv1.ListJobsRequest{})
+			if err != nil {
+				return conn.Explain(err)
+			}
+			if asJSON {
+				return render.ListJSON(a.env.Stdout, resp.GetJobs())
+			}
+			return render.Table(a.env.Stdout, resp.GetJobs())
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return cmd
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status JOB_ID",
+		Short: "Show one job's status, times, limits and exit code",
+		Args:  idArg,
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			conn, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			job, err := a.status(cmd.Context(), conn, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return render.StatusJSON(a.env.Stdout, job)
+			}
+			return render.Status(a.env.Stdout, job, a.env.Now())
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object")
+	return cmd
+}
+
+func (a *app) logCommand() *cobra.Command {
+	var follow, noFollow bool
+	cmd := &cobra.Command{
+		Use:   "log JOB_ID",
+		Short: "Print a job's output, then follow it until the job ends",
+		Long: `Print a job's output from the start, then follow it live until the job ends.
+The job's stdout goes to stdout and its stderr to stderr, byte for byte.
+With --follow=false (or --no-follow) print what there is and return.`,
+		Args: idArg,
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			conn, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			out := a.newOutput()
+			return errors.Join(a.follow(cmd.Context(), conn, args[0], follow && !noFollow, out), out.flush())
+		}),
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", true, "follow the output until the job ends")
+	cmd.Flags().BoolVar(&noFollow, "no-follow", false, "print the output so far and return")
+	return cmd
+}
+
+func (a *app) stopCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop JOB_ID",
+		Short: "Stop a job (SIGTERM, then SIGKILL after the server's grace period)",
+		Args:  idArg,
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			conn, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := conn.StopJob(cmd.Context(), &jobletv1.StopJobRequest{Id: args[0]})
+			if err != nil {
+				return conn.Explain(err)
+			}
+			_, err = fmt.Fprintln(a.env.Stdout, stopMessage(resp.GetJob()))
+			return err
+		}),
+	}
+}
+
+// stopMessage says what became of a job rnx stop was asked to stop.
+func stopMessage(j *jobletv1.Job) string {
+	id := termsafe.String(j.GetId())
+	switch j.GetState() {
+	case jobletv1.JobState_JOB_STATE_STOPPED:
+		return fmt.Sprintf("Job %s stopped", id)
+	case jobletv1.JobState_JOB_STATE_CANCELED:
+		return fmt.Sprintf("Job %s canceled", id)
+	case jobletv1.JobState_JOB_STATE_COMPLETED, jobletv1.JobState_JOB_STATE_FAILED:
+		return fmt.Sprintf("Job %s had already ended (%s)", id, render.State(j.GetState()))
+	}
+	return fmt.Sprintf("Job %s is stopping (%s)", id, render.State(j.GetState()))
+}

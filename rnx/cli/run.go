@@ -1,0 +1,298 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/rnx/client"
+	"github.com/joblet-dev/joblet/rnx/jobspec"
+	"github.com/joblet-dev/joblet/rnx/logstream"
+	"github.com/joblet-dev/joblet/rnx/render"
+	"github.com/joblet-dev/joblet/rnx/termsafe"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// exitDetached is rnx's exit code when the user interrupts twice and leaves
+// a job that is still stopping (128 + SIGINT, as a shell would report).
+const exitDetached = 130
+
+func (a *app) runCommand() *cobra.Command {
+	var (
+		f      jobspec.Flags
+		detach bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run [flags] CMD [ARGS...]",
+		Short: "Run a command in a new job",
+		Long: `Run a command in a new job. Flags end at CMD: "rnx run ls -la" passes -la to ls.
+
+By default rnx attaches: it prints the job header on stderr, streams the
+job's stdout and stderr to its own, and exits with the job's exit code
+(128+N when a signal N killed it). With --detach it prints the header on
+stdout and returns at once; a scheduled job (--schedule) is always detached.
+
+Interrupting an attached run (Ctrl-C, SIGTERM) asks the server to stop the
+job and keeps streaming until it has ended, then exits with its code.
+Interrupting a second time leaves at once (exit 130); the job still stops.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &usageError{fmt.Errorf("run: no command given (usage: %s)", cmd.UseLine())}
+			}
+			return nil
+		},
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			spec, err := jobspec.Build(f, args[0], args[1:], a.env.Now())
+			if err != nil {
+				return &usageError{err}
+			}
+			return a.run(cmd.Context(), spec, detach || spec.GetSchedule() != "")
+		}),
+	}
+	fl := cmd.Flags()
+	fl.SetInterspersed(false)
+	fl.Int32Var(&f.MaxCPU, "max-cpu", 0, "CPU limit in percent of one CPU (150 = one and a half CPUs)")
+	fl.Int32Var(&f.MaxMemory, "max-memory", 0, "memory limit in MB")
+	fl.Int64Var(&f.MaxIOBPS, "max-iobps", 0, "I/O limit in bytes per second")
+	fl.StringVar(&f.CPUCores, "cpu-cores", "", `CPU cores the job may use, e.g. "0-3" or "1,3,5"`)
+	fl.Int32Var(&f.MaxPIDs, "max-pids", 0, "maximum number of processes")
+	fl.StringVar(&f.Network, "network", "", "network to attach the job to (none, isolated, bridge or a custom one)")
+	fl.StringVar(&f.Name, "name", "", "a name for the job")
+	fl.StringVar(&f.Schedule, "schedule", "", `start later: a delay ("30min", "2h30m") or an RFC3339 time`)
+	fl.BoolVarP(&detach, "detach", "d", false, "print the job header and return without waiting")
+	return cmd
+}
+
+func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, detach bool) error {
+	conn, err := a.connect()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	// Listen before the job exists, so an interrupt that comes while it is
+	// being created still stops it.
+	var sigs <-chan os.Signal
+	if !detach {
+		ch, stop := a.env.Signals()
+		defer stop()
+		sigs = ch
+	}
+	resp, err := conn.RunJob(ctx, &jobletv1.RunJobRequest{Spec: spec})
+	if err != nil {
+		return conn.Explain(err)
+	}
+	job := resp.GetJob()
+	if detach {
+		return render.Header(a.env.Stdout, job)
+	}
+	if err := render.Header(a.env.Stderr, job); err != nil {
+		return err
+	}
+	if render.Ended(job.GetState()) { // failed before it could run: nothing to follow
+		return a.exitWith(job)
+	}
+	return a.attach(ctx, conn, job.GetId(), sigs)
+}
+
+// attach streams a job's output until it ends and returns its exit code.
+func (a *app) attach(ctx context.Context, conn *client.Conn, id string, sigs <-chan os.Signal) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	detached := make(chan struct{})
+	go a.stopOnSignal(ctx, conn, id, sigs, func() { close(detached); cancel() })
+
+	out := a.newOutput()
+	job, err := a.followToEnd(ctx, conn, id, out)
+	err = errors.Join(err, out.flush())
+	select {
+	case <-detached:
+		fmt.Fprintf(a.env.Stderr, "rnx: left job %s; it is being stopped (see rnx status %s)\n", termsafe.String(id), termsafe.String(id))
+		return exitCode(exitDetached)
+	default:
+	}
+	if err != nil {
+		return err
+	}
+	return a.exitWith(job)
+}
+
+// exitWith ends rnx with an ended job's exit code, explaining on stderr
+// when the code alone would not.
+func (a *app) exitWith(job *jobletv1.Job) error {
+	code, note := jobExit(job)
+	if note != "" {
+		fmt.Fprintf(a.env.Stderr, "rnx: %s\n", note)
+	}
+	if code == 0 {
+		return nil
+	}
+	return exitCode(code)
+}
+
+// followToEnd follows the job's output and returns its final record. The
+// log stream normally ends when the job does; if it ends earlier (logd
+// restarted) and the offsets allow it, rnx follows again from where it was.
+func (a *app) followToEnd(ctx context.Context, conn *client.Conn, id string, out *output) (*jobletv1.Job, error) {
+	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
+		if err := a.follow(ctx, conn, id, true, out); err != nil {
+			return nil, err
+		}
+		if !out.tracker.CanResume() {
+			return a.waitEnded(ctx, conn, id)
+		}
+		job, err := a.status(ctx, conn, id)
+		if err != nil || render.Ended(job.GetState()) {
+			return job, err
+		}
+		if !sleep(ctx, pause) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// stopOnSignal asks the server to stop the job at the first interrupt and
+// calls leave at the second.
+func (a *app) stopOnSignal(ctx context.Context, conn *client.Conn, id string, sigs <-chan os.Signal, leave func()) {
+	safeID := termsafe.String(id)
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			if n > 0 {
+				leave()
+				return
+			}
+			fmt.Fprintf(a.env.Stderr, "rnx: %v: stopping job %s and waiting for it to end (interrupt again to leave)\n", sig, safeID)
+			// StopJob may take the server's grace period; keep listening.
+			go func() {
+				if _, err := conn.StopJob(ctx, &jobletv1.StopJobRequest{Id: id}); err != nil && ctx.Err() == nil {
+					fmt.Fprintf(a.env.Stderr, "rnx: stop job %s: %s\n", safeID, termsafe.String(conn.Explain(err).Error()))
+				}
+			}()
+		}
+	}
+}
+
+// reconnectWindow is how long rnx keeps trying to reach the gateway again
+// when a call fails as unavailable, as while the gateway or a helper
+// restarts.
+const reconnectWindow = time.Minute
+
+// follow copies a job's output to out until the stream ends, reconnecting
+// (without repeating output) if the connection is lost.
+func (a *app) follow(ctx context.Context, conn *client.Conn, id string, follow bool, out *output) error {
+	return a.retryUnavailable(ctx, conn, func() error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := conn.GetJobLogs(ctx, &jobletv1.GetJobLogsRequest{Id: id, Follow: follow})
+		if err != nil {
+			return err
+		}
+		err = logstream.Copy(out.tracker.Wrap(stream), out.stdout, out.stderr)
+		if err != nil && status.Code(err) == codes.Unavailable && !out.tracker.CanResume() {
+			return conn.Explain(err) // a plain error: not retried
+		}
+		return err
+	})
+}
+
+// status returns the job's record.
+func (a *app) status(ctx context.Context, conn *client.Conn, id string) (*jobletv1.Job, error) {
+	var job *jobletv1.Job
+	err := a.retryUnavailable(ctx, conn, func() error {
+		resp, err := conn.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id})
+		job = resp.GetJob()
+		return err
+	})
+	return job, err
+}
+
+// waitEnded polls the job's status until it has ended.
+func (a *app) waitEnded(ctx context.Context, conn *client.Conn, id string) (*jobletv1.Job, error) {
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		job, err := a.status(ctx, conn, id)
+		if err != nil || render.Ended(job.GetState()) {
+			return job, err
+		}
+		if !sleep(ctx, delay) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// retryUnavailable calls fn until it succeeds, fails otherwise than
+// "unavailable", or reconnectWindow has passed; the error it returns is
+// explained for the user. Only a connection that once worked is retried: a
+// suite that is not running gets a prompt answer.
+func (a *app) retryUnavailable(ctx context.Context, conn *client.Conn, fn func() error) error {
+	var lost time.Time
+	for {
+		err := fn()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case status.Code(err) != codes.Unavailable || !conn.WasConnected():
+			return conn.Explain(err)
+		case lost.IsZero():
+			lost = time.Now()
+			fmt.Fprintf(a.env.Stderr, "rnx: %s; retrying for up to %s\n", termsafe.String(conn.Explain(err).Error()), reconnectWindow)
+		case time.Since(lost) > reconnectWindow:
+			return conn.Explain(err)
+		}
+		if !sleep(ctx, 500*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
+
+// sleep waits for d and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// output is where a job's output goes, kept across reconnects: our stdout
+// and stderr, made terminal-safe when they are terminals so a job cannot
+// send escape sequences to the user's terminal. Pipes and files get the
+// bytes as they are.
+type output struct {
+	stdout, stderr io.Writer
+	tracker        logstream.Tracker
+}
+
+func (a *app) newOutput() *output {
+	wrap := func(w io.Writer) io.Writer {
+		if a.env.IsTerminal != nil && a.env.IsTerminal(w) {
+			return termsafe.NewWriter(w)
+		}
+		return w
+	}
+	return &output{stdout: wrap(a.env.Stdout), stderr: wrap(a.env.Stderr)}
+}
+
+// flush writes what the terminal-safe writers hold back.
+func (o *output) flush() error {
+	var errs []error
+	for _, w := range []io.Writer{o.stdout, o.stderr} {
+		if f, ok := w.(interface{ Flush() error }); ok {
+			errs = append(errs, f.Flush())
+		}
+	}
+	return errors.Join(errs...)
+}

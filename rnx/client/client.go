@@ -1,0 +1,106 @@
+// Package client connects rnx to a Joblet gateway over mutual TLS 1.3 and
+// turns gRPC failures into one-line messages a user can act on.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/joblet-dev/joblet/proto/clientconfig"
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+)
+
+// ConnectTimeout bounds one attempt to connect and complete the TLS
+// handshake. gRPC connects lazily, so an unreachable gateway shows up as the
+// first RPC's error, which Explain turns into a message.
+const ConnectTimeout = 5 * time.Second
+
+// maxRecvSize lets log chunks and long job lists through; the gateway bounds
+// what it sends.
+const maxRecvSize = 16 << 20
+
+// reconnectBackoff paces reconnects after a lost connection: a CLI user is
+// waiting, and a restarted gateway should be found again within seconds.
+var reconnectBackoff = backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
+
+// Conn is a connection to one gateway.
+type Conn struct {
+	jobletv1.JobServiceClient
+	cc      *grpc.ClientConn
+	address string
+	diag    *diagnosis
+}
+
+// Dial prepares a connection to node: TLS 1.3 at least, the node's client
+// certificate, its CA as the only root, and the host part of its address as
+// the name the server certificate must carry.
+func Dial(node *clientconfig.Node) (*Conn, error) {
+	tlsConf, err := TLSConfig(node)
+	if err != nil {
+		return nil, err
+	}
+	d := &diagnosis{}
+	cc, err := grpc.NewClient("passthrough:///"+node.Address,
+		grpc.WithTransportCredentials(&recordingCreds{TransportCredentials: credentials.NewTLS(tlsConf), diag: d}),
+		grpc.WithContextDialer(d.dial),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: ConnectTimeout}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvSize)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", node.Address, err)
+	}
+	return &Conn{JobServiceClient: jobletv1.NewJobServiceClient(cc), cc: cc, address: node.Address, diag: d}, nil
+}
+
+// TLSConfig is the client side of Joblet's mTLS for node.
+func TLSConfig(node *clientconfig.Node) (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(node.Address)
+	if err != nil || host == "" {
+		return nil, fmt.Errorf("node address %q: want host:port, e.g. 127.0.0.1:50051", node.Address)
+	}
+	cert, err := tls.X509KeyPair([]byte(node.Cert), []byte(node.Key))
+	if err != nil {
+		return nil, fmt.Errorf("client certificate and key in the config: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(node.CA)) {
+		return nil, errors.New("ca in the config holds no PEM certificate")
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      roots,
+		ServerName:   host,
+	}, nil
+}
+
+// Address is the gateway address this connection goes to.
+func (c *Conn) Address() string { return c.address }
+
+// WasConnected reports whether a connection to the gateway has ever been
+// made: an RPC that fails as unavailable after that is worth retrying, one
+// that fails before is a wrong address or a suite that is not running.
+func (c *Conn) WasConnected() bool {
+	c.diag.mu.Lock()
+	defer c.diag.mu.Unlock()
+	return c.diag.connected
+}
+
+// Close releases the connection.
+func (c *Conn) Close() error { return c.cc.Close() }
+
+// dial is the TCP dialer; its failures are kept for Explain.
+func (d *diagnosis) dial(ctx context.Context, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	conn, err := nd.DialContext(ctx, "tcp", addr)
+	d.set(err)
+	return conn, err
+}

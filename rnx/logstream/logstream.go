@@ -1,0 +1,83 @@
+// Package logstream copies a job's output from a GetJobLogs stream to the
+// user's stdout and stderr, byte for byte: no line splitting, no decoding.
+//
+// Chunks are received on one goroutine and written on another through large
+// buffers, which are flushed whenever no further chunk is already waiting.
+// So a fast job's output goes out in big writes, and a slow job's output
+// still appears as soon as it arrives.
+package logstream
+
+import (
+	"bufio"
+	"errors"
+	"io"
+
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+)
+
+// Receiver is the receiving side of a GetJobLogs stream.
+type Receiver interface {
+	Recv() (*jobletv1.LogChunk, error)
+}
+
+// bufSize is the size of each output buffer.
+const bufSize = 256 << 10
+
+// Copy writes the data of every chunk from src to stdout or stderr, by the
+// chunk's stream, until src ends. It returns nil when src ends with io.EOF
+// and otherwise the first receive or write error. On a write error it stops
+// reading; the caller cancels the stream's context.
+func Copy(src Receiver, stdout, stderr io.Writer) error {
+	chunks := make(chan *jobletv1.LogChunk, 64)
+	recvErr := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		defer close(chunks)
+		for {
+			c, err := src.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case chunks <- c:
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	out := bufio.NewWriterSize(stdout, bufSize)
+	errOut := bufio.NewWriterSize(stderr, bufSize)
+	var last *bufio.Writer
+	for c := range chunks {
+		w := out
+		if c.GetStream() == jobletv1.Stream_STREAM_STDERR {
+			w = errOut
+		}
+		// Flush the other stream first, so interleaved stdout and stderr
+		// reach a shared terminal in the order the job wrote them.
+		if last != nil && last != w {
+			if err := last.Flush(); err != nil {
+				return err
+			}
+		}
+		last = w
+		if _, err := w.Write(c.GetData()); err != nil {
+			return err
+		}
+		if len(chunks) == 0 {
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := errors.Join(out.Flush(), errOut.Flush()); err != nil {
+		return err
+	}
+	if err := <-recvErr; !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}

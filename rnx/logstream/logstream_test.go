@@ -1,0 +1,89 @@
+package logstream
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+)
+
+type fakeStream struct {
+	chunks []*jobletv1.LogChunk
+	end    error
+}
+
+func (f *fakeStream) Recv() (*jobletv1.LogChunk, error) {
+	if len(f.chunks) == 0 {
+		return nil, f.end
+	}
+	c := f.chunks[0]
+	f.chunks = f.chunks[1:]
+	return c, nil
+}
+
+func chunk(s jobletv1.Stream, data string) *jobletv1.LogChunk {
+	return &jobletv1.LogChunk{Stream: s, Data: []byte(data)}
+}
+
+func TestCopySplitsStreamsByteExact(t *testing.T) {
+	binary := string([]byte{0, 1, 0xff, '\r', 0x1b, 'x'})
+	src := &fakeStream{end: io.EOF, chunks: []*jobletv1.LogChunk{
+		chunk(jobletv1.Stream_STREAM_STDOUT, "out 1\n"),
+		chunk(jobletv1.Stream_STREAM_STDERR, "err 1\n"),
+		chunk(jobletv1.Stream_STREAM_STDOUT, "no newline"),
+		chunk(jobletv1.Stream_STREAM_STDOUT, binary),
+		chunk(jobletv1.Stream_STREAM_STDERR, "err 2"),
+	}}
+	var out, errOut bytes.Buffer
+	if err := Copy(src, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if want := "out 1\nno newline" + binary; out.String() != want {
+		t.Errorf("stdout = %q, want %q", out.String(), want)
+	}
+	if want := "err 1\nerr 2"; errOut.String() != want {
+		t.Errorf("stderr = %q, want %q", errOut.String(), want)
+	}
+}
+
+func TestCopyLargeOutput(t *testing.T) {
+	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	src := &fakeStream{end: io.EOF}
+	for rest := want; len(rest) > 0; {
+		n := min(len(rest), 32<<10+7)
+		src.chunks = append(src.chunks, &jobletv1.LogChunk{Stream: jobletv1.Stream_STREAM_STDOUT, Data: rest[:n]})
+		rest = rest[n:]
+	}
+	var out bytes.Buffer
+	if err := Copy(src, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Errorf("output differs: got %d bytes, want %d", out.Len(), len(want))
+	}
+}
+
+func TestCopyReportsStreamError(t *testing.T) {
+	boom := errors.New("stream broke")
+	src := &fakeStream{end: boom, chunks: []*jobletv1.LogChunk{chunk(jobletv1.Stream_STREAM_STDOUT, "partial")}}
+	var out bytes.Buffer
+	if err := Copy(src, &out, io.Discard); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want %v", err, boom)
+	}
+	if out.String() != "partial" {
+		t.Errorf("stdout = %q, want the data before the error", out.String())
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestCopyStopsOnWriteError(t *testing.T) {
+	src := &fakeStream{end: io.EOF, chunks: []*jobletv1.LogChunk{chunk(jobletv1.Stream_STREAM_STDOUT, "x")}}
+	if err := Copy(src, failWriter{}, io.Discard); err == nil || err.Error() != "disk full" {
+		t.Fatalf("err = %v, want disk full", err)
+	}
+}

@@ -1,0 +1,88 @@
+package render
+
+import (
+	"encoding/json"
+	"io"
+
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+)
+
+// JobJSON is the stable JSON shape of a job for scripts: snake_case keys,
+// state names as in the table, RFC3339 UTC times, empty fields left out.
+// encoding/json escapes control characters, so it is terminal-safe too.
+type JobJSON struct {
+	ID         string      `json:"id"`
+	Name       string      `json:"name,omitempty"`
+	Command    string      `json:"command"`
+	Args       []string    `json:"args"`
+	Status     string      `json:"status"`
+	CreateTime string      `json:"create_time,omitempty"`
+	StartTime  string      `json:"start_time,omitempty"`
+	EndTime    string      `json:"end_time,omitempty"`
+	ExitCode   *int32      `json:"exit_code,omitempty"`
+	Signal     int32       `json:"signal,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+	Network    string      `json:"network,omitempty"`
+	Hostname   string      `json:"hostname,omitempty"`
+	Limits     *LimitsJSON `json:"limits,omitempty"`
+}
+
+// LimitsJSON is the JSON shape of a job's limits.
+type LimitsJSON struct {
+	MaxCPUPercent int32  `json:"max_cpu_percent,omitempty"`
+	MaxMemoryMB   int32  `json:"max_memory_mb,omitempty"`
+	MaxIOBPS      int64  `json:"max_io_bps,omitempty"`
+	CPUCores      string `json:"cpu_cores,omitempty"`
+	MaxPIDs       int32  `json:"max_pids,omitempty"`
+}
+
+// ToJSON converts a job to its JSON shape; the exit code is present only
+// once the job has ended.
+func ToJSON(j *jobletv1.Job) JobJSON {
+	out := JobJSON{
+		ID:         j.GetId(),
+		Name:       j.GetName(),
+		Command:    j.GetCommand(),
+		Args:       j.GetArgs(),
+		Status:     State(j.GetState()),
+		CreateTime: Time(j.GetCreateTime()),
+		StartTime:  Time(j.GetStartTime()),
+		EndTime:    Time(j.GetEndTime()),
+		Signal:     j.GetSignal(),
+		Reason:     j.GetReason(),
+		Network:    j.GetNetwork(),
+		Hostname:   j.GetHostname(),
+	}
+	if out.Args == nil {
+		out.Args = []string{}
+	}
+	if Ended(j.GetState()) {
+		code := j.GetExitCode()
+		out.ExitCode = &code
+	}
+	if l := j.GetLimits(); l != nil {
+		lj := LimitsJSON{l.GetMaxCpuPercent(), l.GetMaxMemoryMb(), l.GetMaxIoBps(), l.GetCpuCores(), l.GetMaxPids()}
+		if lj != (LimitsJSON{}) {
+			out.Limits = &lj
+		}
+	}
+	return out
+}
+
+// ListJSON writes jobs as an indented JSON array ("[]" when empty).
+func ListJSON(w io.Writer, jobs []*jobletv1.Job) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	list := make([]JobJSON, len(jobs))
+	for i, j := range jobs {
+		list[i] = ToJSON(j)
+	}
+	return enc.Encode(list)
+}
+
+// StatusJSON writes one job as an indented JSON object.
+func StatusJSON(w io.Writer, j *jobletv1.Job) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(ToJSON(j))
+}
