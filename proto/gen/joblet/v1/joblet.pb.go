@@ -315,6 +315,10 @@ type Job struct {
 	Network       string                 `protobuf:"bytes,12,opt,name=network,proto3" json:"network,omitempty"`
 	Name          string                 `protobuf:"bytes,13,opt,name=name,proto3" json:"name,omitempty"`
 	Hostname      string                 `protobuf:"bytes,14,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Usage         *Usage                 `protobuf:"bytes,15,opt,name=usage,proto3" json:"usage,omitempty"`                                      // what the job used, once known
+	ScheduleInput string                 `protobuf:"bytes,16,opt,name=schedule_input,json=scheduleInput,proto3" json:"schedule_input,omitempty"` // the --schedule text as given
+	ScheduledTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=scheduled_time,json=scheduledTime,proto3" json:"scheduled_time,omitempty"` // when a scheduled job is due
+	IpAddress     string                 `protobuf:"bytes,18,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`             // the job's address in its network
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -447,6 +451,95 @@ func (x *Job) GetHostname() string {
 	return ""
 }
 
+func (x *Job) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *Job) GetScheduleInput() string {
+	if x != nil {
+		return x.ScheduleInput
+	}
+	return ""
+}
+
+func (x *Job) GetScheduledTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledTime
+	}
+	return nil
+}
+
+func (x *Job) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+// Usage is what a job consumed, from the kernel's own counters.
+type Usage struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	CpuTimeUsec     int64                  `protobuf:"varint,1,opt,name=cpu_time_usec,json=cpuTimeUsec,proto3" json:"cpu_time_usec,omitempty"`
+	MemoryPeakBytes int64                  `protobuf:"varint,2,opt,name=memory_peak_bytes,json=memoryPeakBytes,proto3" json:"memory_peak_bytes,omitempty"`
+	OomKills        int64                  `protobuf:"varint,3,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"` // processes of the job killed for memory
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Usage) GetCpuTimeUsec() int64 {
+	if x != nil {
+		return x.CpuTimeUsec
+	}
+	return 0
+}
+
+func (x *Usage) GetMemoryPeakBytes() int64 {
+	if x != nil {
+		return x.MemoryPeakBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetOomKills() int64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
 // LogChunk is a piece of a job's output. offset counts bytes of both
 // streams together, in the order the daemon received them.
 type LogChunk struct {
@@ -460,7 +553,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +565,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +578,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{3}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LogChunk) GetStream() Stream {
@@ -518,7 +611,7 @@ type RunJobRequest struct {
 
 func (x *RunJobRequest) Reset() {
 	*x = RunJobRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +623,7 @@ func (x *RunJobRequest) String() string {
 func (*RunJobRequest) ProtoMessage() {}
 
 func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +636,7 @@ func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
 func (*RunJobRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{4}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RunJobRequest) GetSpec() *JobSpec {
@@ -562,7 +655,7 @@ type RunJobResponse struct {
 
 func (x *RunJobResponse) Reset() {
 	*x = RunJobResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +667,7 @@ func (x *RunJobResponse) String() string {
 func (*RunJobResponse) ProtoMessage() {}
 
 func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +680,7 @@ func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
 func (*RunJobResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{5}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RunJobResponse) GetJob() *Job {
@@ -606,7 +699,7 @@ type GetJobStatusRequest struct {
 
 func (x *GetJobStatusRequest) Reset() {
 	*x = GetJobStatusRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +711,7 @@ func (x *GetJobStatusRequest) String() string {
 func (*GetJobStatusRequest) ProtoMessage() {}
 
 func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +724,7 @@ func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetJobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{6}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetJobStatusRequest) GetId() string {
@@ -650,7 +743,7 @@ type GetJobStatusResponse struct {
 
 func (x *GetJobStatusResponse) Reset() {
 	*x = GetJobStatusResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +755,7 @@ func (x *GetJobStatusResponse) String() string {
 func (*GetJobStatusResponse) ProtoMessage() {}
 
 func (x *GetJobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +768,7 @@ func (x *GetJobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetJobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{7}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetJobStatusResponse) GetJob() *Job {
@@ -693,7 +786,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +798,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +811,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{8}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{9}
 }
 
 type ListJobsResponse struct {
@@ -730,7 +823,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +835,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +848,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{9}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -774,7 +867,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +879,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +892,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{10}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StopJobRequest) GetId() string {
@@ -818,7 +911,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +923,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +936,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{11}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StopJobResponse) GetJob() *Job {
@@ -863,7 +956,7 @@ type GetJobLogsRequest struct {
 
 func (x *GetJobLogsRequest) Reset() {
 	*x = GetJobLogsRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +968,7 @@ func (x *GetJobLogsRequest) String() string {
 func (*GetJobLogsRequest) ProtoMessage() {}
 
 func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +981,7 @@ func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetJobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{12}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetJobLogsRequest) GetId() string {
@@ -923,7 +1016,7 @@ const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\x06limits\x18\x03 \x01(\v2\x11.joblet.v1.LimitsR\x06limits\x12\x18\n" +
 	"\anetwork\x18\x04 \x01(\tR\anetwork\x12\x1a\n" +
 	"\bschedule\x18\x05 \x01(\tR\bschedule\x12\x12\n" +
-	"\x04name\x18\x06 \x01(\tR\x04name\"\xdf\x03\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\"\x90\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\tR\acommand\x12\x12\n" +
@@ -941,7 +1034,16 @@ const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\x06limits\x18\v \x01(\v2\x11.joblet.v1.LimitsR\x06limits\x12\x18\n" +
 	"\anetwork\x18\f \x01(\tR\anetwork\x12\x12\n" +
 	"\x04name\x18\r \x01(\tR\x04name\x12\x1a\n" +
-	"\bhostname\x18\x0e \x01(\tR\bhostname\"a\n" +
+	"\bhostname\x18\x0e \x01(\tR\bhostname\x12&\n" +
+	"\x05usage\x18\x0f \x01(\v2\x10.joblet.v1.UsageR\x05usage\x12%\n" +
+	"\x0eschedule_input\x18\x10 \x01(\tR\rscheduleInput\x12A\n" +
+	"\x0escheduled_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\x12 \x01(\tR\tipAddress\"t\n" +
+	"\x05Usage\x12\"\n" +
+	"\rcpu_time_usec\x18\x01 \x01(\x03R\vcpuTimeUsec\x12*\n" +
+	"\x11memory_peak_bytes\x18\x02 \x01(\x03R\x0fmemoryPeakBytes\x12\x1b\n" +
+	"\toom_kills\x18\x03 \x01(\x03R\boomKills\"a\n" +
 	"\bLogChunk\x12)\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x11.joblet.v1.StreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
@@ -998,53 +1100,56 @@ func file_joblet_v1_joblet_proto_rawDescGZIP() []byte {
 }
 
 var file_joblet_v1_joblet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_joblet_v1_joblet_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_joblet_v1_joblet_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_joblet_v1_joblet_proto_goTypes = []any{
 	(JobState)(0),                 // 0: joblet.v1.JobState
 	(Stream)(0),                   // 1: joblet.v1.Stream
 	(*Limits)(nil),                // 2: joblet.v1.Limits
 	(*JobSpec)(nil),               // 3: joblet.v1.JobSpec
 	(*Job)(nil),                   // 4: joblet.v1.Job
-	(*LogChunk)(nil),              // 5: joblet.v1.LogChunk
-	(*RunJobRequest)(nil),         // 6: joblet.v1.RunJobRequest
-	(*RunJobResponse)(nil),        // 7: joblet.v1.RunJobResponse
-	(*GetJobStatusRequest)(nil),   // 8: joblet.v1.GetJobStatusRequest
-	(*GetJobStatusResponse)(nil),  // 9: joblet.v1.GetJobStatusResponse
-	(*ListJobsRequest)(nil),       // 10: joblet.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 11: joblet.v1.ListJobsResponse
-	(*StopJobRequest)(nil),        // 12: joblet.v1.StopJobRequest
-	(*StopJobResponse)(nil),       // 13: joblet.v1.StopJobResponse
-	(*GetJobLogsRequest)(nil),     // 14: joblet.v1.GetJobLogsRequest
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Usage)(nil),                 // 5: joblet.v1.Usage
+	(*LogChunk)(nil),              // 6: joblet.v1.LogChunk
+	(*RunJobRequest)(nil),         // 7: joblet.v1.RunJobRequest
+	(*RunJobResponse)(nil),        // 8: joblet.v1.RunJobResponse
+	(*GetJobStatusRequest)(nil),   // 9: joblet.v1.GetJobStatusRequest
+	(*GetJobStatusResponse)(nil),  // 10: joblet.v1.GetJobStatusResponse
+	(*ListJobsRequest)(nil),       // 11: joblet.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 12: joblet.v1.ListJobsResponse
+	(*StopJobRequest)(nil),        // 13: joblet.v1.StopJobRequest
+	(*StopJobResponse)(nil),       // 14: joblet.v1.StopJobResponse
+	(*GetJobLogsRequest)(nil),     // 15: joblet.v1.GetJobLogsRequest
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_joblet_v1_joblet_proto_depIdxs = []int32{
 	2,  // 0: joblet.v1.JobSpec.limits:type_name -> joblet.v1.Limits
 	0,  // 1: joblet.v1.Job.state:type_name -> joblet.v1.JobState
-	15, // 2: joblet.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	15, // 3: joblet.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	15, // 4: joblet.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	16, // 2: joblet.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	16, // 3: joblet.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	16, // 4: joblet.v1.Job.end_time:type_name -> google.protobuf.Timestamp
 	2,  // 5: joblet.v1.Job.limits:type_name -> joblet.v1.Limits
-	1,  // 6: joblet.v1.LogChunk.stream:type_name -> joblet.v1.Stream
-	3,  // 7: joblet.v1.RunJobRequest.spec:type_name -> joblet.v1.JobSpec
-	4,  // 8: joblet.v1.RunJobResponse.job:type_name -> joblet.v1.Job
-	4,  // 9: joblet.v1.GetJobStatusResponse.job:type_name -> joblet.v1.Job
-	4,  // 10: joblet.v1.ListJobsResponse.jobs:type_name -> joblet.v1.Job
-	4,  // 11: joblet.v1.StopJobResponse.job:type_name -> joblet.v1.Job
-	6,  // 12: joblet.v1.JobService.RunJob:input_type -> joblet.v1.RunJobRequest
-	8,  // 13: joblet.v1.JobService.GetJobStatus:input_type -> joblet.v1.GetJobStatusRequest
-	10, // 14: joblet.v1.JobService.ListJobs:input_type -> joblet.v1.ListJobsRequest
-	12, // 15: joblet.v1.JobService.StopJob:input_type -> joblet.v1.StopJobRequest
-	14, // 16: joblet.v1.JobService.GetJobLogs:input_type -> joblet.v1.GetJobLogsRequest
-	7,  // 17: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
-	9,  // 18: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
-	11, // 19: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
-	13, // 20: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
-	5,  // 21: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 6: joblet.v1.Job.usage:type_name -> joblet.v1.Usage
+	16, // 7: joblet.v1.Job.scheduled_time:type_name -> google.protobuf.Timestamp
+	1,  // 8: joblet.v1.LogChunk.stream:type_name -> joblet.v1.Stream
+	3,  // 9: joblet.v1.RunJobRequest.spec:type_name -> joblet.v1.JobSpec
+	4,  // 10: joblet.v1.RunJobResponse.job:type_name -> joblet.v1.Job
+	4,  // 11: joblet.v1.GetJobStatusResponse.job:type_name -> joblet.v1.Job
+	4,  // 12: joblet.v1.ListJobsResponse.jobs:type_name -> joblet.v1.Job
+	4,  // 13: joblet.v1.StopJobResponse.job:type_name -> joblet.v1.Job
+	7,  // 14: joblet.v1.JobService.RunJob:input_type -> joblet.v1.RunJobRequest
+	9,  // 15: joblet.v1.JobService.GetJobStatus:input_type -> joblet.v1.GetJobStatusRequest
+	11, // 16: joblet.v1.JobService.ListJobs:input_type -> joblet.v1.ListJobsRequest
+	13, // 17: joblet.v1.JobService.StopJob:input_type -> joblet.v1.StopJobRequest
+	15, // 18: joblet.v1.JobService.GetJobLogs:input_type -> joblet.v1.GetJobLogsRequest
+	8,  // 19: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
+	10, // 20: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
+	12, // 21: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
+	14, // 22: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
+	6,  // 23: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_joblet_v1_joblet_proto_init() }
@@ -1058,7 +1163,7 @@ func file_joblet_v1_joblet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_joblet_v1_joblet_proto_rawDesc), len(file_joblet_v1_joblet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
