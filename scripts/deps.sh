@@ -6,6 +6,7 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ps >/dev/null || need+=(procps)
+command -v iptables >/dev/null || need+=(iptables)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing packages: ${need[*]} (run as root, or: apt-get install ${need[*]})" >&2

@@ -1,0 +1,537 @@
+// Package manager is netd's core: it owns the networks, their bridges, DNS
+// responders and firewall rules, and each attached job's network namespace,
+// veth pair and address lease. It persists what it owns and, when it opens,
+// reconciles the kernel with that state.
+package manager
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/joblet-dev/joblet/netd/dns"
+	"github.com/joblet-dev/joblet/netd/firewall"
+	"github.com/joblet-dev/joblet/netd/ipam"
+	"github.com/joblet-dev/joblet/netd/state"
+	"github.com/joblet-dev/joblet/netd/validate"
+	"github.com/joblet-dev/joblet/proto/errdefs"
+	"github.com/joblet-dev/joblet/proto/netdapi"
+)
+
+// Defaults of the built-in networks.
+const (
+	DefaultBridgeCIDR   = "172.20.0.0/16"
+	DefaultIsolatedCIDR = "172.21.0.0/16"
+	BridgeBridge        = "joblet0"
+	IsolatedBridge      = "joblet-isolated"
+)
+
+// Options configure a Manager.
+type Options struct {
+	RunDir       string // namespace pins go in RunDir/netns
+	StateDir     string // netd's own state directory
+	BridgeCIDR   string // the "bridge" network; DefaultBridgeCIDR if empty
+	IsolatedCIDR string // the "isolated" network; DefaultIsolatedCIDR if empty
+	ResolvConf   string // the host's resolvers; /etc/resolv.conf if empty
+	Log          zerolog.Logger
+}
+
+type network struct {
+	name, bridge string
+	prefix       netip.Prefix
+	builtin      bool
+	isolated     bool
+	pool         *ipam.Pool
+	dns          *dns.Responder
+}
+
+func (n *network) gateway() netip.Addr { return ipam.Gateway(n.prefix) }
+
+func (n *network) fw() firewall.Net {
+	return firewall.Net{Name: n.name, Bridge: n.bridge, CIDR: n.prefix, Isolated: n.isolated}
+}
+
+// Manager implements netdapi.Netd on the kernel.
+type Manager struct {
+	opts      Options
+	log       zerolog.Logger
+	store     *state.Store
+	fw        *firewall.Firewall
+	upstreams []string
+
+	mu     sync.Mutex
+	nets   map[string]*network
+	leases map[string]state.Lease // by job id
+}
+
+var _ netdapi.Netd = (*Manager)(nil)
+
+// Open loads the saved state, brings the kernel in line with it and starts
+// the DNS responders. Jobs attached before a restart keep their network.
+func Open(opts Options) (*Manager, error) {
+	if opts.BridgeCIDR == "" {
+		opts.BridgeCIDR = DefaultBridgeCIDR
+	}
+	if opts.IsolatedCIDR == "" {
+		opts.IsolatedCIDR = DefaultIsolatedCIDR
+	}
+	if opts.ResolvConf == "" {
+		opts.ResolvConf = "/etc/resolv.conf"
+	}
+	store, err := state.Open(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Load()
+	if err != nil {
+		return nil, err
+	}
+	fw, err := firewall.New()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(opts.RunDir, "netns"), 0o700); err != nil {
+		return nil, fmt.Errorf("netns dir: %w", err)
+	}
+	ups, err := dns.Upstreams(opts.ResolvConf)
+	if err != nil {
+		opts.Log.Warn().Err(err).Msg("no host resolvers: jobs resolve job names only")
+	}
+	m := &Manager{opts: opts, log: opts.Log, store: store, fw: fw, upstreams: ups,
+		nets: map[string]*network{}, leases: map[string]state.Lease{}}
+	if err := m.load(st); err != nil {
+		return nil, err
+	}
+	if err := m.reconcile(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// load builds the in-memory state from the saved one, adding the built-ins.
+func (m *Manager) load(st state.State) error {
+	for _, sn := range st.Networks {
+		p, err := netip.ParsePrefix(sn.CIDR)
+		if err != nil {
+			return fmt.Errorf("saved network %q: %w", sn.Name, err)
+		}
+		n := &network{name: sn.Name, bridge: sn.Bridge, prefix: p, builtin: sn.Builtin,
+			isolated: sn.Name == netdapi.Isolated, pool: ipam.New(p)}
+		if a, err := netip.ParseAddr(sn.Next); err == nil {
+			n.pool.SetNext(a)
+		}
+		m.nets[n.name] = n
+	}
+	for _, b := range []struct{ name, bridge, cidr string }{
+		{netdapi.Bridge, BridgeBridge, m.opts.BridgeCIDR},
+		{netdapi.Isolated, IsolatedBridge, m.opts.IsolatedCIDR},
+	} {
+		if _, ok := m.nets[b.name]; ok {
+			continue
+		}
+		p, err := netip.ParsePrefix(b.cidr)
+		if err != nil || p.Masked() != p || !p.Addr().Is4() {
+			return fmt.Errorf("built-in network %q: bad CIDR %q", b.name, b.cidr)
+		}
+		m.nets[b.name] = &network{name: b.name, bridge: b.bridge, prefix: p, builtin: true,
+			isolated: b.name == netdapi.Isolated, pool: ipam.New(p)}
+	}
+	for _, l := range st.Leases {
+		if l.Network == netdapi.None {
+			m.leases[l.JobID] = l
+			continue
+		}
+		n, ok := m.nets[l.Network]
+		ip, err := netip.ParseAddr(l.IP)
+		if !ok || err != nil || n.pool.Reserve(ip, l.JobID) != nil {
+			m.log.Warn().Str("job_id", l.JobID).Str("network", l.Network).Msg("dropping unusable saved lease")
+			continue
+		}
+		m.leases[l.JobID] = l
+	}
+	return nil
+}
+
+// save persists the current state; the caller holds m.mu.
+func (m *Manager) save() error {
+	var st state.State
+	for _, n := range m.sortedNets() {
+		st.Networks = append(st.Networks, state.Network{Name: n.name, CIDR: n.prefix.String(),
+			Bridge: n.bridge, Builtin: n.builtin, Next: n.pool.Next().String()})
+	}
+	for _, id := range slices.Sorted(mapKeys(m.leases)) {
+		st.Leases = append(st.Leases, m.leases[id])
+	}
+	return m.store.Save(st)
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// sortedNets is built-ins first (bridge, isolated), then by name.
+func (m *Manager) sortedNets() []*network {
+	nets := make([]*network, 0, len(m.nets))
+	for _, n := range m.nets {
+		nets = append(nets, n)
+	}
+	slices.SortFunc(nets, func(a, b *network) int {
+		if a.builtin != b.builtin {
+			if a.builtin {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	return nets
+}
+
+// Close stops the DNS responders. Bridges, rules and jobs' namespaces stay:
+// running jobs keep their network while netd is down.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, n := range m.nets {
+		if n.dns != nil {
+			errs = append(errs, n.dns.Close())
+			n.dns = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) nsPath(jobID string) string {
+	return filepath.Join(m.opts.RunDir, "netns", jobID)
+}
+
+// vethName is the host end of a job's veth pair: "jv" and a hash of the job
+// id, short enough for an interface name and the same after a restart.
+func vethName(jobID string) string {
+	h := sha256.Sum256([]byte(jobID))
+	return "jv" + hex.EncodeToString(h[:])[:12]
+}
+
+// bridgeName is "joblet-<name>" when that fits in an interface name
+// (15 bytes), else "joblet-" and a hash of the name.
+func bridgeName(name string) string {
+	if b := "joblet-" + name; len(b) <= 15 {
+		return b
+	}
+	h := sha256.Sum256([]byte(name))
+	return "joblet-" + hex.EncodeToString(h[:])[:8]
+}
+
+func hostname(l state.Lease) string {
+	if l.Name != "" {
+		return l.Name
+	}
+	h := "job-" + strings.ToLower(l.JobID)
+	if len(h) > 63 {
+		h = h[:63]
+	}
+	return h
+}
+
+func (m *Manager) attachment(l state.Lease) netdapi.Attachment {
+	a := netdapi.Attachment{JobID: l.JobID, Network: l.Network, NetnsPath: m.nsPath(l.JobID),
+		IP: l.IP, Hostname: hostname(l)}
+	a.Hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if n, ok := m.nets[l.Network]; ok {
+		a.Gateway = n.gateway().String()
+		a.ResolvConf = "nameserver " + a.Gateway + "\n"
+		a.Hosts += l.IP + "\t" + a.Hostname + "\n"
+	} else {
+		a.Hosts += "127.0.1.1\t" + a.Hostname + "\n"
+	}
+	return a
+}
+
+// setNames publishes a job's names in its network's responder; isolated
+// jobs are nobody's neighbours, so their names are not served.
+func (m *Manager) setNames(l state.Lease) {
+	n, ok := m.nets[l.Network]
+	if !ok || n.isolated || n.dns == nil {
+		return
+	}
+	ip := netip.MustParseAddr(l.IP)
+	n.dns.Set("job-"+strings.ToLower(l.JobID), ip)
+	if l.Name != "" {
+		n.dns.Set(l.Name, ip)
+	}
+}
+
+func (m *Manager) deleteNames(l state.Lease) {
+	n, ok := m.nets[l.Network]
+	if !ok || n.dns == nil {
+		return
+	}
+	n.dns.Delete("job-" + strings.ToLower(l.JobID))
+	if l.Name != "" {
+		n.dns.Delete(l.Name)
+	}
+}
+
+// Attach implements netdapi.Netd.
+func (m *Manager) Attach(ctx context.Context, jobID, netName, name string) (netdapi.Attachment, error) {
+	if err := validate.JobID(jobID); err != nil {
+		return netdapi.Attachment{}, err
+	}
+	if err := validate.JobName(name); err != nil {
+		return netdapi.Attachment{}, err
+	}
+	if netName == "" {
+		netName = netdapi.Bridge
+	}
+	log := m.log.With().Str("job_id", jobID).Str("network", netName).Logger()
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.leases[jobID]; ok {
+		if l.Network != netName || l.Name != name {
+			return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrAlreadyExists,
+				"job %s is attached to network %q already", jobID, l.Network)
+		}
+		return m.attachment(l), nil
+	}
+	l := state.Lease{JobID: jobID, Network: netName, Name: name}
+	n, ok := m.nets[netName]
+	if !ok && netName != netdapi.None {
+		return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrNotFound, "network %q does not exist", netName)
+	}
+	if n != nil {
+		if name != "" && !n.isolated {
+			for _, o := range m.leases {
+				if o.Network == netName && o.Name == name {
+					return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrAlreadyExists,
+						"name %q is taken in network %q by job %s", name, netName, o.JobID)
+				}
+			}
+		}
+		ip, err := n.pool.Allocate(jobID)
+		if err != nil {
+			return netdapi.Attachment{}, err
+		}
+		l.IP, l.Veth = ip.String(), vethName(jobID)
+	}
+	// The lease is saved before the kernel is touched, so a crash in
+	// between leaves something reconcile knows to clean.
+	m.leases[jobID] = l
+	if err := m.save(); err != nil {
+		m.dropLease(l)
+		return netdapi.Attachment{}, fmt.Errorf("save lease: %w", err)
+	}
+	if err := m.plumb(l, n); err != nil {
+		log.Error().Err(err).Msg("attach failed")
+		m.teardown(l)
+		m.dropLease(l)
+		if serr := m.save(); serr != nil {
+			log.Error().Err(serr).Msg("save state")
+		}
+		return netdapi.Attachment{}, fmt.Errorf("prepare network of job %s: %w", jobID, err)
+	}
+	m.setNames(l)
+	log.Info().Str("ip", l.IP).Msg("attached")
+	return m.attachment(l), nil
+}
+
+// dropLease forgets a lease and frees its address; the caller holds m.mu.
+func (m *Manager) dropLease(l state.Lease) {
+	delete(m.leases, l.JobID)
+	if n, ok := m.nets[l.Network]; ok && l.IP != "" {
+		n.pool.Release(netip.MustParseAddr(l.IP))
+	}
+}
+
+// Detach implements netdapi.Netd. The kernel work happens outside the lock
+// so that it never delays another job's Attach; the address is freed only
+// once the veth pair is gone.
+func (m *Manager) Detach(ctx context.Context, jobID string) error {
+	if err := validate.JobID(jobID); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	l, ok := m.leases[jobID]
+	if !ok {
+		m.mu.Unlock()
+		return nil
+	}
+	delete(m.leases, jobID)
+	m.deleteNames(l)
+	err := m.save()
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+
+	terr := m.teardown(l)
+	m.mu.Lock()
+	if n, ok := m.nets[l.Network]; ok && l.IP != "" {
+		n.pool.Release(netip.MustParseAddr(l.IP))
+	}
+	m.mu.Unlock()
+	if terr != nil {
+		// Reconcile removes what is left at the next start.
+		m.log.Error().Err(terr).Str("job_id", jobID).Msg("detach teardown")
+		return fmt.Errorf("release network of job %s: %w", jobID, terr)
+	}
+	m.log.Info().Str("job_id", jobID).Str("network", l.Network).Msg("detached")
+	return nil
+}
+
+// CreateNetwork implements netdapi.Netd.
+func (m *Manager) CreateNetwork(ctx context.Context, name, cidr string) (netdapi.Network, error) {
+	if err := validate.NetworkName(name); err != nil {
+		return netdapi.Network{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.nets[name]; ok {
+		return netdapi.Network{}, errdefs.Errorf(errdefs.ErrAlreadyExists, "network %q exists already", name)
+	}
+	taken, err := m.taken()
+	if err != nil {
+		return netdapi.Network{}, err
+	}
+	p, err := validate.CIDR(cidr, taken)
+	if err != nil {
+		return netdapi.Network{}, err
+	}
+	n := &network{name: name, bridge: bridgeName(name), prefix: p, pool: ipam.New(p)}
+	for _, o := range m.nets {
+		if o.bridge == n.bridge {
+			return netdapi.Network{}, errdefs.Errorf(errdefs.ErrAlreadyExists,
+				"network %q would share bridge %s with %q: choose another name", name, n.bridge, o.name)
+		}
+	}
+	if err := m.setUp(n); err != nil {
+		m.tearDownNetwork(n)
+		return netdapi.Network{}, fmt.Errorf("create network %q: %w", name, err)
+	}
+	m.nets[name] = n
+	if err := m.save(); err != nil {
+		delete(m.nets, name)
+		m.tearDownNetwork(n)
+		return netdapi.Network{}, fmt.Errorf("save state: %w", err)
+	}
+	m.log.Info().Str("network", name).Str("cidr", p.String()).Str("bridge", n.bridge).Msg("network created")
+	return m.view(n), nil
+}
+
+// setUp makes a new network's bridge, rules and responder.
+func (m *Manager) setUp(n *network) error {
+	if err := ensureBridge(n); err != nil {
+		return err
+	}
+	if err := m.fw.Add(n.fw()); err != nil {
+		return err
+	}
+	return m.startDNS(n)
+}
+
+// tearDownNetwork undoes setUp as far as it got.
+func (m *Manager) tearDownNetwork(n *network) error {
+	var errs []error
+	if n.dns != nil {
+		errs = append(errs, n.dns.Close())
+		n.dns = nil
+	}
+	errs = append(errs, m.fw.Remove(n.fw()), deleteLink(n.bridge))
+	return errors.Join(errs...)
+}
+
+func (m *Manager) startDNS(n *network) error {
+	r, err := dns.Start(netip.AddrPortFrom(n.gateway(), 53), m.upstreams,
+		m.log.With().Str("network", n.name).Logger())
+	if err != nil {
+		return err
+	}
+	n.dns = r
+	return nil
+}
+
+// RemoveNetwork implements netdapi.Netd.
+func (m *Manager) RemoveNetwork(ctx context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if slices.Contains(validate.Reserved, name) {
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "network %q is built in and cannot be removed", name)
+	}
+	n, ok := m.nets[name]
+	if !ok {
+		return errdefs.Errorf(errdefs.ErrNotFound, "network %q does not exist", name)
+	}
+	if jobs := m.jobsOn(name); jobs > 0 {
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "network %q is used by %d job(s)", name, jobs)
+	}
+	delete(m.nets, name)
+	if err := m.save(); err != nil {
+		m.nets[name] = n
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := m.tearDownNetwork(n); err != nil {
+		m.log.Error().Err(err).Str("network", name).Msg("remove network")
+		return fmt.Errorf("remove network %q: %w", name, err)
+	}
+	m.log.Info().Str("network", name).Msg("network removed")
+	return nil
+}
+
+func (m *Manager) jobsOn(name string) int {
+	jobs := 0
+	for _, l := range m.leases {
+		if l.Network == name {
+			jobs++
+		}
+	}
+	return jobs
+}
+
+func (m *Manager) view(n *network) netdapi.Network {
+	return netdapi.Network{Name: n.name, CIDR: n.prefix.String(), Bridge: n.bridge, Jobs: m.jobsOn(n.name), Builtin: n.builtin}
+}
+
+// ListNetworks implements netdapi.Netd.
+func (m *Manager) ListNetworks(ctx context.Context) ([]netdapi.Network, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []netdapi.Network{{Name: netdapi.None, Jobs: m.jobsOn(netdapi.None), Builtin: true}}
+	for _, n := range m.sortedNets() {
+		out = append(out, m.view(n))
+	}
+	return out, nil
+}
+
+// taken is every range a new network must not overlap: the networks, and
+// the host's routes and addresses other than netd's own bridges.
+func (m *Manager) taken() ([]validate.Taken, error) {
+	var t []validate.Taken
+	own := map[string]bool{}
+	for _, n := range m.nets {
+		t = append(t, validate.Taken{Prefix: n.prefix, What: fmt.Sprintf("network %q", n.name)})
+		own[n.bridge] = true
+	}
+	host, err := hostRanges(own)
+	if err != nil {
+		return nil, err
+	}
+	return append(t, host...), nil
+}

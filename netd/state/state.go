@@ -1,0 +1,106 @@
+// Package state persists netd's networks and address leases in one JSON
+// file, replaced atomically (write, fsync, rename, fsync the directory), so
+// a crash leaves either the old state or the new one.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Version is the file format's version.
+const Version = 1
+
+// State is everything netd must remember across restarts.
+type State struct {
+	Version  int       `json:"version"`
+	Networks []Network `json:"networks"`
+	Leases   []Lease   `json:"leases"`
+}
+
+// Network is a network with a bridge (none has no record).
+type Network struct {
+	Name    string `json:"name"`
+	CIDR    string `json:"cidr"`
+	Bridge  string `json:"bridge"`
+	Builtin bool   `json:"builtin,omitempty"`
+	Next    string `json:"next,omitempty"` // the address allocator's cursor
+}
+
+// Lease is one attached job.
+type Lease struct {
+	JobID   string `json:"jobId"`
+	Network string `json:"network"`
+	Name    string `json:"name,omitempty"`
+	IP      string `json:"ip,omitempty"`   // empty for none
+	Veth    string `json:"veth,omitempty"` // host end, empty for none
+}
+
+// Store is the state file in a directory.
+type Store struct{ dir string }
+
+// Open returns the store in dir, creating dir (0700) if needed.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	return &Store{dir: dir}, nil
+}
+
+func (s *Store) path() string { return filepath.Join(s.dir, "state.json") }
+
+// Load reads the saved state; no file yet is an empty state.
+func (s *Store) Load() (State, error) {
+	b, err := os.ReadFile(s.path())
+	if errors.Is(err, os.ErrNotExist) {
+		return State{Version: Version}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("read state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, fmt.Errorf("parse state %s: %w", s.path(), err)
+	}
+	if st.Version != Version {
+		return State{}, fmt.Errorf("state %s: version %d, want %d", s.path(), st.Version, Version)
+	}
+	return st, nil
+}
+
+// Save replaces the saved state with st.
+func (s *Store) Save(st State) error {
+	st.Version = Version
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	tmp := s.path() + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := os.Rename(tmp, s.path()); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("install state: %w", err)
+	}
+	if d, err := os.Open(s.dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
