@@ -136,6 +136,339 @@ func (Stream) EnumDescriptor() ([]byte, []int) {
 	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{1}
 }
 
+// Network is a network jobs can join.
+type Network struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Cidr          string                 `protobuf:"bytes,2,opt,name=cidr,proto3" json:"cidr,omitempty"`     // empty for "none"
+	Bridge        string                 `protobuf:"bytes,3,opt,name=bridge,proto3" json:"bridge,omitempty"` // empty for "none"
+	Jobs          int32                  `protobuf:"varint,4,opt,name=jobs,proto3" json:"jobs,omitempty"`    // jobs attached now
+	Builtin       bool                   `protobuf:"varint,5,opt,name=builtin,proto3" json:"builtin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Network) Reset() {
+	*x = Network{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Network) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Network) ProtoMessage() {}
+
+func (x *Network) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Network.ProtoReflect.Descriptor instead.
+func (*Network) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Network) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Network) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+func (x *Network) GetBridge() string {
+	if x != nil {
+		return x.Bridge
+	}
+	return ""
+}
+
+func (x *Network) GetJobs() int32 {
+	if x != nil {
+		return x.Jobs
+	}
+	return 0
+}
+
+func (x *Network) GetBuiltin() bool {
+	if x != nil {
+		return x.Builtin
+	}
+	return false
+}
+
+type CreateNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Cidr          string                 `protobuf:"bytes,2,opt,name=cidr,proto3" json:"cidr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNetworkRequest) Reset() {
+	*x = CreateNetworkRequest{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNetworkRequest) ProtoMessage() {}
+
+func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNetworkRequest.ProtoReflect.Descriptor instead.
+func (*CreateNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateNetworkRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateNetworkRequest) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+type CreateNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       *Network               `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNetworkResponse) Reset() {
+	*x = CreateNetworkResponse{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNetworkResponse) ProtoMessage() {}
+
+func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNetworkResponse.ProtoReflect.Descriptor instead.
+func (*CreateNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateNetworkResponse) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+type ListNetworksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNetworksRequest) Reset() {
+	*x = ListNetworksRequest{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNetworksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNetworksRequest) ProtoMessage() {}
+
+func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNetworksRequest.ProtoReflect.Descriptor instead.
+func (*ListNetworksRequest) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{3}
+}
+
+type ListNetworksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Networks      []*Network             `protobuf:"bytes,1,rep,name=networks,proto3" json:"networks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNetworksResponse) Reset() {
+	*x = ListNetworksResponse{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNetworksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNetworksResponse) ProtoMessage() {}
+
+func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNetworksResponse.ProtoReflect.Descriptor instead.
+func (*ListNetworksResponse) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListNetworksResponse) GetNetworks() []*Network {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+type RemoveNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNetworkRequest) Reset() {
+	*x = RemoveNetworkRequest{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNetworkRequest) ProtoMessage() {}
+
+func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNetworkRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RemoveNetworkRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNetworkResponse) Reset() {
+	*x = RemoveNetworkResponse{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNetworkResponse) ProtoMessage() {}
+
+func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNetworkResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{6}
+}
+
 // Limits are the resources a job may use. Zero means "the daemon default".
 type Limits struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -150,7 +483,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[0]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +495,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[0]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +508,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{0}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Limits) GetMaxCpuPercent() int32 {
@@ -228,7 +561,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[1]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +573,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[1]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +586,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{1}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobSpec) GetCommand() string {
@@ -325,7 +658,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[2]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +670,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[2]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +683,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{2}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Job) GetId() string {
@@ -491,7 +824,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +836,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[3]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +849,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{3}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Usage) GetCpuTimeUsec() int64 {
@@ -553,7 +886,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +898,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[4]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +911,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{4}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LogChunk) GetStream() Stream {
@@ -611,7 +944,7 @@ type RunJobRequest struct {
 
 func (x *RunJobRequest) Reset() {
 	*x = RunJobRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +956,7 @@ func (x *RunJobRequest) String() string {
 func (*RunJobRequest) ProtoMessage() {}
 
 func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[5]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +969,7 @@ func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
 func (*RunJobRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{5}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunJobRequest) GetSpec() *JobSpec {
@@ -655,7 +988,7 @@ type RunJobResponse struct {
 
 func (x *RunJobResponse) Reset() {
 	*x = RunJobResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +1000,7 @@ func (x *RunJobResponse) String() string {
 func (*RunJobResponse) ProtoMessage() {}
 
 func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[6]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +1013,7 @@ func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
 func (*RunJobResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{6}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunJobResponse) GetJob() *Job {
@@ -699,7 +1032,7 @@ type GetJobStatusRequest struct {
 
 func (x *GetJobStatusRequest) Reset() {
 	*x = GetJobStatusRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +1044,7 @@ func (x *GetJobStatusRequest) String() string {
 func (*GetJobStatusRequest) ProtoMessage() {}
 
 func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[7]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +1057,7 @@ func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetJobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{7}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetJobStatusRequest) GetId() string {
@@ -743,7 +1076,7 @@ type GetJobStatusResponse struct {
 
 func (x *GetJobStatusResponse) Reset() {
 	*x = GetJobStatusResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +1088,7 @@ func (x *GetJobStatusResponse) String() string {
 func (*GetJobStatusResponse) ProtoMessage() {}
 
 func (x *GetJobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[8]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +1101,7 @@ func (x *GetJobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetJobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{8}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetJobStatusResponse) GetJob() *Job {
@@ -786,7 +1119,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +1131,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[9]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +1144,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{9}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{16}
 }
 
 type ListJobsResponse struct {
@@ -823,7 +1156,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1168,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[10]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1181,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{10}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -867,7 +1200,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1212,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[11]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1225,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{11}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StopJobRequest) GetId() string {
@@ -911,7 +1244,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1256,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[12]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1269,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{12}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StopJobResponse) GetJob() *Job {
@@ -956,7 +1289,7 @@ type GetJobLogsRequest struct {
 
 func (x *GetJobLogsRequest) Reset() {
 	*x = GetJobLogsRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[13]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1301,7 @@ func (x *GetJobLogsRequest) String() string {
 func (*GetJobLogsRequest) ProtoMessage() {}
 
 func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[13]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1314,7 @@ func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetJobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{13}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetJobLogsRequest) GetId() string {
@@ -1002,7 +1335,24 @@ var File_joblet_v1_joblet_proto protoreflect.FileDescriptor
 
 const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\n" +
-	"\x16joblet/v1/joblet.proto\x12\tjoblet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x01\n" +
+	"\x16joblet/v1/joblet.proto\x12\tjoblet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n" +
+	"\aNetwork\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cidr\x18\x02 \x01(\tR\x04cidr\x12\x16\n" +
+	"\x06bridge\x18\x03 \x01(\tR\x06bridge\x12\x12\n" +
+	"\x04jobs\x18\x04 \x01(\x05R\x04jobs\x12\x18\n" +
+	"\abuiltin\x18\x05 \x01(\bR\abuiltin\">\n" +
+	"\x14CreateNetworkRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cidr\x18\x02 \x01(\tR\x04cidr\"E\n" +
+	"\x15CreateNetworkResponse\x12,\n" +
+	"\anetwork\x18\x01 \x01(\v2\x12.joblet.v1.NetworkR\anetwork\"\x15\n" +
+	"\x13ListNetworksRequest\"F\n" +
+	"\x14ListNetworksResponse\x12.\n" +
+	"\bnetworks\x18\x01 \x03(\v2\x12.joblet.v1.NetworkR\bnetworks\"*\n" +
+	"\x14RemoveNetworkRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\x15RemoveNetworkResponse\"\xaa\x01\n" +
 	"\x06Limits\x12&\n" +
 	"\x0fmax_cpu_percent\x18\x01 \x01(\x05R\rmaxCpuPercent\x12\"\n" +
 	"\rmax_memory_mb\x18\x02 \x01(\x05R\vmaxMemoryMb\x12\x1c\n" +
@@ -1085,7 +1435,11 @@ const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\bListJobs\x12\x1a.joblet.v1.ListJobsRequest\x1a\x1b.joblet.v1.ListJobsResponse\x12@\n" +
 	"\aStopJob\x12\x19.joblet.v1.StopJobRequest\x1a\x1a.joblet.v1.StopJobResponse\x12A\n" +
 	"\n" +
-	"GetJobLogs\x12\x1c.joblet.v1.GetJobLogsRequest\x1a\x13.joblet.v1.LogChunk0\x01B;Z9github.com/joblet-dev/joblet/proto/gen/joblet/v1;jobletv1b\x06proto3"
+	"GetJobLogs\x12\x1c.joblet.v1.GetJobLogsRequest\x1a\x13.joblet.v1.LogChunk0\x012\x89\x02\n" +
+	"\x0eNetworkService\x12R\n" +
+	"\rCreateNetwork\x12\x1f.joblet.v1.CreateNetworkRequest\x1a .joblet.v1.CreateNetworkResponse\x12O\n" +
+	"\fListNetworks\x12\x1e.joblet.v1.ListNetworksRequest\x1a\x1f.joblet.v1.ListNetworksResponse\x12R\n" +
+	"\rRemoveNetwork\x12\x1f.joblet.v1.RemoveNetworkRequest\x1a .joblet.v1.RemoveNetworkResponseB;Z9github.com/joblet-dev/joblet/proto/gen/joblet/v1;jobletv1b\x06proto3"
 
 var (
 	file_joblet_v1_joblet_proto_rawDescOnce sync.Once
@@ -1100,56 +1454,71 @@ func file_joblet_v1_joblet_proto_rawDescGZIP() []byte {
 }
 
 var file_joblet_v1_joblet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_joblet_v1_joblet_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_joblet_v1_joblet_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_joblet_v1_joblet_proto_goTypes = []any{
 	(JobState)(0),                 // 0: joblet.v1.JobState
 	(Stream)(0),                   // 1: joblet.v1.Stream
-	(*Limits)(nil),                // 2: joblet.v1.Limits
-	(*JobSpec)(nil),               // 3: joblet.v1.JobSpec
-	(*Job)(nil),                   // 4: joblet.v1.Job
-	(*Usage)(nil),                 // 5: joblet.v1.Usage
-	(*LogChunk)(nil),              // 6: joblet.v1.LogChunk
-	(*RunJobRequest)(nil),         // 7: joblet.v1.RunJobRequest
-	(*RunJobResponse)(nil),        // 8: joblet.v1.RunJobResponse
-	(*GetJobStatusRequest)(nil),   // 9: joblet.v1.GetJobStatusRequest
-	(*GetJobStatusResponse)(nil),  // 10: joblet.v1.GetJobStatusResponse
-	(*ListJobsRequest)(nil),       // 11: joblet.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 12: joblet.v1.ListJobsResponse
-	(*StopJobRequest)(nil),        // 13: joblet.v1.StopJobRequest
-	(*StopJobResponse)(nil),       // 14: joblet.v1.StopJobResponse
-	(*GetJobLogsRequest)(nil),     // 15: joblet.v1.GetJobLogsRequest
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*Network)(nil),               // 2: joblet.v1.Network
+	(*CreateNetworkRequest)(nil),  // 3: joblet.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil), // 4: joblet.v1.CreateNetworkResponse
+	(*ListNetworksRequest)(nil),   // 5: joblet.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),  // 6: joblet.v1.ListNetworksResponse
+	(*RemoveNetworkRequest)(nil),  // 7: joblet.v1.RemoveNetworkRequest
+	(*RemoveNetworkResponse)(nil), // 8: joblet.v1.RemoveNetworkResponse
+	(*Limits)(nil),                // 9: joblet.v1.Limits
+	(*JobSpec)(nil),               // 10: joblet.v1.JobSpec
+	(*Job)(nil),                   // 11: joblet.v1.Job
+	(*Usage)(nil),                 // 12: joblet.v1.Usage
+	(*LogChunk)(nil),              // 13: joblet.v1.LogChunk
+	(*RunJobRequest)(nil),         // 14: joblet.v1.RunJobRequest
+	(*RunJobResponse)(nil),        // 15: joblet.v1.RunJobResponse
+	(*GetJobStatusRequest)(nil),   // 16: joblet.v1.GetJobStatusRequest
+	(*GetJobStatusResponse)(nil),  // 17: joblet.v1.GetJobStatusResponse
+	(*ListJobsRequest)(nil),       // 18: joblet.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 19: joblet.v1.ListJobsResponse
+	(*StopJobRequest)(nil),        // 20: joblet.v1.StopJobRequest
+	(*StopJobResponse)(nil),       // 21: joblet.v1.StopJobResponse
+	(*GetJobLogsRequest)(nil),     // 22: joblet.v1.GetJobLogsRequest
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_joblet_v1_joblet_proto_depIdxs = []int32{
-	2,  // 0: joblet.v1.JobSpec.limits:type_name -> joblet.v1.Limits
-	0,  // 1: joblet.v1.Job.state:type_name -> joblet.v1.JobState
-	16, // 2: joblet.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	16, // 3: joblet.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	16, // 4: joblet.v1.Job.end_time:type_name -> google.protobuf.Timestamp
-	2,  // 5: joblet.v1.Job.limits:type_name -> joblet.v1.Limits
-	5,  // 6: joblet.v1.Job.usage:type_name -> joblet.v1.Usage
-	16, // 7: joblet.v1.Job.scheduled_time:type_name -> google.protobuf.Timestamp
-	1,  // 8: joblet.v1.LogChunk.stream:type_name -> joblet.v1.Stream
-	3,  // 9: joblet.v1.RunJobRequest.spec:type_name -> joblet.v1.JobSpec
-	4,  // 10: joblet.v1.RunJobResponse.job:type_name -> joblet.v1.Job
-	4,  // 11: joblet.v1.GetJobStatusResponse.job:type_name -> joblet.v1.Job
-	4,  // 12: joblet.v1.ListJobsResponse.jobs:type_name -> joblet.v1.Job
-	4,  // 13: joblet.v1.StopJobResponse.job:type_name -> joblet.v1.Job
-	7,  // 14: joblet.v1.JobService.RunJob:input_type -> joblet.v1.RunJobRequest
-	9,  // 15: joblet.v1.JobService.GetJobStatus:input_type -> joblet.v1.GetJobStatusRequest
-	11, // 16: joblet.v1.JobService.ListJobs:input_type -> joblet.v1.ListJobsRequest
-	13, // 17: joblet.v1.JobService.StopJob:input_type -> joblet.v1.StopJobRequest
-	15, // 18: joblet.v1.JobService.GetJobLogs:input_type -> joblet.v1.GetJobLogsRequest
-	8,  // 19: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
-	10, // 20: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
-	12, // 21: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
-	14, // 22: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
-	6,  // 23: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	2,  // 0: joblet.v1.CreateNetworkResponse.network:type_name -> joblet.v1.Network
+	2,  // 1: joblet.v1.ListNetworksResponse.networks:type_name -> joblet.v1.Network
+	9,  // 2: joblet.v1.JobSpec.limits:type_name -> joblet.v1.Limits
+	0,  // 3: joblet.v1.Job.state:type_name -> joblet.v1.JobState
+	23, // 4: joblet.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	23, // 5: joblet.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	23, // 6: joblet.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	9,  // 7: joblet.v1.Job.limits:type_name -> joblet.v1.Limits
+	12, // 8: joblet.v1.Job.usage:type_name -> joblet.v1.Usage
+	23, // 9: joblet.v1.Job.scheduled_time:type_name -> google.protobuf.Timestamp
+	1,  // 10: joblet.v1.LogChunk.stream:type_name -> joblet.v1.Stream
+	10, // 11: joblet.v1.RunJobRequest.spec:type_name -> joblet.v1.JobSpec
+	11, // 12: joblet.v1.RunJobResponse.job:type_name -> joblet.v1.Job
+	11, // 13: joblet.v1.GetJobStatusResponse.job:type_name -> joblet.v1.Job
+	11, // 14: joblet.v1.ListJobsResponse.jobs:type_name -> joblet.v1.Job
+	11, // 15: joblet.v1.StopJobResponse.job:type_name -> joblet.v1.Job
+	14, // 16: joblet.v1.JobService.RunJob:input_type -> joblet.v1.RunJobRequest
+	16, // 17: joblet.v1.JobService.GetJobStatus:input_type -> joblet.v1.GetJobStatusRequest
+	18, // 18: joblet.v1.JobService.ListJobs:input_type -> joblet.v1.ListJobsRequest
+	20, // 19: joblet.v1.JobService.StopJob:input_type -> joblet.v1.StopJobRequest
+	22, // 20: joblet.v1.JobService.GetJobLogs:input_type -> joblet.v1.GetJobLogsRequest
+	3,  // 21: joblet.v1.NetworkService.CreateNetwork:input_type -> joblet.v1.CreateNetworkRequest
+	5,  // 22: joblet.v1.NetworkService.ListNetworks:input_type -> joblet.v1.ListNetworksRequest
+	7,  // 23: joblet.v1.NetworkService.RemoveNetwork:input_type -> joblet.v1.RemoveNetworkRequest
+	15, // 24: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
+	17, // 25: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
+	19, // 26: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
+	21, // 27: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
+	13, // 28: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
+	4,  // 29: joblet.v1.NetworkService.CreateNetwork:output_type -> joblet.v1.CreateNetworkResponse
+	6,  // 30: joblet.v1.NetworkService.ListNetworks:output_type -> joblet.v1.ListNetworksResponse
+	8,  // 31: joblet.v1.NetworkService.RemoveNetwork:output_type -> joblet.v1.RemoveNetworkResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_joblet_v1_joblet_proto_init() }
@@ -1163,9 +1532,9 @@ func file_joblet_v1_joblet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_joblet_v1_joblet_proto_rawDesc), len(file_joblet_v1_joblet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_joblet_v1_joblet_proto_goTypes,
 		DependencyIndexes: file_joblet_v1_joblet_proto_depIdxs,
