@@ -1,6 +1,6 @@
-// Package api is the gateway's JobService: it validates each request and
-// forwards it to the helper that owns the answer, through the helpers' Go
-// interfaces. It holds no state of its own.
+// Package api is the gateway's JobService and NetworkService: it validates
+// each request and forwards it to the helper that owns the answer, through
+// the helpers' Go interfaces. It holds no state of its own.
 package api
 
 import (

@@ -21,7 +21,7 @@ func TestValidateID(t *testing.T) {
 		"../1":                    "must be decimal digits",
 		"١":                       "must be decimal digits", // Arabic-Indic one
 		"1\x00":                   "must be decimal digits",
-		strings.Repeat("a", 1000): strings.Repeat("a", maxShownIDBytes) + "...",
+		strings.Repeat("a", 1000): strings.Repeat("a", maxShownBytes) + "...",
 	} {
 		err := ValidateID(id)
 		if want == "" {
@@ -84,6 +84,62 @@ func TestValidateSpec(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%s: got %v, want invalid argument %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestValidateNetworkName(t *testing.T) {
+	for name, want := range map[string]string{
+		"a":                     "",
+		"backend":               "",
+		"team-2":                "",
+		"a1-b2":                 "",
+		"none":                  "", // reserved names are netd's to refuse
+		strings.Repeat("a", 32): "",
+		"":                      "network name is required",
+		strings.Repeat("a", 33): `"` + strings.Repeat("a", maxShownBytes) + `..."`,
+		"Backend":               "use 1 to 32 lowercase letters",
+		"1net":                  "starting with a letter",
+		"-net":                  "starting with a letter",
+		"net-":                  "use 1 to 32",
+		"my_net":                "use 1 to 32",
+		"a.b":                   "use 1 to 32",
+		"../x":                  "use 1 to 32",
+		"net\x1b[2J":            `"net\x1b[2J"`,
+		"netä":                  "use 1 to 32",
+	} {
+		err := ValidateNetworkName(name)
+		if want == "" {
+			if err != nil {
+				t.Errorf("%q: %v", name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%q: got %v, want invalid argument %q", name, err, want)
+		}
+	}
+}
+
+func TestValidateCIDR(t *testing.T) {
+	for cidr, want := range map[string]string{
+		"10.1.0.0/24":                     "",
+		"10.1.0.5/24":                     "", // not canonical: netd says what was meant
+		"fd00::/64":                       "", // netd explains that only IPv4 is supported
+		strings.Repeat("f", MaxCIDRLen):   "",
+		"":                                "CIDR is required",
+		strings.Repeat("1", MaxCIDRLen+1): "CIDR too long",
+		"10.1.0.0/24\x00":                 "CIDR must not contain NUL",
+	} {
+		err := ValidateCIDR(cidr)
+		if want == "" {
+			if err != nil {
+				t.Errorf("%q: %v", cidr, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%q: got %v, want invalid argument %q", cidr, err, want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package service runs the gateway: a gRPC server on TCP with mutual TLS, the
-// role table enforced on every call, and the JobService forwarding to the
-// isolator and logd over their Unix sockets.
+// role table enforced on every call, the JobService forwarding to the
+// isolator and logd, and the NetworkService forwarding to netd, over their
+// Unix sockets.
 package service
 
 import (
@@ -27,6 +28,7 @@ import (
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 	"github.com/joblet-dev/joblet/proto/isolatorapi"
 	"github.com/joblet-dev/joblet/proto/logdapi"
+	"github.com/joblet-dev/joblet/proto/netdapi"
 	"github.com/joblet-dev/joblet/proto/transport"
 )
 
@@ -54,6 +56,7 @@ const (
 type Backends struct {
 	Isolator isolatorapi.Isolator
 	Logd     logdapi.Logd
+	Netd     netdapi.Netd
 }
 
 // Run is the gateway's daemon.Service: it dials the helpers' sockets, listens
@@ -73,6 +76,11 @@ func Run(ctx context.Context, env daemon.Env) error {
 		return fmt.Errorf("logd: %w", err)
 	}
 	defer logd.Close()
+	netd, err := transport.Dial(cfg.SocketPath("netd"))
+	if err != nil {
+		return fmt.Errorf("netd: %w", err)
+	}
+	defer netd.Close()
 
 	addr := net.JoinHostPort(cfg.Server.Address, strconv.Itoa(cfg.Server.Port))
 	l, err := net.Listen("tcp", addr)
@@ -82,6 +90,7 @@ func Run(ctx context.Context, env daemon.Env) error {
 	return Serve(ctx, l, cfg.Security, Backends{
 		Isolator: isolatorapi.NewClient(iso),
 		Logd:     logdapi.NewClient(logd),
+		Netd:     netdapi.NewClient(netd),
 	}, env.Log)
 }
 
@@ -119,7 +128,7 @@ func Serve(ctx context.Context, l net.Listener, sec config.Security, b Backends,
 }
 
 // NewServer returns the gateway's gRPC server with every limit set and the
-// JobService registered behind the role interceptors.
+// JobService and NetworkService registered behind the role interceptors.
 func NewServer(tc *tls.Config, b Backends, log zerolog.Logger) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.Creds(loggedCreds{TransportCredentials: credentials.NewTLS(tc), log: log}),
@@ -139,5 +148,6 @@ func NewServer(tc *tls.Config, b Backends, log zerolog.Logger) *grpc.Server {
 		}),
 	)
 	jobletv1.RegisterJobServiceServer(srv, api.New(b.Isolator, b.Logd))
+	jobletv1.RegisterNetworkServiceServer(srv, api.NewNetworks(b.Netd))
 	return srv
 }

@@ -34,6 +34,7 @@ type gateway struct {
 	sec  config.Security
 	iso  *fake.Isolator
 	logd *fake.Logd
+	netd *fake.Netd
 	logs *syncBuffer
 	stop func() error // stops the gateway and returns what Serve returned
 }
@@ -70,6 +71,7 @@ func startGateway(t *testing.T) *gateway {
 		sec:  config.Security{ServerCert: string(srvPair.CertPEM), ServerKey: string(srvPair.KeyPEM), CACert: string(ca.CertPEM)},
 		iso:  &fake.Isolator{},
 		logd: &fake.Logd{},
+		netd: &fake.Netd{},
 		logs: &syncBuffer{},
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -80,7 +82,7 @@ func startGateway(t *testing.T) *gateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, l, g.sec, Backends{Isolator: g.iso, Logd: g.logd}, zerolog.New(g.logs))
+		done <- Serve(ctx, l, g.sec, Backends{Isolator: g.iso, Logd: g.logd, Netd: g.netd}, zerolog.New(g.logs))
 	}()
 	var once sync.Once
 	var serveErr error

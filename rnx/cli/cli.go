@@ -121,7 +121,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.configPath, "config", "", "client config file (default: see rnx config-help)")
 	root.PersistentFlags().StringVar(&a.nodeName, "node", "", "node from the config to use (default $JOBLET_NODE, else \"default\")")
 	root.AddCommand(a.runCommand(), a.listCommand(), a.statusCommand(), a.logCommand(),
-		a.stopCommand(), a.nodesCommand(), a.configHelpCommand())
+		a.stopCommand(), a.networkCommand(), a.nodesCommand(), a.configHelpCommand())
 	return root
 }
 

@@ -100,7 +100,10 @@ func (f *fakeJobs) RunJob(ctx context.Context, req *jobletv1.RunJobRequest) (*jo
 		Id: id, Command: spec.GetCommand(), Args: spec.GetArgs(), Name: spec.GetName(),
 		State:      jobletv1.JobState_JOB_STATE_RUNNING,
 		CreateTime: timestamppb.New(epoch), StartTime: timestamppb.New(epoch),
-		Limits: spec.GetLimits(),
+		Limits: spec.GetLimits(), Network: spec.GetNetwork(),
+	}
+	if n := spec.GetNetwork(); n != "" && n != "none" {
+		job.IpAddress = "10.1.0." + strconv.Itoa(f.nextID+1)
 	}
 	fj := &fakeJob{job: job, done: make(chan struct{})}
 	final := cloneJob(job)
@@ -286,6 +289,7 @@ func (f *fakeJobs) stopped() []string {
 // suite is a fake gateway over real mTLS and a config naming it.
 type suite struct {
 	fake   *fakeJobs
+	nets   *fakeNetworks
 	addr   string
 	config string // path of the client config
 	ca     *certs.CA
@@ -298,7 +302,7 @@ type suite struct {
 func (s *suite) restart(t *testing.T) {
 	t.Helper()
 	s.stop()
-	_, s.stop = serveAt(t, s.addr, s.ca, s.pair, s.fake)
+	_, s.stop = serveAt(t, s.addr, s.ca, s.pair, s.fake, s.nets)
 }
 
 // newSuite starts a fake gateway on 127.0.0.1:0 with a fresh CA and writes a
@@ -312,8 +316,9 @@ func newSuite(t *testing.T) *suite {
 		t.Fatal(err)
 	}
 	fake := &fakeJobs{jobs: map[string]*fakeJob{}}
-	addr, stop := serveAt(t, "127.0.0.1:0", ca, srvPair, fake)
-	s := &suite{fake: fake, addr: addr, ca: ca, pair: srvPair, stop: stop, dir: t.TempDir()}
+	nets := newFakeNetworks()
+	addr, stop := serveAt(t, "127.0.0.1:0", ca, srvPair, fake, nets)
+	s := &suite{fake: fake, nets: nets, addr: addr, ca: ca, pair: srvPair, stop: stop, dir: t.TempDir()}
 	s.config = filepath.Join(s.dir, "rnx-config.yml")
 	cfg := &clientconfig.Config{Version: "3.0", Nodes: map[string]*clientconfig.Node{
 		"default": node(t, ca, addr, certs.RoleAdmin),
@@ -348,13 +353,14 @@ func node(t *testing.T, ca *certs.CA, addr, role string) *clientconfig.Node {
 // its address.
 func serve(t *testing.T, ca *certs.CA, pair certs.Pair, svc jobletv1.JobServiceServer) string {
 	t.Helper()
-	addr, _ := serveAt(t, "127.0.0.1:0", ca, pair, svc)
+	addr, _ := serveAt(t, "127.0.0.1:0", ca, pair, svc, nil)
 	return addr
 }
 
-// serveAt runs svc over mTLS (TLS 1.3, client certificates from ca
-// required) on addr until the test ends or stop is called.
-func serveAt(t *testing.T, addr string, ca *certs.CA, pair certs.Pair, svc jobletv1.JobServiceServer) (string, func()) {
+// serveAt runs svc, and nets unless nil, over mTLS (TLS 1.3, client
+// certificates from ca required) on addr until the test ends or stop is
+// called.
+func serveAt(t *testing.T, addr string, ca *certs.CA, pair certs.Pair, svc jobletv1.JobServiceServer, nets jobletv1.NetworkServiceServer) (string, func()) {
 	t.Helper()
 	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
 	if err != nil {
@@ -374,6 +380,9 @@ func serveAt(t *testing.T, addr string, ca *certs.CA, pair certs.Pair, svc joble
 	}
 	srv := grpc.NewServer(grpc.Creds(creds))
 	jobletv1.RegisterJobServiceServer(srv, svc)
+	if nets != nil {
+		jobletv1.RegisterNetworkServiceServer(srv, nets)
+	}
 	go srv.Serve(lis) //nolint:errcheck // ends with Stop
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String(), srv.Stop

@@ -40,7 +40,10 @@ stdout and returns at once; a scheduled job (--schedule) is always detached.
 
 Interrupting an attached run (Ctrl-C, SIGTERM) asks the server to stop the
 job and keeps streaming until it has ended, then exits with its code.
-Interrupting a second time leaves at once (exit 130); the job still stops.`,
+Interrupting a second time leaves at once (exit 130); the job still stops.
+
+Networks (--network):
+` + networkModes,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return &usageError{fmt.Errorf("run: no command given (usage: %s)", cmd.UseLine())}
@@ -62,7 +65,7 @@ Interrupting a second time leaves at once (exit 130); the job still stops.`,
 	fl.Int64Var(&f.MaxIOBPS, "max-iobps", 0, "I/O limit in bytes per second")
 	fl.StringVar(&f.CPUCores, "cpu-cores", "", `CPU cores the job may use, e.g. "0-3" or "1,3,5"`)
 	fl.Int32Var(&f.MaxPIDs, "max-pids", 0, "maximum number of processes")
-	fl.StringVar(&f.Network, "network", "", "network to attach the job to (none, isolated, bridge or a custom one)")
+	fl.StringVar(&f.Network, "network", "", "network `NAME` to join: \"bridge\" (default; jobs reach each other), \"isolated\" (outbound only), \"none\" (loopback only) or a custom one (see rnx network)")
 	fl.StringVar(&f.Name, "name", "", "a name for the job")
 	fl.StringVar(&f.Schedule, "schedule", "", `start later: a delay ("30min", "2h30m") or an RFC3339 time`)
 	fl.BoolVarP(&detach, "detach", "d", false, "print the job header and return without waiting")

@@ -31,9 +31,10 @@ const maxRecvSize = 16 << 20
 // waiting, and a restarted gateway should be found again within seconds.
 var reconnectBackoff = backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
 
-// Conn is a connection to one gateway.
+// Conn is a connection to one gateway, with the clients of its services.
 type Conn struct {
 	jobletv1.JobServiceClient
+	jobletv1.NetworkServiceClient
 	cc      *grpc.ClientConn
 	address string
 	diag    *diagnosis
@@ -57,7 +58,11 @@ func Dial(node *clientconfig.Node) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", node.Address, err)
 	}
-	return &Conn{JobServiceClient: jobletv1.NewJobServiceClient(cc), cc: cc, address: node.Address, diag: d}, nil
+	return &Conn{
+		JobServiceClient:     jobletv1.NewJobServiceClient(cc),
+		NetworkServiceClient: jobletv1.NewNetworkServiceClient(cc),
+		cc:                   cc, address: node.Address, diag: d,
+	}, nil
 }
 
 // TLSConfig is the client side of Joblet's mTLS for node.

@@ -23,8 +23,17 @@ type JobJSON struct {
 	Signal     int32       `json:"signal,omitempty"`
 	Reason     string      `json:"reason,omitempty"`
 	Network    string      `json:"network,omitempty"`
+	IPAddress  string      `json:"ip_address,omitempty"`
 	Hostname   string      `json:"hostname,omitempty"`
 	Limits     *LimitsJSON `json:"limits,omitempty"`
+	Usage      *UsageJSON  `json:"usage,omitempty"`
+}
+
+// UsageJSON is the JSON shape of what a job used, once known.
+type UsageJSON struct {
+	CPUTimeUsec     int64 `json:"cpu_time_usec"`
+	MemoryPeakBytes int64 `json:"memory_peak_bytes"`
+	OOMKills        int64 `json:"oom_kills"`
 }
 
 // LimitsJSON is the JSON shape of a job's limits.
@@ -51,6 +60,7 @@ func ToJSON(j *jobletv1.Job) JobJSON {
 		Signal:     j.GetSignal(),
 		Reason:     j.GetReason(),
 		Network:    j.GetNetwork(),
+		IPAddress:  j.GetIpAddress(),
 		Hostname:   j.GetHostname(),
 	}
 	if out.Args == nil {
@@ -65,6 +75,9 @@ func ToJSON(j *jobletv1.Job) JobJSON {
 		if lj != (LimitsJSON{}) {
 			out.Limits = &lj
 		}
+	}
+	if u := j.GetUsage(); u != nil {
+		out.Usage = &UsageJSON{u.GetCpuTimeUsec(), u.GetMemoryPeakBytes(), u.GetOomKills()}
 	}
 	return out
 }

@@ -111,6 +111,7 @@ func Status(w io.Writer, j *jobletv1.Job, now time.Time) error {
 		line("Duration", end.Sub(start.AsTime()).Round(time.Millisecond).String())
 	}
 	line("Network", termsafe.String(j.GetNetwork()))
+	line("IP Address", termsafe.String(j.GetIpAddress()))
 	line("Hostname", termsafe.String(j.GetHostname()))
 	l := j.GetLimits()
 	line("Max CPU", positive(int64(l.GetMaxCpuPercent()), "%"))
@@ -118,6 +119,11 @@ func Status(w io.Writer, j *jobletv1.Job, now time.Time) error {
 	line("Max IO", positive(l.GetMaxIoBps(), " bytes/s"))
 	line("CPU Cores", termsafe.String(l.GetCpuCores()))
 	line("Max PIDs", positive(int64(l.GetMaxPids()), ""))
+	if u := j.GetUsage(); u != nil {
+		line("CPU Time", (time.Duration(u.GetCpuTimeUsec()) * time.Microsecond).Round(time.Millisecond).String())
+		line("Peak Memory", megabytes(u.GetMemoryPeakBytes()))
+		line("OOM Kills", positive(u.GetOomKills(), ""))
+	}
 	if Ended(j.GetState()) {
 		line("Exit Code", strconv.Itoa(int(j.GetExitCode())))
 		line("Signal", positive(int64(j.GetSignal()), ""))
@@ -125,6 +131,14 @@ func Status(w io.Writer, j *jobletv1.Job, now time.Time) error {
 	line("Reason", termsafe.String(j.GetReason()))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// megabytes shows a byte count in MB (2^20 bytes, the unit of --max-memory).
+func megabytes(n int64) string {
+	if n <= 0 {
+		return ""
+	}
+	return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MB"
 }
 
 func positive(n int64, unit string) string {

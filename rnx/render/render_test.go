@@ -65,12 +65,14 @@ func TestStatus(t *testing.T) {
 		CreateTime: ts(0), StartTime: ts(time.Second), EndTime: ts(3*time.Second + 250*time.Millisecond),
 		ExitCode: 137, Signal: 9, Reason: "out of memory\x1b[0m", Network: "none", Hostname: "job-7",
 		Limits: &jobletv1.Limits{MaxCpuPercent: 50, MaxMemoryMb: 256, CpuCores: "0-1"},
+		Usage:  &jobletv1.Usage{CpuTimeUsec: 1234567, MemoryPeakBytes: 268435456, OomKills: 2},
 	}
 	got := render(t, func(b *strings.Builder) error { return Status(b, j, t0.Add(time.Hour)) })
 	want := "Job ID: 7\nCommand: stress --vm 1\nStatus: FAILED\n" +
 		"Created: 2025-07-11T06:18:54Z\nStarted: 2025-07-11T06:18:55Z\nEnded: 2025-07-11T06:18:57Z\n" +
 		"Duration: 2.25s\nNetwork: none\nHostname: job-7\n" +
 		"Max CPU: 50%\nMax Memory: 256 MB\nCPU Cores: 0-1\n" +
+		"CPU Time: 1.235s\nPeak Memory: 256.0 MB\nOOM Kills: 2\n" +
 		"Exit Code: 137\nSignal: 9\nReason: out of memory^[[0m\n"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -89,7 +91,8 @@ func TestStatus(t *testing.T) {
 
 func TestJSON(t *testing.T) {
 	j := &jobletv1.Job{Id: "1", Command: "echo", Args: []string{"\x1b"}, State: jobletv1.JobState_JOB_STATE_COMPLETED,
-		StartTime: ts(0), EndTime: ts(time.Second), Limits: &jobletv1.Limits{MaxMemoryMb: 64}}
+		StartTime: ts(0), EndTime: ts(time.Second), Limits: &jobletv1.Limits{MaxMemoryMb: 64},
+		Usage: &jobletv1.Usage{CpuTimeUsec: 1500, MemoryPeakBytes: 4096}}
 	got := render(t, func(b *strings.Builder) error { return StatusJSON(b, j) })
 	want := `{
   "id": "1",
@@ -103,6 +106,11 @@ func TestJSON(t *testing.T) {
   "exit_code": 0,
   "limits": {
     "max_memory_mb": 64
+  },
+  "usage": {
+    "cpu_time_usec": 1500,
+    "memory_peak_bytes": 4096,
+    "oom_kills": 0
   }
 }
 `

@@ -27,6 +27,8 @@ func TestNoPrivilegedDependencies(t *testing.T) {
 		"github.com/opencontainers/runc",
 		"github.com/joblet-dev/joblet/isolator",
 		"github.com/joblet-dev/joblet/logd",
+		"github.com/joblet-dev/joblet/netd",
+		"github.com/miekg/dns",
 	}
 	var sawService bool
 	for _, d := range deps {

@@ -1,6 +1,7 @@
 // Package fake has in-memory implementations of the helpers' Go interfaces
-// (isolatorapi.Isolator, logdapi.Logd) that keep their documented contracts,
-// so the gateway can be tested without root or running helpers.
+// (isolatorapi.Isolator, logdapi.Logd, netdapi.Netd) that keep their
+// documented contracts, so the gateway can be tested without root or running
+// helpers.
 package fake
 
 import (

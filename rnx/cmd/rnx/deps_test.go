@@ -21,6 +21,7 @@ func TestDeps(t *testing.T) {
 		"github.com/opencontainers/runc",
 		"github.com/joblet-dev/joblet/isolator",
 		"github.com/joblet-dev/joblet/logd",
+		"github.com/joblet-dev/joblet/netd",
 		"github.com/joblet-dev/joblet/gateway",
 		"github.com/joblet-dev/joblet/supervisor",
 		"github.com/hashicorp/go-plugin",
