@@ -24,6 +24,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type StartScheduledRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DelayMs       int64                  `protobuf:"varint,2,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"` // how late the job starts relative to its due time
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartScheduledRequest) Reset() {
+	*x = StartScheduledRequest{}
+	mi := &file_isolator_v1_isolator_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartScheduledRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartScheduledRequest) ProtoMessage() {}
+
+func (x *StartScheduledRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_isolator_v1_isolator_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartScheduledRequest.ProtoReflect.Descriptor instead.
+func (*StartScheduledRequest) Descriptor() ([]byte, []int) {
+	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StartScheduledRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StartScheduledRequest) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
 type RunRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *v1.JobSpec            `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -33,7 +85,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_isolator_v1_isolator_proto_msgTypes[0]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +97,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_isolator_v1_isolator_proto_msgTypes[0]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +110,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{0}
+	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *RunRequest) GetSpec() *v1.JobSpec {
@@ -77,7 +129,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_isolator_v1_isolator_proto_msgTypes[1]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +141,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_isolator_v1_isolator_proto_msgTypes[1]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +154,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{1}
+	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetRequest) GetId() string {
@@ -120,7 +172,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_isolator_v1_isolator_proto_msgTypes[2]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -132,7 +184,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_isolator_v1_isolator_proto_msgTypes[2]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -145,7 +197,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{2}
+	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{3}
 }
 
 type ListResponse struct {
@@ -157,7 +209,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_isolator_v1_isolator_proto_msgTypes[3]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +221,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_isolator_v1_isolator_proto_msgTypes[3]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +234,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{3}
+	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListResponse) GetJobs() []*v1.Job {
@@ -201,7 +253,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_isolator_v1_isolator_proto_msgTypes[4]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +265,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_isolator_v1_isolator_proto_msgTypes[4]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +278,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{4}
+	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StopRequest) GetId() string {
@@ -245,7 +297,7 @@ type JobResponse struct {
 
 func (x *JobResponse) Reset() {
 	*x = JobResponse{}
-	mi := &file_isolator_v1_isolator_proto_msgTypes[5]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -257,7 +309,7 @@ func (x *JobResponse) String() string {
 func (*JobResponse) ProtoMessage() {}
 
 func (x *JobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_isolator_v1_isolator_proto_msgTypes[5]
+	mi := &file_isolator_v1_isolator_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -270,7 +322,7 @@ func (x *JobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResponse.ProtoReflect.Descriptor instead.
 func (*JobResponse) Descriptor() ([]byte, []int) {
-	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{5}
+	return file_isolator_v1_isolator_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JobResponse) GetJob() *v1.Job {
@@ -284,7 +336,10 @@ var File_isolator_v1_isolator_proto protoreflect.FileDescriptor
 
 const file_isolator_v1_isolator_proto_rawDesc = "" +
 	"\n" +
-	"\x1aisolator/v1/isolator.proto\x12\x12joblet.isolator.v1\x1a\x16joblet/v1/joblet.proto\"4\n" +
+	"\x1aisolator/v1/isolator.proto\x12\x12joblet.isolator.v1\x1a\x16joblet/v1/joblet.proto\"B\n" +
+	"\x15StartScheduledRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\"4\n" +
 	"\n" +
 	"RunRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.joblet.v1.JobSpecR\x04spec\"\x1c\n" +
@@ -297,12 +352,14 @@ const file_isolator_v1_isolator_proto_rawDesc = "" +
 	"\vStopRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"/\n" +
 	"\vJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.joblet.v1.JobR\x03job2\xaf\x02\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.joblet.v1.JobR\x03job2\xe2\x03\n" +
 	"\bIsolator\x12F\n" +
 	"\x03Run\x12\x1e.joblet.isolator.v1.RunRequest\x1a\x1f.joblet.isolator.v1.JobResponse\x12F\n" +
 	"\x03Get\x12\x1e.joblet.isolator.v1.GetRequest\x1a\x1f.joblet.isolator.v1.JobResponse\x12I\n" +
 	"\x04List\x12\x1f.joblet.isolator.v1.ListRequest\x1a .joblet.isolator.v1.ListResponse\x12H\n" +
-	"\x04Stop\x12\x1f.joblet.isolator.v1.StopRequest\x1a\x1f.joblet.isolator.v1.JobResponseB?Z=github.com/joblet-dev/joblet/proto/gen/isolator/v1;isolatorv1b\x06proto3"
+	"\x04Stop\x12\x1f.joblet.isolator.v1.StopRequest\x1a\x1f.joblet.isolator.v1.JobResponse\x12S\n" +
+	"\x0eRunWithUploads\x12\x1e.joblet.v1.RunJobUploadRequest\x1a\x1f.joblet.isolator.v1.JobResponse(\x01\x12\\\n" +
+	"\x0eStartScheduled\x12).joblet.isolator.v1.StartScheduledRequest\x1a\x1f.joblet.isolator.v1.JobResponseB?Z=github.com/joblet-dev/joblet/proto/gen/isolator/v1;isolatorv1b\x06proto3"
 
 var (
 	file_isolator_v1_isolator_proto_rawDescOnce sync.Once
@@ -316,31 +373,37 @@ func file_isolator_v1_isolator_proto_rawDescGZIP() []byte {
 	return file_isolator_v1_isolator_proto_rawDescData
 }
 
-var file_isolator_v1_isolator_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_isolator_v1_isolator_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_isolator_v1_isolator_proto_goTypes = []any{
-	(*RunRequest)(nil),   // 0: joblet.isolator.v1.RunRequest
-	(*GetRequest)(nil),   // 1: joblet.isolator.v1.GetRequest
-	(*ListRequest)(nil),  // 2: joblet.isolator.v1.ListRequest
-	(*ListResponse)(nil), // 3: joblet.isolator.v1.ListResponse
-	(*StopRequest)(nil),  // 4: joblet.isolator.v1.StopRequest
-	(*JobResponse)(nil),  // 5: joblet.isolator.v1.JobResponse
-	(*v1.JobSpec)(nil),   // 6: joblet.v1.JobSpec
-	(*v1.Job)(nil),       // 7: joblet.v1.Job
+	(*StartScheduledRequest)(nil),  // 0: joblet.isolator.v1.StartScheduledRequest
+	(*RunRequest)(nil),             // 1: joblet.isolator.v1.RunRequest
+	(*GetRequest)(nil),             // 2: joblet.isolator.v1.GetRequest
+	(*ListRequest)(nil),            // 3: joblet.isolator.v1.ListRequest
+	(*ListResponse)(nil),           // 4: joblet.isolator.v1.ListResponse
+	(*StopRequest)(nil),            // 5: joblet.isolator.v1.StopRequest
+	(*JobResponse)(nil),            // 6: joblet.isolator.v1.JobResponse
+	(*v1.JobSpec)(nil),             // 7: joblet.v1.JobSpec
+	(*v1.Job)(nil),                 // 8: joblet.v1.Job
+	(*v1.RunJobUploadRequest)(nil), // 9: joblet.v1.RunJobUploadRequest
 }
 var file_isolator_v1_isolator_proto_depIdxs = []int32{
-	6, // 0: joblet.isolator.v1.RunRequest.spec:type_name -> joblet.v1.JobSpec
-	7, // 1: joblet.isolator.v1.ListResponse.jobs:type_name -> joblet.v1.Job
-	7, // 2: joblet.isolator.v1.JobResponse.job:type_name -> joblet.v1.Job
-	0, // 3: joblet.isolator.v1.Isolator.Run:input_type -> joblet.isolator.v1.RunRequest
-	1, // 4: joblet.isolator.v1.Isolator.Get:input_type -> joblet.isolator.v1.GetRequest
-	2, // 5: joblet.isolator.v1.Isolator.List:input_type -> joblet.isolator.v1.ListRequest
-	4, // 6: joblet.isolator.v1.Isolator.Stop:input_type -> joblet.isolator.v1.StopRequest
-	5, // 7: joblet.isolator.v1.Isolator.Run:output_type -> joblet.isolator.v1.JobResponse
-	5, // 8: joblet.isolator.v1.Isolator.Get:output_type -> joblet.isolator.v1.JobResponse
-	3, // 9: joblet.isolator.v1.Isolator.List:output_type -> joblet.isolator.v1.ListResponse
-	5, // 10: joblet.isolator.v1.Isolator.Stop:output_type -> joblet.isolator.v1.JobResponse
-	7, // [7:11] is the sub-list for method output_type
-	3, // [3:7] is the sub-list for method input_type
+	7, // 0: joblet.isolator.v1.RunRequest.spec:type_name -> joblet.v1.JobSpec
+	8, // 1: joblet.isolator.v1.ListResponse.jobs:type_name -> joblet.v1.Job
+	8, // 2: joblet.isolator.v1.JobResponse.job:type_name -> joblet.v1.Job
+	1, // 3: joblet.isolator.v1.Isolator.Run:input_type -> joblet.isolator.v1.RunRequest
+	2, // 4: joblet.isolator.v1.Isolator.Get:input_type -> joblet.isolator.v1.GetRequest
+	3, // 5: joblet.isolator.v1.Isolator.List:input_type -> joblet.isolator.v1.ListRequest
+	5, // 6: joblet.isolator.v1.Isolator.Stop:input_type -> joblet.isolator.v1.StopRequest
+	9, // 7: joblet.isolator.v1.Isolator.RunWithUploads:input_type -> joblet.v1.RunJobUploadRequest
+	0, // 8: joblet.isolator.v1.Isolator.StartScheduled:input_type -> joblet.isolator.v1.StartScheduledRequest
+	6, // 9: joblet.isolator.v1.Isolator.Run:output_type -> joblet.isolator.v1.JobResponse
+	6, // 10: joblet.isolator.v1.Isolator.Get:output_type -> joblet.isolator.v1.JobResponse
+	4, // 11: joblet.isolator.v1.Isolator.List:output_type -> joblet.isolator.v1.ListResponse
+	6, // 12: joblet.isolator.v1.Isolator.Stop:output_type -> joblet.isolator.v1.JobResponse
+	6, // 13: joblet.isolator.v1.Isolator.RunWithUploads:output_type -> joblet.isolator.v1.JobResponse
+	6, // 14: joblet.isolator.v1.Isolator.StartScheduled:output_type -> joblet.isolator.v1.JobResponse
+	9, // [9:15] is the sub-list for method output_type
+	3, // [3:9] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
 	3, // [3:3] is the sub-list for extension extendee
 	0, // [0:3] is the sub-list for field type_name
@@ -357,7 +420,7 @@ func file_isolator_v1_isolator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isolator_v1_isolator_proto_rawDesc), len(file_isolator_v1_isolator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

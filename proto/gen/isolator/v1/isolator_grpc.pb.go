@@ -10,6 +10,7 @@ package isolatorv1
 
 import (
 	context "context"
+	v1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -21,10 +22,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Isolator_Run_FullMethodName  = "/joblet.isolator.v1.Isolator/Run"
-	Isolator_Get_FullMethodName  = "/joblet.isolator.v1.Isolator/Get"
-	Isolator_List_FullMethodName = "/joblet.isolator.v1.Isolator/List"
-	Isolator_Stop_FullMethodName = "/joblet.isolator.v1.Isolator/Stop"
+	Isolator_Run_FullMethodName            = "/joblet.isolator.v1.Isolator/Run"
+	Isolator_Get_FullMethodName            = "/joblet.isolator.v1.Isolator/Get"
+	Isolator_List_FullMethodName           = "/joblet.isolator.v1.Isolator/List"
+	Isolator_Stop_FullMethodName           = "/joblet.isolator.v1.Isolator/Stop"
+	Isolator_RunWithUploads_FullMethodName = "/joblet.isolator.v1.Isolator/RunWithUploads"
+	Isolator_StartScheduled_FullMethodName = "/joblet.isolator.v1.Isolator/StartScheduled"
 )
 
 // IsolatorClient is the client API for Isolator service.
@@ -37,6 +40,12 @@ type IsolatorClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*JobResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*JobResponse, error)
+	// RunWithUploads is Run with files for the job's workspace: a manifest
+	// first, then chunks (the same messages as the public API).
+	RunWithUploads(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[v1.RunJobUploadRequest, JobResponse], error)
+	// StartScheduled starts a SCHEDULED job that has fallen due; called by the
+	// scheduler. Idempotent: a job already started or ended is a success.
+	StartScheduled(ctx context.Context, in *StartScheduledRequest, opts ...grpc.CallOption) (*JobResponse, error)
 }
 
 type isolatorClient struct {
@@ -87,6 +96,29 @@ func (c *isolatorClient) Stop(ctx context.Context, in *StopRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *isolatorClient) RunWithUploads(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[v1.RunJobUploadRequest, JobResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Isolator_ServiceDesc.Streams[0], Isolator_RunWithUploads_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[v1.RunJobUploadRequest, JobResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Isolator_RunWithUploadsClient = grpc.ClientStreamingClient[v1.RunJobUploadRequest, JobResponse]
+
+func (c *isolatorClient) StartScheduled(ctx context.Context, in *StartScheduledRequest, opts ...grpc.CallOption) (*JobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JobResponse)
+	err := c.cc.Invoke(ctx, Isolator_StartScheduled_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IsolatorServer is the server API for Isolator service.
 // All implementations must embed UnimplementedIsolatorServer
 // for forward compatibility.
@@ -97,6 +129,12 @@ type IsolatorServer interface {
 	Get(context.Context, *GetRequest) (*JobResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	Stop(context.Context, *StopRequest) (*JobResponse, error)
+	// RunWithUploads is Run with files for the job's workspace: a manifest
+	// first, then chunks (the same messages as the public API).
+	RunWithUploads(grpc.ClientStreamingServer[v1.RunJobUploadRequest, JobResponse]) error
+	// StartScheduled starts a SCHEDULED job that has fallen due; called by the
+	// scheduler. Idempotent: a job already started or ended is a success.
+	StartScheduled(context.Context, *StartScheduledRequest) (*JobResponse, error)
 	mustEmbedUnimplementedIsolatorServer()
 }
 
@@ -118,6 +156,12 @@ func (UnimplementedIsolatorServer) List(context.Context, *ListRequest) (*ListRes
 }
 func (UnimplementedIsolatorServer) Stop(context.Context, *StopRequest) (*JobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stop not implemented")
+}
+func (UnimplementedIsolatorServer) RunWithUploads(grpc.ClientStreamingServer[v1.RunJobUploadRequest, JobResponse]) error {
+	return status.Error(codes.Unimplemented, "method RunWithUploads not implemented")
+}
+func (UnimplementedIsolatorServer) StartScheduled(context.Context, *StartScheduledRequest) (*JobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartScheduled not implemented")
 }
 func (UnimplementedIsolatorServer) mustEmbedUnimplementedIsolatorServer() {}
 func (UnimplementedIsolatorServer) testEmbeddedByValue()                  {}
@@ -212,6 +256,31 @@ func _Isolator_Stop_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Isolator_RunWithUploads_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(IsolatorServer).RunWithUploads(&grpc.GenericServerStream[v1.RunJobUploadRequest, JobResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Isolator_RunWithUploadsServer = grpc.ClientStreamingServer[v1.RunJobUploadRequest, JobResponse]
+
+func _Isolator_StartScheduled_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartScheduledRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IsolatorServer).StartScheduled(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Isolator_StartScheduled_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IsolatorServer).StartScheduled(ctx, req.(*StartScheduledRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Isolator_ServiceDesc is the grpc.ServiceDesc for Isolator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -235,7 +304,17 @@ var Isolator_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Stop",
 			Handler:    _Isolator_Stop_Handler,
 		},
+		{
+			MethodName: "StartScheduled",
+			Handler:    _Isolator_StartScheduled_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "RunWithUploads",
+			Handler:       _Isolator_RunWithUploads_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "isolator/v1/isolator.proto",
 }

@@ -1023,6 +1023,264 @@ func (x *RunJobResponse) GetJob() *Job {
 	return nil
 }
 
+// UploadEntry is one file or directory to create under /work. path is
+// slash-separated and relative; mode holds permission bits only.
+type UploadEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Mode          uint32                 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Dir           bool                   `protobuf:"varint,3,opt,name=dir,proto3" json:"dir,omitempty"`
+	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadEntry) Reset() {
+	*x = UploadEntry{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadEntry) ProtoMessage() {}
+
+func (x *UploadEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadEntry.ProtoReflect.Descriptor instead.
+func (*UploadEntry) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UploadEntry) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *UploadEntry) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *UploadEntry) GetDir() bool {
+	if x != nil {
+		return x.Dir
+	}
+	return false
+}
+
+func (x *UploadEntry) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// UploadManifest opens an upload: what to run and what files come.
+type UploadManifest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Entries       []*UploadEntry         `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadManifest) Reset() {
+	*x = UploadManifest{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadManifest) ProtoMessage() {}
+
+func (x *UploadManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadManifest.ProtoReflect.Descriptor instead.
+func (*UploadManifest) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UploadManifest) GetSpec() *JobSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *UploadManifest) GetEntries() []*UploadEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// UploadChunk is the next bytes of entry `index`.
+type UploadChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadChunk) Reset() {
+	*x = UploadChunk{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadChunk) ProtoMessage() {}
+
+func (x *UploadChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadChunk.ProtoReflect.Descriptor instead.
+func (*UploadChunk) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UploadChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *UploadChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RunJobUploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*RunJobUploadRequest_Manifest
+	//	*RunJobUploadRequest_Chunk
+	Part          isRunJobUploadRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobUploadRequest) Reset() {
+	*x = RunJobUploadRequest{}
+	mi := &file_joblet_v1_joblet_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobUploadRequest) ProtoMessage() {}
+
+func (x *RunJobUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_joblet_v1_joblet_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobUploadRequest.ProtoReflect.Descriptor instead.
+func (*RunJobUploadRequest) Descriptor() ([]byte, []int) {
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RunJobUploadRequest) GetPart() isRunJobUploadRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *RunJobUploadRequest) GetManifest() *UploadManifest {
+	if x != nil {
+		if x, ok := x.Part.(*RunJobUploadRequest_Manifest); ok {
+			return x.Manifest
+		}
+	}
+	return nil
+}
+
+func (x *RunJobUploadRequest) GetChunk() *UploadChunk {
+	if x != nil {
+		if x, ok := x.Part.(*RunJobUploadRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isRunJobUploadRequest_Part interface {
+	isRunJobUploadRequest_Part()
+}
+
+type RunJobUploadRequest_Manifest struct {
+	Manifest *UploadManifest `protobuf:"bytes,1,opt,name=manifest,proto3,oneof"`
+}
+
+type RunJobUploadRequest_Chunk struct {
+	Chunk *UploadChunk `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*RunJobUploadRequest_Manifest) isRunJobUploadRequest_Part() {}
+
+func (*RunJobUploadRequest_Chunk) isRunJobUploadRequest_Part() {}
+
 type GetJobStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1032,7 +1290,7 @@ type GetJobStatusRequest struct {
 
 func (x *GetJobStatusRequest) Reset() {
 	*x = GetJobStatusRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[14]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1302,7 @@ func (x *GetJobStatusRequest) String() string {
 func (*GetJobStatusRequest) ProtoMessage() {}
 
 func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[14]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1315,7 @@ func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetJobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{14}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetJobStatusRequest) GetId() string {
@@ -1076,7 +1334,7 @@ type GetJobStatusResponse struct {
 
 func (x *GetJobStatusResponse) Reset() {
 	*x = GetJobStatusResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[15]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1346,7 @@ func (x *GetJobStatusResponse) String() string {
 func (*GetJobStatusResponse) ProtoMessage() {}
 
 func (x *GetJobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[15]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1359,7 @@ func (x *GetJobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetJobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{15}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetJobStatusResponse) GetJob() *Job {
@@ -1119,7 +1377,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[16]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1389,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[16]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1402,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{16}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{20}
 }
 
 type ListJobsResponse struct {
@@ -1156,7 +1414,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[17]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1426,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[17]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1439,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{17}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1200,7 +1458,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[18]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1470,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[18]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1483,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{18}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StopJobRequest) GetId() string {
@@ -1244,7 +1502,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[19]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1514,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[19]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1527,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{19}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StopJobResponse) GetJob() *Job {
@@ -1289,7 +1547,7 @@ type GetJobLogsRequest struct {
 
 func (x *GetJobLogsRequest) Reset() {
 	*x = GetJobLogsRequest{}
-	mi := &file_joblet_v1_joblet_proto_msgTypes[20]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1559,7 @@ func (x *GetJobLogsRequest) String() string {
 func (*GetJobLogsRequest) ProtoMessage() {}
 
 func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_joblet_v1_joblet_proto_msgTypes[20]
+	mi := &file_joblet_v1_joblet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1572,7 @@ func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetJobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{20}
+	return file_joblet_v1_joblet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetJobLogsRequest) GetId() string {
@@ -1401,7 +1659,22 @@ const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\rRunJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.joblet.v1.JobSpecR\x04spec\"2\n" +
 	"\x0eRunJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.joblet.v1.JobR\x03job\"%\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.joblet.v1.JobR\x03job\"[\n" +
+	"\vUploadEntry\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03dir\x18\x03 \x01(\bR\x03dir\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\"j\n" +
+	"\x0eUploadManifest\x12&\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.joblet.v1.JobSpecR\x04spec\x120\n" +
+	"\aentries\x18\x02 \x03(\v2\x16.joblet.v1.UploadEntryR\aentries\"7\n" +
+	"\vUploadChunk\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x86\x01\n" +
+	"\x13RunJobUploadRequest\x127\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x19.joblet.v1.UploadManifestH\x00R\bmanifest\x12.\n" +
+	"\x05chunk\x18\x02 \x01(\v2\x16.joblet.v1.UploadChunkH\x00R\x05chunkB\x06\n" +
+	"\x04part\"%\n" +
 	"\x13GetJobStatusRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"8\n" +
 	"\x14GetJobStatusResponse\x12 \n" +
@@ -1454,7 +1727,7 @@ func file_joblet_v1_joblet_proto_rawDescGZIP() []byte {
 }
 
 var file_joblet_v1_joblet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_joblet_v1_joblet_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_joblet_v1_joblet_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_joblet_v1_joblet_proto_goTypes = []any{
 	(JobState)(0),                 // 0: joblet.v1.JobState
 	(Stream)(0),                   // 1: joblet.v1.Stream
@@ -1472,53 +1745,61 @@ var file_joblet_v1_joblet_proto_goTypes = []any{
 	(*LogChunk)(nil),              // 13: joblet.v1.LogChunk
 	(*RunJobRequest)(nil),         // 14: joblet.v1.RunJobRequest
 	(*RunJobResponse)(nil),        // 15: joblet.v1.RunJobResponse
-	(*GetJobStatusRequest)(nil),   // 16: joblet.v1.GetJobStatusRequest
-	(*GetJobStatusResponse)(nil),  // 17: joblet.v1.GetJobStatusResponse
-	(*ListJobsRequest)(nil),       // 18: joblet.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 19: joblet.v1.ListJobsResponse
-	(*StopJobRequest)(nil),        // 20: joblet.v1.StopJobRequest
-	(*StopJobResponse)(nil),       // 21: joblet.v1.StopJobResponse
-	(*GetJobLogsRequest)(nil),     // 22: joblet.v1.GetJobLogsRequest
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*UploadEntry)(nil),           // 16: joblet.v1.UploadEntry
+	(*UploadManifest)(nil),        // 17: joblet.v1.UploadManifest
+	(*UploadChunk)(nil),           // 18: joblet.v1.UploadChunk
+	(*RunJobUploadRequest)(nil),   // 19: joblet.v1.RunJobUploadRequest
+	(*GetJobStatusRequest)(nil),   // 20: joblet.v1.GetJobStatusRequest
+	(*GetJobStatusResponse)(nil),  // 21: joblet.v1.GetJobStatusResponse
+	(*ListJobsRequest)(nil),       // 22: joblet.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 23: joblet.v1.ListJobsResponse
+	(*StopJobRequest)(nil),        // 24: joblet.v1.StopJobRequest
+	(*StopJobResponse)(nil),       // 25: joblet.v1.StopJobResponse
+	(*GetJobLogsRequest)(nil),     // 26: joblet.v1.GetJobLogsRequest
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_joblet_v1_joblet_proto_depIdxs = []int32{
 	2,  // 0: joblet.v1.CreateNetworkResponse.network:type_name -> joblet.v1.Network
 	2,  // 1: joblet.v1.ListNetworksResponse.networks:type_name -> joblet.v1.Network
 	9,  // 2: joblet.v1.JobSpec.limits:type_name -> joblet.v1.Limits
 	0,  // 3: joblet.v1.Job.state:type_name -> joblet.v1.JobState
-	23, // 4: joblet.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	23, // 5: joblet.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	23, // 6: joblet.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	27, // 4: joblet.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	27, // 5: joblet.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	27, // 6: joblet.v1.Job.end_time:type_name -> google.protobuf.Timestamp
 	9,  // 7: joblet.v1.Job.limits:type_name -> joblet.v1.Limits
 	12, // 8: joblet.v1.Job.usage:type_name -> joblet.v1.Usage
-	23, // 9: joblet.v1.Job.scheduled_time:type_name -> google.protobuf.Timestamp
+	27, // 9: joblet.v1.Job.scheduled_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: joblet.v1.LogChunk.stream:type_name -> joblet.v1.Stream
 	10, // 11: joblet.v1.RunJobRequest.spec:type_name -> joblet.v1.JobSpec
 	11, // 12: joblet.v1.RunJobResponse.job:type_name -> joblet.v1.Job
-	11, // 13: joblet.v1.GetJobStatusResponse.job:type_name -> joblet.v1.Job
-	11, // 14: joblet.v1.ListJobsResponse.jobs:type_name -> joblet.v1.Job
-	11, // 15: joblet.v1.StopJobResponse.job:type_name -> joblet.v1.Job
-	14, // 16: joblet.v1.JobService.RunJob:input_type -> joblet.v1.RunJobRequest
-	16, // 17: joblet.v1.JobService.GetJobStatus:input_type -> joblet.v1.GetJobStatusRequest
-	18, // 18: joblet.v1.JobService.ListJobs:input_type -> joblet.v1.ListJobsRequest
-	20, // 19: joblet.v1.JobService.StopJob:input_type -> joblet.v1.StopJobRequest
-	22, // 20: joblet.v1.JobService.GetJobLogs:input_type -> joblet.v1.GetJobLogsRequest
-	3,  // 21: joblet.v1.NetworkService.CreateNetwork:input_type -> joblet.v1.CreateNetworkRequest
-	5,  // 22: joblet.v1.NetworkService.ListNetworks:input_type -> joblet.v1.ListNetworksRequest
-	7,  // 23: joblet.v1.NetworkService.RemoveNetwork:input_type -> joblet.v1.RemoveNetworkRequest
-	15, // 24: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
-	17, // 25: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
-	19, // 26: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
-	21, // 27: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
-	13, // 28: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
-	4,  // 29: joblet.v1.NetworkService.CreateNetwork:output_type -> joblet.v1.CreateNetworkResponse
-	6,  // 30: joblet.v1.NetworkService.ListNetworks:output_type -> joblet.v1.ListNetworksResponse
-	8,  // 31: joblet.v1.NetworkService.RemoveNetwork:output_type -> joblet.v1.RemoveNetworkResponse
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	10, // 13: joblet.v1.UploadManifest.spec:type_name -> joblet.v1.JobSpec
+	16, // 14: joblet.v1.UploadManifest.entries:type_name -> joblet.v1.UploadEntry
+	17, // 15: joblet.v1.RunJobUploadRequest.manifest:type_name -> joblet.v1.UploadManifest
+	18, // 16: joblet.v1.RunJobUploadRequest.chunk:type_name -> joblet.v1.UploadChunk
+	11, // 17: joblet.v1.GetJobStatusResponse.job:type_name -> joblet.v1.Job
+	11, // 18: joblet.v1.ListJobsResponse.jobs:type_name -> joblet.v1.Job
+	11, // 19: joblet.v1.StopJobResponse.job:type_name -> joblet.v1.Job
+	14, // 20: joblet.v1.JobService.RunJob:input_type -> joblet.v1.RunJobRequest
+	20, // 21: joblet.v1.JobService.GetJobStatus:input_type -> joblet.v1.GetJobStatusRequest
+	22, // 22: joblet.v1.JobService.ListJobs:input_type -> joblet.v1.ListJobsRequest
+	24, // 23: joblet.v1.JobService.StopJob:input_type -> joblet.v1.StopJobRequest
+	26, // 24: joblet.v1.JobService.GetJobLogs:input_type -> joblet.v1.GetJobLogsRequest
+	3,  // 25: joblet.v1.NetworkService.CreateNetwork:input_type -> joblet.v1.CreateNetworkRequest
+	5,  // 26: joblet.v1.NetworkService.ListNetworks:input_type -> joblet.v1.ListNetworksRequest
+	7,  // 27: joblet.v1.NetworkService.RemoveNetwork:input_type -> joblet.v1.RemoveNetworkRequest
+	15, // 28: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
+	21, // 29: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
+	23, // 30: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
+	25, // 31: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
+	13, // 32: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
+	4,  // 33: joblet.v1.NetworkService.CreateNetwork:output_type -> joblet.v1.CreateNetworkResponse
+	6,  // 34: joblet.v1.NetworkService.ListNetworks:output_type -> joblet.v1.ListNetworksResponse
+	8,  // 35: joblet.v1.NetworkService.RemoveNetwork:output_type -> joblet.v1.RemoveNetworkResponse
+	28, // [28:36] is the sub-list for method output_type
+	20, // [20:28] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_joblet_v1_joblet_proto_init() }
@@ -1526,13 +1807,17 @@ func file_joblet_v1_joblet_proto_init() {
 	if File_joblet_v1_joblet_proto != nil {
 		return
 	}
+	file_joblet_v1_joblet_proto_msgTypes[17].OneofWrappers = []any{
+		(*RunJobUploadRequest_Manifest)(nil),
+		(*RunJobUploadRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_joblet_v1_joblet_proto_rawDesc), len(file_joblet_v1_joblet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
