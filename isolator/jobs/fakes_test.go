@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
@@ -25,10 +30,18 @@ func (execRunner) Start(s Spec) (Proc, error) {
 	cmd.Env, cmd.Dir = s.Env, s.WorkDir
 	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if _, err := s.Cgroup.UseCgroupFD(cmd.SysProcAttr); err != nil {
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
 			return nil, errdefs.Errorf(errdefs.ErrNotFound, "command %q not found", s.Args[0])
 		}
+		return nil, err
+	}
+	if err := s.Cgroup.Apply(cmd.Process.Pid); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		return nil, err
 	}
 	return execProc{cmd}, nil
@@ -51,6 +64,121 @@ func (p execProc) Wait() (Result, error) {
 
 func (p execProc) Terminate() error { return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM) }
 func (p execProc) Kill() error      { return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) }
+
+// fakeCgroups records what the registry does with job cgroups. A fake
+// cgroup is the process group of the job's first process: Signal and
+// KillAll signal that group.
+type fakeCgroups struct {
+	mu        sync.Mutex
+	checkErr  error                  // returned by CheckIO
+	createErr error                  // returned by Create
+	next      Usage                  // what Stats reports for cgroups created from now on
+	usage     map[string]Usage       // what Stats reports, by job id
+	created   map[string]*fakeCgroup // by job id
+	limits    map[string]*jobletv1.Limits
+	events    []string // "create 1", "apply 1", "stats 1", "destroy 1", "signal 1 terminated", "killall 1"
+}
+
+func newFakeCgroups() *fakeCgroups {
+	return &fakeCgroups{usage: map[string]Usage{}, created: map[string]*fakeCgroup{}, limits: map[string]*jobletv1.Limits{}}
+}
+
+func (c *fakeCgroups) CheckIO(string) error { return c.checkErr }
+
+func (c *fakeCgroups) Create(id string, l *jobletv1.Limits, workDir string) (Cgroup, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.createErr != nil {
+		return nil, c.createErr
+	}
+	if _, err := os.Stat(workDir); err != nil {
+		return nil, fmt.Errorf("cgroup created before the workspace: %w", err)
+	}
+	cg := &fakeCgroup{id: id, parent: c}
+	c.created[id], c.limits[id], c.usage[id] = cg, proto.Clone(l).(*jobletv1.Limits), c.next
+	c.events = append(c.events, "create "+id)
+	return cg, nil
+}
+
+// setNext sets what Stats reports for the cgroups created from now on.
+func (c *fakeCgroups) setNext(u Usage) {
+	c.mu.Lock()
+	c.next = u
+	c.mu.Unlock()
+}
+
+func (c *fakeCgroups) event(e string) {
+	c.mu.Lock()
+	c.events = append(c.events, e)
+	c.mu.Unlock()
+}
+
+// eventsOf returns the events of job id, without the id.
+func (c *fakeCgroups) eventsOf(id string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, e := range c.events {
+		verb, rest, _ := strings.Cut(e, " ")
+		job, arg, _ := strings.Cut(rest, " ")
+		if job == id {
+			out = append(out, strings.TrimSpace(verb+" "+arg))
+		}
+	}
+	return out
+}
+
+type fakeCgroup struct {
+	id     string
+	parent *fakeCgroups
+	mu     sync.Mutex
+	pgid   int
+}
+
+func (g *fakeCgroup) UseCgroupFD(*syscall.SysProcAttr) (bool, error) { return false, nil }
+
+func (g *fakeCgroup) Apply(pid int) error {
+	g.mu.Lock()
+	g.pgid = pid
+	g.mu.Unlock()
+	g.parent.event("apply " + g.id)
+	return nil
+}
+
+func (g *fakeCgroup) kill(sig syscall.Signal) error {
+	g.mu.Lock()
+	pgid := g.pgid
+	g.mu.Unlock()
+	if pgid <= 0 { // no process was ever put in: kill(0) would hit the test itself
+		return nil
+	}
+	if err := syscall.Kill(-pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+func (g *fakeCgroup) Signal(sig syscall.Signal) error {
+	g.parent.event("signal " + g.id + " " + sig.String())
+	return g.kill(sig)
+}
+
+func (g *fakeCgroup) KillAll() error {
+	g.parent.event("killall " + g.id)
+	return g.kill(syscall.SIGKILL)
+}
+
+func (g *fakeCgroup) Stats() (Usage, error) {
+	g.parent.event("stats " + g.id)
+	g.parent.mu.Lock()
+	defer g.parent.mu.Unlock()
+	return g.parent.usage[g.id], nil
+}
+
+func (g *fakeCgroup) Destroy() error {
+	g.parent.event("destroy " + g.id)
+	return g.kill(syscall.SIGKILL)
+}
 
 // memLogd keeps every job's log in memory, deduplicating resent bytes like
 // logd does; while down is set, every Append fails.

@@ -1,7 +1,8 @@
 // Package jobs is the isolator's job registry: it gives each job an id that
-// is never reused, starts it through a Runner, forwards its output to logd,
-// records every change of state on disk, and stops jobs on request or when
-// the isolator shuts down.
+// is never reused, resolves its resource limits, gives it a cgroup of its
+// own, starts it through a Runner, forwards its output to logd, records
+// every change of state (and what the job used) on disk, and stops jobs on
+// request or when the isolator shuts down.
 //
 // The Registry is the one owner of the job records. Records are changed only
 // under its mutex, and callers always get copies.
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/joblet-dev/joblet/isolator/limits"
 	"github.com/joblet-dev/joblet/isolator/output"
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/errdefs"
@@ -43,8 +45,14 @@ const (
 
 // Options configure a Registry.
 type Options struct {
-	StateDir  string // the isolator's state directory
-	Runner    Runner
+	StateDir string // the isolator's state directory
+	Runner   Runner
+	// Cgroups gives every job a cgroup with its limits (required).
+	Cgroups Cgroups
+	// Limits is the daemon's limit policy and Host what the machine offers;
+	// every request's limits are resolved against them (limits.Resolve).
+	Limits    limits.Defaults
+	Host      limits.Host
 	Logd      logdapi.Logd
 	StopGrace time.Duration // SIGTERM to SIGKILL; 10 s when zero
 	// MaxRunning caps the jobs running at once; zero means no cap.
@@ -72,6 +80,11 @@ type job struct {
 	rec  *jobletv1.Job // guarded by Registry.mu
 	proc Proc
 	log  zerolog.Logger
+	// cg is the job's cgroup. cgMu serializes its use by the stopper and
+	// the supervisor; cgGone is set once it is destroyed.
+	cg     Cgroup
+	cgMu   sync.Mutex
+	cgGone bool
 	// stopReason is set, under Registry.mu, once a stop was asked for; the
 	// job then ends STOPPED with this reason.
 	stopReason string
@@ -83,6 +96,9 @@ type job struct {
 // a previous isolator are recorded as FAILED (see ReasonRestarted); any of
 // their processes still alive are killed so nothing is left behind.
 func Open(opts Options) (*Registry, error) {
+	if opts.Cgroups == nil {
+		return nil, errors.New("jobs: Options.Cgroups is required")
+	}
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 10 * time.Second
 	}
@@ -185,12 +201,24 @@ func (r *Registry) outputOptions(log zerolog.Logger) output.Options {
 	return o
 }
 
-// Run validates spec, records a new job and starts it. If the job cannot be
-// started, its record stays (FAILED, with the reason) and the error is
-// returned.
+// Run validates spec and its limits, records a new job and starts it. A
+// request that is refused (bad values, limits the host or the policy cannot
+// give) leaves nothing behind: no id, record, workspace or cgroup. If the
+// job cannot be started, its record stays (FAILED, with the reason) and the
+// error is returned.
 func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job, error) {
 	if err := Validate(spec); err != nil {
 		return nil, err
+	}
+	eff, err := limits.Resolve(spec.GetLimits(), r.opts.Limits, r.opts.Host)
+	if err != nil {
+		return nil, err
+	}
+	if eff.GetMaxIoBps() > 0 {
+		// Every workspace is on the filesystem of workRoot.
+		if err := r.opts.Cgroups.CheckIO(workRoot(r.opts.StateDir)); err != nil {
+			return nil, err
+		}
 	}
 	r.mu.Lock()
 	switch {
@@ -214,10 +242,6 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 		return nil, r.stateError(err)
 	}
 	log := r.opts.Log.With().Str(logging.KeyJobID, id).Logger()
-	limits := proto.Clone(spec.GetLimits()).(*jobletv1.Limits)
-	if limits == nil {
-		limits = &jobletv1.Limits{}
-	}
 	j := &job{
 		rec: &jobletv1.Job{
 			Id:         id,
@@ -225,7 +249,7 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 			Args:       slices.Clone(spec.GetArgs()),
 			State:      jobletv1.JobState_JOB_STATE_RUNNING,
 			CreateTime: timestamppb.Now(),
-			Limits:     limits,
+			Limits:     eff, // what the job runs with, defaults filled in
 			Network:    "none",
 			Name:       spec.GetName(),
 			Hostname:   "job-" + id,
@@ -240,11 +264,11 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 		r.release()
 		return nil, r.stateError(err)
 	}
-	proc, fw, err := r.start(j, spec)
+	proc, cg, fw, err := r.start(j, spec)
 	if err != nil {
 		return r.failStart(j, err)
 	}
-	j.proc = proc
+	j.proc, j.cg = proc, cg
 	init, err := store.Identify(proc.Pid())
 	if err != nil {
 		log.Warn().Err(err).Msg("cannot identify the job's init; a restart will not find it")
@@ -265,40 +289,53 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 	return snap, nil
 }
 
-// start makes the job's directories and pipes, starts forwarding its
-// output and starts it.
-func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, *output.Forwarder, error) {
+// start makes the job's directories, pipes and cgroup, starts forwarding
+// its output and starts it. On error, the caller removes the directories;
+// the cgroup is gone already.
+func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.Forwarder, error) {
 	id := j.rec.GetId()
 	work, root := filepath.Join(workRoot(r.opts.StateDir), id), filepath.Join(rootsRoot(r.opts.StateDir), id)
 	if err := os.Mkdir(work, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("create workspace: %w", err)
+		return nil, nil, nil, fmt.Errorf("create workspace: %w", err)
 	}
 	if err := os.Mkdir(root, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("create root mount point: %w", err)
+		return nil, nil, nil, fmt.Errorf("create root mount point: %w", err)
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return nil, nil, fmt.Errorf("stdout pipe: %w", err)
+		return nil, nil, nil, fmt.Errorf("stdout pipe: %w", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, nil, fmt.Errorf("stderr pipe: %w", err)
+		return nil, nil, nil, fmt.Errorf("stderr pipe: %w", err)
 	}
 	// The forwarder runs even if the start fails, so the job's log exists
 	// and is closed, and a follower sees its end.
 	fw := output.Start(r.opts.Logd, id, outR, errR, r.outputOptions(j.log))
-	proc, err := r.opts.Runner.Start(Spec{
-		ID:       id,
-		Hostname: j.rec.GetHostname(),
-		Args:     append([]string{spec.GetCommand()}, spec.GetArgs()...),
-		Env:      jobEnv(id),
-		RootDir:  root,
-		WorkDir:  work,
-		Stdout:   outW,
-		Stderr:   errW,
-	})
+	// After the workspace (an IO limit throttles its disk), before the
+	// job's first process: every limit is in place when the job starts.
+	cg, err := r.opts.Cgroups.Create(id, j.rec.GetLimits(), work)
+	var proc Proc
+	if err == nil {
+		proc, err = r.opts.Runner.Start(Spec{
+			ID:       id,
+			Hostname: j.rec.GetHostname(),
+			Args:     append([]string{spec.GetCommand()}, spec.GetArgs()...),
+			Env:      jobEnv(id),
+			RootDir:  root,
+			WorkDir:  work,
+			Stdout:   outW,
+			Stderr:   errW,
+			Cgroup:   cg,
+		})
+		if err != nil {
+			if derr := cg.Destroy(); derr != nil {
+				j.log.Error().Err(derr).Msg("cannot remove the cgroup of a job that did not start")
+			}
+		}
+	}
 	// The job holds its own copies; ours must go for the readers to see EOF.
 	outW.Close()
 	errW.Close()
@@ -308,9 +345,9 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, *output.Forwarde
 			defer r.wg.Done()
 			r.awaitOutput(fw)
 		}()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return proc, fw, nil
+	return proc, cg, fw, nil
 }
 
 // jobEnv is a job's whole environment: nothing of the daemon's leaks in.
@@ -385,6 +422,7 @@ func (r *Registry) release() {
 func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	defer r.wg.Done()
 	res, werr := j.proc.Wait()
+	usage := r.endCgroup(j)
 	close(j.exited)
 	outErr := r.awaitOutput(fw)
 	id := j.rec.GetId() // the id never changes
@@ -394,11 +432,17 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	rec := j.rec
 	rec.EndTime = timestamppb.Now()
 	rec.ExitCode, rec.Signal = int32(res.ExitCode), int32(res.Signal)
+	rec.Usage = usage.proto()
+	// The OOM killer sends SIGKILL; with kills counted in the job's cgroup,
+	// a command that died of SIGKILL died of that, not of a stop.
+	oomKilled := usage.OOMKills > 0 && res.Signal == int(unix.SIGKILL)
 	switch {
 	case werr != nil:
 		rec.State, rec.ExitCode, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, -1, "lost track of the job's process"
 	case j.stopReason != "":
 		rec.State, rec.Reason = jobletv1.JobState_JOB_STATE_STOPPED, j.stopReason
+	case oomKilled:
+		rec.State, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, oomKilledReason(rec.GetLimits())
 	case res.ExitCode == 0:
 		rec.State = jobletv1.JobState_JOB_STATE_COMPLETED
 	case res.Signal != 0:
@@ -406,11 +450,11 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	default:
 		rec.State, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, "exited with code "+strconv.Itoa(res.ExitCode)
 	}
+	if usage.OOMKills > 0 && (!oomKilled || j.stopReason != "" || werr != nil) {
+		rec.Reason = joinReason(rec.Reason, oomNote(usage.OOMKills, rec.GetLimits()))
+	}
 	if outErr != nil {
-		if rec.Reason != "" {
-			rec.Reason += "; "
-		}
-		rec.Reason += "output incomplete: logd did not take all of it"
+		rec.Reason = joinReason(rec.Reason, "output incomplete: logd did not take all of it")
 	}
 	r.running--
 	snap := proto.Clone(rec).(*jobletv1.Job)
@@ -425,6 +469,43 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	}
 	ev.Stringer("state", snap.GetState()).Int32("exit_code", snap.GetExitCode()).Msg("job ended")
 	close(j.done)
+}
+
+func joinReason(reason, more string) string {
+	if reason == "" {
+		return more
+	}
+	return reason + "; " + more
+}
+
+// endCgroup reads what the ended job used and removes its cgroup (killing
+// anything left in it first).
+func (r *Registry) endCgroup(j *job) Usage {
+	j.cgMu.Lock()
+	defer j.cgMu.Unlock()
+	u, err := j.cg.Stats()
+	if err != nil {
+		j.log.Error().Err(err).Msg("cannot read the job's resource usage")
+	}
+	if err := j.cg.Destroy(); err != nil {
+		j.log.Error().Err(err).Msg("cannot remove the job's cgroup")
+	}
+	j.cgGone = true
+	return u
+}
+
+// signalCgroup sends sig to every process of the job's cgroup, unless it
+// is gone. KILL uses KillAll, which waits until the cgroup is empty.
+func (j *job) signalCgroup(sig syscall.Signal) error {
+	j.cgMu.Lock()
+	defer j.cgMu.Unlock()
+	if j.cgGone {
+		return nil
+	}
+	if sig == unix.SIGKILL {
+		return j.cg.KillAll()
+	}
+	return j.cg.Signal(sig)
 }
 
 // awaitOutput waits, for a bounded time, for fw to deliver everything, and
@@ -532,8 +613,14 @@ func (r *Registry) requestStop(j *job, reason string) {
 func (r *Registry) kill(j *job) {
 	defer r.wg.Done()
 	j.log.Info().Dur("grace", r.opts.StopGrace).Msg("stopping job")
-	if err := j.proc.Terminate(); err != nil {
-		j.log.Debug().Err(err).Msg("SIGTERM")
+	// Every process of the cgroup at once, frozen meanwhile so a forking
+	// job cannot slip a new one in; the init also forwards it to its PID
+	// namespace. The init alone when the cgroup cannot be signalled.
+	if err := j.signalCgroup(unix.SIGTERM); err != nil {
+		j.log.Warn().Err(err).Msg("SIGTERM to the job's cgroup")
+		if err := j.proc.Terminate(); err != nil {
+			j.log.Debug().Err(err).Msg("SIGTERM")
+		}
 	}
 	t := time.NewTimer(r.opts.StopGrace)
 	defer t.Stop()
@@ -543,8 +630,14 @@ func (r *Registry) kill(j *job) {
 	case <-t.C:
 	}
 	j.log.Info().Msg("grace period over: killing job")
-	if err := j.proc.Kill(); err != nil {
-		j.log.Warn().Err(err).Msg("SIGKILL")
+	// Every process of the cgroup, frozen so none can fork meanwhile, until
+	// it is empty; if that fails, the init, whose death makes the kernel
+	// kill its whole PID namespace.
+	if err := j.signalCgroup(unix.SIGKILL); err != nil {
+		j.log.Warn().Err(err).Msg("SIGKILL to the job's cgroup")
+		if err := j.proc.Kill(); err != nil {
+			j.log.Warn().Err(err).Msg("SIGKILL")
+		}
 	}
 }
 

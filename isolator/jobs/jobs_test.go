@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/joblet-dev/joblet/isolator/limits"
 	"github.com/joblet-dev/joblet/isolator/output"
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/errdefs"
@@ -32,16 +33,22 @@ type fixture struct {
 	t    *testing.T
 	dir  string
 	logd *memLogd
+	cg   *fakeCgroups
 	reg  *Registry
 	opts Options
 }
 
+// testHost is the machine the fixture's limits are checked against.
+var testHost = limits.Host{OnlineCPUs: []int{0, 1, 2, 3}, MemoryMB: 8192}
+
 func newFixture(t *testing.T, change func(*Options)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, dir: t.TempDir(), logd: newMemLogd()}
+	f := &fixture{t: t, dir: t.TempDir(), logd: newMemLogd(), cg: newFakeCgroups()}
 	f.opts = Options{
 		StateDir:      f.dir,
 		Runner:        execRunner{},
+		Cgroups:       f.cg,
+		Host:          testHost,
 		Logd:          f.logd,
 		StopGrace:     300 * time.Millisecond,
 		OutputTimeout: 5 * time.Second,
@@ -235,7 +242,7 @@ func TestInvalidSpecs(t *testing.T) {
 	}
 	// At the limits, and with limits given, a spec is fine and recorded.
 	spec := &jobletv1.JobSpec{Command: "true", Args: make([]string, MaxArgs), Network: "none", Name: "ok",
-		Limits: &jobletv1.Limits{MaxCpuPercent: 150, MaxMemoryMb: 64, CpuCores: "0-1,3", MaxPids: 10}}
+		Limits: &jobletv1.Limits{MaxCpuPercent: 150, MaxMemoryMb: 64, CpuCores: "0-1,3", MaxPids: 16}}
 	j, err := f.reg.Run(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -389,9 +396,9 @@ func TestReloadRunningJob(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := &fixture{t: t, dir: dir, logd: newMemLogd()}
-	f.opts = Options{StateDir: dir, Runner: execRunner{}, Logd: f.logd, Log: zerolog.New(zerolog.NewTestWriter(t)),
-		Output: output.Options{MinBackoff: time.Millisecond}}
+	f := &fixture{t: t, dir: dir, logd: newMemLogd(), cg: newFakeCgroups()}
+	f.opts = Options{StateDir: dir, Runner: execRunner{}, Cgroups: f.cg, Host: testHost, Logd: f.logd,
+		Log: zerolog.New(zerolog.NewTestWriter(t)), Output: output.Options{MinBackoff: time.Millisecond}}
 	f.open()
 
 	for _, id := range []string{"1", "2", "3"} {

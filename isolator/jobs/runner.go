@@ -20,6 +20,9 @@ type Spec struct {
 	WorkDir  string   // the job's workspace, its /work
 	Stdout   *os.File // write ends of the output pipes
 	Stderr   *os.File
+	// Cgroup is the job's cgroup: the Runner puts the job's first process
+	// in it before that process runs anything of the job.
+	Cgroup Cgroup
 }
 
 // Proc is a started job.

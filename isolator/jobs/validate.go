@@ -66,8 +66,9 @@ func validateName(name string) error {
 	return nil
 }
 
-// validateLimits refuses what can never be right. Zero means "the daemon
-// default"; the values are recorded, not yet enforced.
+// validateLimits refuses what can never be right, before anything else is
+// looked at. Zero means "the daemon default"; limits.Resolve checks the
+// values against the host and the policy.
 func validateLimits(l *jobletv1.Limits) error {
 	for _, v := range []struct {
 		flag string

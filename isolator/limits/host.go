@@ -55,8 +55,11 @@ func memTotalKB(meminfo string) (int64, error) {
 	return 0, fmt.Errorf("no MemTotal in /proc/meminfo")
 }
 
-// DefaultsFromConfig takes the job defaults from the daemon configuration.
-// The configuration has no maxima yet, so the host's capacity is the maximum.
+// DefaultsFromConfig takes the job defaults and maxima from the daemon
+// configuration.
 func DefaultsFromConfig(j config.Joblet) Defaults {
-	return Defaults{CPUPercent: j.DefaultCPULimit, MemoryMB: j.DefaultMemoryMB, Pids: j.DefaultPids}
+	return Defaults{
+		CPUPercent: j.DefaultCPULimit, MemoryMB: j.DefaultMemoryMB, IOBps: j.DefaultIOBps, Pids: j.DefaultPids,
+		MaxCPUPercent: j.MaxCPULimit, MaxMemoryMB: j.MaxMemoryMB, MaxPids: j.MaxPids,
+	}
 }

@@ -16,6 +16,10 @@ const (
 	// MinMemoryMB is the smallest memory limit accepted: below it even a
 	// shell cannot start, and the job would die confusingly at exec.
 	MinMemoryMB = 4
+	// MinPids is the smallest pids limit accepted. The job's init (the Go
+	// runtime, about 8 threads) is in the job's cgroup and counts against
+	// the limit too; below this it cannot even start the command.
+	MinPids = 16
 	// DefaultPids applies when neither the request nor the daemon
 	// configuration sets a pids limit, so no job is ever without one.
 	DefaultPids = 1024
@@ -65,7 +69,7 @@ func (d Defaults) Validate(h Host) error {
 		v    int64
 	}{
 		{"defaultCpuLimit", int64(d.CPUPercent)}, {"defaultMemoryLimit", int64(d.MemoryMB)},
-		{"defaultIOBps", d.IOBps}, {"defaultPidsLimit", int64(d.Pids)},
+		{"defaultIoLimit", d.IOBps}, {"defaultPidsLimit", int64(d.Pids)},
 		{"maxCpuLimit", int64(d.MaxCPUPercent)}, {"maxMemoryLimit", int64(d.MaxMemoryMB)},
 		{"maxPidsLimit", int64(d.MaxPids)},
 	} {
@@ -81,6 +85,9 @@ func (d Defaults) Validate(h Host) error {
 	}
 	if d.MemoryMB > c.memory {
 		errs = append(errs, fmt.Errorf("defaultMemoryLimit %d MB exceeds the maximum %d MB", d.MemoryMB, c.memory))
+	}
+	if d.Pids > 0 && d.Pids < MinPids {
+		errs = append(errs, fmt.Errorf("defaultPidsLimit %d is below the %d minimum", d.Pids, MinPids))
 	}
 	if d.Pids > c.pids {
 		errs = append(errs, fmt.Errorf("defaultPidsLimit %d exceeds the maximum %d", d.Pids, c.pids))
@@ -170,7 +177,10 @@ func Resolve(req *jobletv1.Limits, d Defaults, h Host) (*jobletv1.Limits, error)
 		out.MaxIoBps = req.MaxIoBps
 	}
 	if v := int(req.MaxPids); v > 0 {
-		if v > c.pids {
+		switch {
+		case v < MinPids:
+			return nil, bad("--max-pids=%d is below the %d minimum (the job's init counts too)", v, MinPids)
+		case v > c.pids:
 			return nil, bad("--max-pids=%d exceeds the maximum of %d", v, c.pids)
 		}
 		out.MaxPids = int32(v)

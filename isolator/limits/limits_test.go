@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +35,8 @@ func TestResolveDefaults(t *testing.T) {
 			&jobletv1.Limits{MaxCpuPercent: 200, MaxMemoryMb: 2048, MaxPids: PidMaxLimit}},
 		{"memory at the floor", &jobletv1.Limits{MaxMemoryMb: MinMemoryMB}, Defaults{},
 			&jobletv1.Limits{MaxMemoryMb: MinMemoryMB, MaxPids: DefaultPids}},
+		{"pids at the floor", &jobletv1.Limits{MaxPids: MinPids}, Defaults{},
+			&jobletv1.Limits{MaxPids: MinPids}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,6 +67,7 @@ func TestResolveRejects(t *testing.T) {
 		{"cpu above policy", &jobletv1.Limits{MaxCpuPercent: 151}, policy, "--max-cpu=151 exceeds the daemon's maximum of 150"},
 		{"cpu above chosen cores", &jobletv1.Limits{MaxCpuPercent: 150, CpuCores: "1"}, Defaults{}, "--max-cpu=150 exceeds what --cpu-cores=1 can use (at most 100)"},
 		{"memory below floor", &jobletv1.Limits{MaxMemoryMb: 3}, Defaults{}, "--max-memory=3 is below the 4 MB minimum"},
+		{"pids below floor", &jobletv1.Limits{MaxPids: 15}, Defaults{}, "--max-pids=15 is below the 16 minimum (the job's init counts too)"},
 		{"memory above host", &jobletv1.Limits{MaxMemoryMb: 2049}, Defaults{}, "--max-memory=2049 exceeds the maximum of 2048 MB"},
 		{"memory above policy", &jobletv1.Limits{MaxMemoryMb: 1025}, policy, "--max-memory=1025 exceeds the maximum of 1024 MB"},
 		{"pids above policy", &jobletv1.Limits{MaxPids: 4097}, policy, "--max-pids=4097 exceeds the maximum of 4096"},
@@ -105,9 +109,10 @@ func TestDefaultsValidate(t *testing.T) {
 		{Defaults{CPUPercent: -1}, "defaultCpuLimit -1 is negative"},
 		{Defaults{CPUPercent: 300}, "defaultCpuLimit 300 exceeds the maximum 200"},
 		{Defaults{MemoryMB: 2}, "defaultMemoryLimit 2 MB is below the 4 MB minimum"},
+		{Defaults{Pids: 8}, "defaultPidsLimit 8 is below the 16 minimum"},
 		{Defaults{MemoryMB: 4096}, "defaultMemoryLimit 4096 MB exceeds the maximum 2048 MB"},
-		{Defaults{Pids: 10, MaxPids: 5}, "defaultPidsLimit 10 exceeds the maximum 5"},
-		{Defaults{IOBps: -1}, "defaultIOBps -1 is negative"},
+		{Defaults{Pids: 20, MaxPids: 17}, "defaultPidsLimit 20 exceeds the maximum 17"},
+		{Defaults{IOBps: -1}, "defaultIoLimit -1 is negative"},
 	}
 	for _, tt := range tests {
 		err := tt.d.Validate(twoCPUs)
@@ -134,5 +139,14 @@ func TestDetectHost(t *testing.T) {
 	}
 	if h.NumCPU() == 0 || h.MemoryMB == 0 {
 		t.Fatalf("DetectHost = %+v, want CPUs and memory", h)
+	}
+}
+
+func TestDefaultsFromConfig(t *testing.T) {
+	got := DefaultsFromConfig(config.Joblet{DefaultCPULimit: 50, DefaultMemoryMB: 256, DefaultIOBps: 1000, DefaultPids: 100,
+		MaxCPULimit: 150, MaxMemoryMB: 1024, MaxPids: 4096})
+	want := Defaults{CPUPercent: 50, MemoryMB: 256, IOBps: 1000, Pids: 100, MaxCPUPercent: 150, MaxMemoryMB: 1024, MaxPids: 4096}
+	if got != want {
+		t.Errorf("DefaultsFromConfig = %+v, want %+v", got, want)
 	}
 }

@@ -30,5 +30,7 @@
 // Known gaps (issue 7): the job runs as root with the full capability set,
 // without a user namespace, no_new_privs or a seccomp filter, so a hostile
 // job with CAP_SYS_ADMIN could undo some of the above (for example remount
-// its binds read-write). Resource limits (cgroups) are applied by the caller.
+// its binds read-write). Resource limits: the caller creates the job's cgroup
+// and passes it as Spec.Cgroup; Start puts the init in it before the init may
+// do anything for the job (the start gate in sync.go).
 package sandbox

@@ -52,7 +52,8 @@ func Init() {
 }
 
 // setup reads the spec, builds the sandbox and starts the command; it returns
-// the command's pid.
+// the command's pid. Reading the spec is the start gate: the parent writes it
+// only once this process is in the job's cgroup (see sync.go).
 func setup() (int, error) {
 	in := os.NewFile(fdSpec, "sandbox-spec")
 	var spec initSpec

@@ -29,6 +29,20 @@ type Spec struct {
 	// /dev/null). Start does not close them: the caller closes its copies once
 	// Start returns, so that readers see EOF when the job ends.
 	Stdout, Stderr *os.File
+	// Cgroup, when set, is the job's cgroup: the init is inside it before it
+	// does anything for the job, so every process of the job is limited and
+	// accounted from its first instruction.
+	Cgroup Cgroup
+}
+
+// Cgroup is the job's cgroup as Start needs it; *cgroup.Job implements it.
+type Cgroup interface {
+	// UseCgroupFD sets attr so that the init is born inside the cgroup
+	// (cgroup v2, clone3 CLONE_INTO_CGROUP) and reports whether it can.
+	UseCgroupFD(attr *syscall.SysProcAttr) (bool, error)
+	// Apply moves the init, stopped at its start gate, into the cgroup
+	// (cgroup v1, or wherever UseCgroupFD reports false).
+	Apply(pid int) error
 }
 
 // Result is how a job's command ended.
@@ -57,7 +71,9 @@ var initEnv = []string{}
 // Start runs spec's command in a new sandbox. It returns once the command has
 // been exec'd inside the sandbox, or an error with nothing left running:
 // errdefs.ErrInvalidArgument for a bad spec or a command that is not found or
-// cannot be executed, *InitError when the sandbox could not be built.
+// cannot be executed, *InitError when the sandbox could not be built. With
+// spec.Cgroup set, the init is in that cgroup before it is let go (see the
+// handshake in sync.go).
 func Start(spec Spec) (*Process, error) {
 	if err := validate(&spec); err != nil {
 		return nil, err
@@ -90,6 +106,15 @@ func Start(spec Spec) (*Process, error) {
 			Setsid: true,
 		},
 	}
+	inside := false
+	if spec.Cgroup != nil {
+		if inside, err = spec.Cgroup.UseCgroupFD(cmd.SysProcAttr); err != nil {
+			specR.Close()
+			syncR.Close()
+			syncW.Close()
+			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
+		}
+	}
 	err = cmd.Start()
 	specR.Close()
 	syncW.Close()
@@ -99,7 +124,17 @@ func Start(spec Spec) (*Process, error) {
 	}
 	p := &Process{spec: spec, cmd: cmd, sync: syncR, dec: json.NewDecoder(syncR)}
 
-	// A write error means the init died; the read below reports it.
+	// The init waits at its gate (reading the spec) until it is in the
+	// cgroup: on cgroup v1 it is moved there now, by pid.
+	if spec.Cgroup != nil && !inside {
+		if err := spec.Cgroup.Apply(p.Pid()); err != nil {
+			specW.Close() // the init reads EOF and exits without running anything
+			p.abort()
+			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
+		}
+	}
+	// The spec is the go: a write error means the init died; the read below
+	// reports it.
 	_ = json.NewEncoder(specW).Encode(initSpec{
 		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
 		RootDir: spec.RootDir, WorkDir: spec.WorkDir,

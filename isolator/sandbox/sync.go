@@ -14,9 +14,15 @@ import (
 //
 //	parent (Start / Wait)                      init (PID 1 of the job)
 //	─────────────────────                      ───────────────────────
+//	[v2: UseCgroupFD → CLONE_INTO_CGROUP]
 //	clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)
 //	  exec sealed copy of self ──────────────▶ IsInit() → Init()
-//	write spec JSON on specPipe, close ──────▶ read specPipe to EOF
+//	                                           GATE: block reading specPipe;
+//	                                             nothing of the job runs yet
+//	[v1: Apply(pid): move init into the job's
+//	  cgroup in every hierarchy; on failure
+//	  close specPipe unwritten ──────────────▶ EOF: exit 1 — and kill it]
+//	write spec JSON on specPipe, close ──────▶ read specPipe to EOF (= go)
 //	                                           make / private, build root,
 //	                                           pivot_root, hostname, lo up,
 //	                                           mark fds > 2 close-on-exec,
@@ -28,6 +34,11 @@ import (
 //	                                             command ends, then exit 0
 //	wait4(init)                                kernel kills the rest of the
 //	                                             PID namespace
+//
+// The spec is written only once the init is in the job's cgroup (Spec.Cgroup),
+// so every process the job ever has, and the init's own work for it, is
+// limited and accounted: on cgroup v2 the init is born inside it, on v1 it
+// is moved in while it waits at the gate, before it can fork.
 //
 // If the init dies without a message (Kill, or a crash), the parent sees EOF
 // on syncPipe and falls back to the init's own wait status.

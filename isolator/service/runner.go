@@ -1,8 +1,10 @@
 package service
 
 import (
+	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
 // sandboxRunner runs jobs in the real sandbox.
@@ -18,6 +20,7 @@ func (sandboxRunner) Start(s jobs.Spec) (jobs.Proc, error) {
 		WorkDir:  s.WorkDir,
 		Stdout:   s.Stdout,
 		Stderr:   s.Stderr,
+		Cgroup:   s.Cgroup,
 	})
 	if err != nil {
 		return nil, err
@@ -31,4 +34,23 @@ type sandboxProc struct{ *sandbox.Process }
 func (p sandboxProc) Wait() (jobs.Result, error) {
 	r, err := p.Process.Wait()
 	return jobs.Result{ExitCode: r.ExitCode, Signal: r.Signal}, err
+}
+
+// cgroups is the cgroup package's Parent seen as jobs.Cgroups.
+type cgroups struct{ *cgroup.Parent }
+
+func (c cgroups) Create(id string, l *jobletv1.Limits, workDir string) (jobs.Cgroup, error) {
+	j, err := c.Parent.Create(id, l, workDir)
+	if err != nil {
+		return nil, err
+	}
+	return jobCgroup{j}, nil
+}
+
+// jobCgroup is a cgroup.Job seen as a jobs.Cgroup.
+type jobCgroup struct{ *cgroup.Job }
+
+func (j jobCgroup) Stats() (jobs.Usage, error) {
+	u, err := j.Job.Stats()
+	return jobs.Usage{CPUTime: u.CPUTime, MemoryPeakBytes: u.MemoryPeakBytes, OOMKills: u.OOMKills}, err
 }

@@ -1,10 +1,13 @@
-// Package service wires the isolator daemon: the job registry, the logd
-// client its jobs' output goes to, and the gRPC server that serves the
-// isolator API on the isolator's Unix socket.
+// Package service wires the isolator daemon: the job registry, the job
+// cgroups and limit policy, the logd client its jobs' output goes to, and
+// the gRPC server that serves the isolator API on the isolator's Unix
+// socket.
 package service
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -12,7 +15,10 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/jobs"
+	"github.com/joblet-dev/joblet/isolator/limits"
+	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
 	"github.com/joblet-dev/joblet/proto/isolatorapi"
 	"github.com/joblet-dev/joblet/proto/logdapi"
@@ -35,6 +41,28 @@ func Run(ctx context.Context, env daemon.Env) error {
 
 func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 	cfg, log := env.Config, env.Log
+	host, err := limits.DetectHost()
+	if err != nil {
+		return err
+	}
+	policy := limits.DefaultsFromConfig(cfg.Joblet)
+	if err := policy.Validate(host); err != nil {
+		return fmt.Errorf("job limits in the configuration: %w", err)
+	}
+	cg, err := cgroup.NewParent(log, cgroup.Options{Name: cgroupName(cfg)})
+	if err != nil {
+		return fmt.Errorf("job cgroups: %w", err)
+	}
+	// Job cgroups of an isolator that crashed: their processes are killed
+	// before the registry ends those jobs' records.
+	if err := cg.Cleanup(); err != nil {
+		return fmt.Errorf("job cgroups: %w", err)
+	}
+	defer func() {
+		if err := cg.Remove(); err != nil {
+			log.Error().Err(err).Msg("cannot remove the job cgroups")
+		}
+	}()
 	// Dial does not wait for logd: it may start after the isolator or
 	// restart at any time, and output delivery retries until it is back.
 	cc, err := transport.Dial(cfg.SocketPath("logd"))
@@ -50,6 +78,9 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 	reg, err := jobs.Open(jobs.Options{
 		StateDir:      cfg.StateDir("isolator"),
 		Runner:        runner,
+		Cgroups:       cgroups{cg},
+		Limits:        policy,
+		Host:          host,
 		Logd:          logdapi.NewClient(cc),
 		StopGrace:     grace,
 		MaxRunning:    cfg.Joblet.MaxConcurrentJobs,
@@ -91,6 +122,19 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 	stopServer(srv, drainTimeout)
 	log.Info().Msg("isolator stopped")
 	return serveErr
+}
+
+// cgroupName is the name of the parent of the job cgroups, under the
+// isolator's own cgroup. Suites with different state directories (a
+// developer's embedded suite, test runs, production) get different names,
+// so one never takes another's job cgroups for stale ones, since job ids
+// repeat across them.
+func cgroupName(cfg config.Config) string {
+	if cfg.Paths.StateDir == config.Default().Paths.StateDir {
+		return cgroup.DefaultName
+	}
+	sum := sha256.Sum256([]byte(cfg.Paths.StateDir))
+	return cgroup.DefaultName + "-" + hex.EncodeToString(sum[:6])
 }
 
 // stopServer lets in-flight calls finish for up to d, then cuts them off.

@@ -49,13 +49,18 @@ type Security struct {
 	CACert     string `yaml:"caCert"`
 }
 
-// Joblet holds job defaults and policies.
+// Joblet holds job defaults and policies. For the limit defaults zero means
+// "no limit" (pids: 1024); for the maxima zero means "what the host has".
 type Joblet struct {
 	StopGracePeriod   time.Duration `yaml:"stopGracePeriod"`
 	MaxConcurrentJobs int           `yaml:"maxConcurrentJobs"`
-	DefaultCPULimit   int           `yaml:"defaultCpuLimit"`
-	DefaultMemoryMB   int           `yaml:"defaultMemoryLimit"`
+	DefaultCPULimit   int           `yaml:"defaultCpuLimit"`    // percent of one CPU
+	DefaultMemoryMB   int           `yaml:"defaultMemoryLimit"` // MB
+	DefaultIOBps      int64         `yaml:"defaultIoLimit"`     // bytes/s, read and write each
 	DefaultPids       int           `yaml:"defaultPidsLimit"`
+	MaxCPULimit       int           `yaml:"maxCpuLimit"`    // the most --max-cpu may ask, percent
+	MaxMemoryMB       int           `yaml:"maxMemoryLimit"` // the most --max-memory may ask, MB
+	MaxPids           int           `yaml:"maxPidsLimit"`   // the most --max-pids may ask
 }
 
 // Logd holds output-keeping policies.
