@@ -1,8 +1,8 @@
 # Joblet — build, run and test the whole suite.
 SHELL := /bin/bash
-MODULES := proto deploy logd isolator gateway rnx supervisor scheduler
+MODULES := proto deploy logd isolator gateway rnx supervisor scheduler netd
 BIN := bin
-BINARIES := joblet:supervisor joblet-isolator:isolator joblet-logd:logd joblet-gateway:gateway rnx:rnx joblet-scheduler:scheduler
+BINARIES := joblet:supervisor joblet-isolator:isolator joblet-logd:logd joblet-gateway:gateway rnx:rnx joblet-scheduler:scheduler joblet-netd:netd
 GO ?= go
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
@@ -72,7 +72,7 @@ deb:
 		case $$name in joblet-*) out=$(DIST)/stage/lib/$$name ;; rnx) out=$(DIST)/stage/rnx ;; *) continue ;; esac; \
 		echo "go build $$name (static)"; \
 		CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $$out ./$$mod/cmd/$$name || exit 1; done
-	VERSION=$(VERSION) STAGE=$(DIST)/stage $(TOOLS)/nfpm pkg --config deploy/nfpm.yaml --packager deb \
+	VERSION=$(VERSION) $(TOOLS)/nfpm pkg --config deploy/nfpm.yaml --packager deb \
 		--target $(DIST)/joblet_$(VERSION)_amd64.deb
 
 ## vm-test: install the .deb in a Debian VM with real systemd and cgroup v2 and test the units (slow; not part of test)

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hashicorp/go-plugin"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -40,6 +41,24 @@ type Env struct {
 	Config   config.Config
 	Log      zerolog.Logger
 	Listener net.Listener // the service's Unix socket, already listening
+	// TCPListener is the TCP socket systemd passed to a service run
+	// WithoutSocket (the gateway) by socket activation: the socket unit's
+	// FileDescriptorName is the service's name. It is nil otherwise, and
+	// the service listens itself.
+	TCPListener net.Listener
+
+	ready func()
+}
+
+// Ready tells the service manager (systemd, Type=notify) that the service
+// is serving. Main does it for the service when it first accepts on
+// Listener or TCPListener, so only a service serving on a listener of its
+// own needs to call it. It may be called any number of times, and does
+// nothing without a service manager waiting for it.
+func (e Env) Ready() {
+	if e.ready != nil {
+		e.ready()
+	}
 }
 
 // Service runs until ctx is done and returns nil on a clean stop.
@@ -79,21 +98,45 @@ func run(name, cfgPath string, log zerolog.Logger, svc Service, o options) error
 	if err != nil {
 		return err
 	}
-	var l net.Listener
-	if !o.noSocket {
-		if l, err = listen(name, cfg); err != nil {
+	// Sockets systemd passed are taken before anything else, so that the
+	// LISTEN_* variables are gone before any child process can inherit them.
+	act, err := activated(name)
+	if err != nil {
+		return err
+	}
+	env := Env{Name: name, Config: cfg, Log: log}
+	plugged := os.Getenv(Handshake.MagicCookieKey) == Handshake.MagicCookieValue
+	if !plugged {
+		env.ready = notifier(log)
+	}
+	switch {
+	case o.noSocket && act != nil:
+		env.TCPListener = readyListener{Listener: act, ready: env.Ready}
+		defer act.Close()
+	case o.noSocket:
+	case act != nil:
+		log.Info().Str("socket", act.Addr().String()).Msg("socket passed by systemd")
+		env.Listener = readyListener{Listener: act, ready: env.Ready}
+		defer act.Close()
+	default:
+		l, err := listen(name, cfg)
+		if err != nil {
 			return err
 		}
+		env.Listener = readyListener{Listener: l, ready: env.Ready}
 		defer l.Close()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx = logging.With(ctx, log)
-	env := Env{Name: name, Config: cfg, Log: log, Listener: l}
 
-	if os.Getenv(Handshake.MagicCookieKey) != Handshake.MagicCookieValue {
+	if !plugged {
 		log.Info().Msg("starting")
+		go func() {
+			<-ctx.Done()
+			notify(log, sdnotify.SdNotifyStopping)
+		}()
 		return svc(ctx, env)
 	}
 	// Launched by the supervisor: go-plugin owns stdout for its handshake and
@@ -102,18 +145,15 @@ func run(name, cfgPath string, log zerolog.Logger, svc Service, o options) error
 	done := make(chan error, 1)
 	go func() { done <- svc(ctx, env); cancel() }()
 	go func() {
-		<-ctx.Done()
-		// A service that ended on its own must end the plugin too, so the
-		// supervisor sees the exit and restarts it.
-		select {
-		case err := <-done:
-			if err != nil {
-				log.Error().Err(err).Msg("service failed")
-				os.Exit(1)
-			}
-			os.Exit(0)
-		default:
+		// However the service ends (a signal, or on its own), the process
+		// ends with it: plugin.Serve would otherwise keep an empty process
+		// alive, and the supervisor would neither see an exit nor restart it.
+		err := <-done
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error().Err(err).Msg("service failed")
+			os.Exit(1)
 		}
+		os.Exit(0)
 	}()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,

@@ -21,14 +21,20 @@ const (
 	KeyPeerUID = "peer_uid"
 )
 
-// New returns a logger for service writing to w: human-readable on a
-// terminal or when format is "console", JSON otherwise.
+// New returns a logger for service writing to w: to the systemd journal with
+// structured fields when w is the stream systemd connected to the journal
+// (see Journal), human-readable on a terminal or when format is "console",
+// JSON otherwise. JOBLET_LOG_FORMAT (json, console) sets format when it is
+// empty and overrides the journal.
 func New(service string, w io.Writer, format string) zerolog.Logger {
 	if format == "" {
 		format = os.Getenv("JOBLET_LOG_FORMAT")
 	}
 	out := w
-	if f, ok := w.(*os.File); (ok && term.IsTerminal(int(f.Fd())) && format != "json") || format == "console" {
+	switch f, ok := w.(*os.File); {
+	case format == "" && ok && journalStream(f):
+		out = Journal("joblet-"+service, w)
+	case (ok && term.IsTerminal(int(f.Fd())) && format != "json") || format == "console":
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
 	return zerolog.New(out).With().Timestamp().Str(KeyService, service).Logger()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# vm-test.sh - prove the .deb on a real systemd host: build it, boot a Debian
+# bookworm VM (systemd as PID 1, cgroup v2) with ../shared/tools/vm-run.sh,
+# and run vm-guest.sh inside, which installs the package and checks the
+# units, socket activation, rnx, journald fields, the gateway's sandbox,
+# an isolator restart with a job running, and purge.
+#
+#   deploy/test/vm-test.sh            (make vm-test)
+#
+# Slow (software emulation: minutes), so not part of `make test`. Needs root
+# for the first image build (cached in /var/tmp/vm-run-cache). Exit status:
+# the guest suite's (0 = every check passed), 125 when the VM did not run.
+# VM_RUN overrides the path of vm-run.sh; VM_TIMEOUT its time limit.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+vmrun=${VM_RUN:-$root/../shared/tools/vm-run.sh}
+if [[ ! -x $vmrun ]]; then
+	echo "vm-test: SKIP: $vmrun not found (it boots the test VM)" >&2
+	exit 0
+fi
+if ! command -v qemu-system-x86_64 >/dev/null && [[ $(id -u) != 0 ]]; then
+	echo "vm-test: SKIP: qemu-system-x86_64 is missing and only root may install it" >&2
+	exit 0
+fi
+
+cd "$root"
+make deb
+deb=$(ls -t dist/joblet_*_amd64.deb | head -1)
+echo "vm-test: testing $deb in a VM"
+exec "$vmrun" --share "$root" --timeout "${VM_TIMEOUT:-900}" --cpus 2 --mem 2048 \
+	-- "JOBLET_DEB=$deb bash deploy/test/vm-guest.sh"
