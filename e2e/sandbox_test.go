@@ -78,8 +78,8 @@ func TestSandbox(t *testing.T) {
 		}
 	})
 
-	t.Run("network is loopback only", func(t *testing.T) {
-		_, r := mustRun(t, "cat", "/proc/net/dev")
+	t.Run("network none is loopback only", func(t *testing.T) {
+		_, r := mustRun(t, "--network=none", "cat", "/proc/net/dev")
 		lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
 		var ifaces []string
 		for _, l := range lines[min(2, len(lines)):] { // two header lines
@@ -89,7 +89,7 @@ func TestSandbox(t *testing.T) {
 		if len(ifaces) != 1 || ifaces[0] != "lo" {
 			t.Errorf("/proc/net/dev in a job: want only lo, got %q", ifaces)
 		}
-		_, r = mustRun(t, "ip", "-o", "link")
+		_, r = mustRun(t, "--network=none", "ip", "-o", "link")
 		links := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
 		if f := strings.Fields(links[0]); len(links) != 1 || len(f) < 2 || f[1] != "lo:" {
 			t.Errorf("ip -o link in a job: want only lo, got %q", r.stdout)

@@ -39,7 +39,7 @@ const (
 )
 
 // binaries are what the suite needs in the bin dir.
-var binaries = []string{"joblet", "joblet-isolator", "joblet-logd", "joblet-gateway", "rnx"}
+var binaries = []string{"joblet", "joblet-isolator", "joblet-logd", "joblet-netd", "joblet-scheduler", "joblet-gateway", "rnx"}
 
 // theSuite is the one running suite shared by every test, or nil when the
 // tests are skipped (skipReason says why).
@@ -64,6 +64,10 @@ type suite struct {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// Everything runs in a network namespace of its own (netns_test.go).
+	if code, done := enterPrivateNetns(); done {
+		os.Exit(code)
+	}
 	os.Exit(runMain(m))
 }
 

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/joblet-dev/joblet/proto v0.0.0
+	github.com/joblet-dev/joblet/scheduler v0.0.0
 	github.com/moby/sys/mountinfo v0.7.2
 	github.com/opencontainers/cgroups v0.1.0
 	github.com/rs/zerolog v1.35.1
@@ -34,3 +35,5 @@ require (
 )
 
 replace github.com/joblet-dev/joblet/proto => ../proto
+
+replace github.com/joblet-dev/joblet/scheduler => ../scheduler

@@ -30,6 +30,8 @@ var rules = map[string][]Role{
 	jobletv1.JobService_ListJobs_FullMethodName:     {Admin, Viewer},
 	jobletv1.JobService_GetJobLogs_FullMethodName:   {Admin, Viewer},
 
+	jobletv1.JobService_RunJobWithUploads_FullMethodName: {Admin},
+
 	jobletv1.NetworkService_CreateNetwork_FullMethodName: {Admin},
 	jobletv1.NetworkService_RemoveNetwork_FullMethodName: {Admin},
 	jobletv1.NetworkService_ListNetworks_FullMethodName:  {Admin, Viewer},

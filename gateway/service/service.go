@@ -82,10 +82,13 @@ func Run(ctx context.Context, env daemon.Env) error {
 	}
 	defer netd.Close()
 
-	addr := net.JoinHostPort(cfg.Server.Address, strconv.Itoa(cfg.Server.Port))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+	// Under systemd the socket unit owns the port (socket activation).
+	l := env.TCPListener
+	if l == nil {
+		addr := net.JoinHostPort(cfg.Server.Address, strconv.Itoa(cfg.Server.Port))
+		if l, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
 	}
 	return Serve(ctx, l, cfg.Security, Backends{
 		Isolator: isolatorapi.NewClient(iso),

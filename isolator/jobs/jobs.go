@@ -30,10 +30,13 @@ import (
 	"github.com/joblet-dev/joblet/isolator/limits"
 	"github.com/joblet-dev/joblet/isolator/output"
 	"github.com/joblet-dev/joblet/isolator/store"
+	"github.com/joblet-dev/joblet/isolator/workspace"
 	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 	"github.com/joblet-dev/joblet/proto/logdapi"
 	"github.com/joblet-dev/joblet/proto/logging"
+	"github.com/joblet-dev/joblet/proto/netdapi"
+	"github.com/joblet-dev/joblet/proto/schedulerapi"
 )
 
 // Reasons recorded on jobs the isolator ended itself.
@@ -54,6 +57,7 @@ type Options struct {
 	Limits    limits.Defaults
 	Host      limits.Host
 	Logd      logdapi.Logd
+	Netd      netdapi.Netd  // each job's network (network.go); nil: "none" only
 	StopGrace time.Duration // SIGTERM to SIGKILL; 10 s when zero
 	// MaxRunning caps the jobs running at once; zero means no cap.
 	MaxRunning int
@@ -62,6 +66,12 @@ type Options struct {
 	OutputTimeout time.Duration
 	Output        output.Options
 	Log           zerolog.Logger
+	// Scheduler times scheduled jobs (see schedule.go); without one, a
+	// scheduled job is refused as unavailable.
+	Scheduler schedulerapi.Scheduler
+	// Uploads bounds the files a job is given (upload.go); zero fields
+	// mean the workspace package's defaults.
+	Uploads workspace.Limits
 }
 
 // Registry owns the jobs. It implements isolatorapi.Isolator.
@@ -88,13 +98,17 @@ type job struct {
 	// stopReason is set, under Registry.mu, once a stop was asked for; the
 	// job then ends STOPPED with this reason.
 	stopReason string
-	exited     chan struct{} // closed when the command has ended
-	done       chan struct{} // closed when the job's final record is saved
+	// upload is the directory holding the job's received files until it
+	// becomes its workspace (upload.go).
+	upload string
+	exited chan struct{} // closed when the command has ended
+	done   chan struct{} // closed when the job's final record is saved
 }
 
 // Open loads the registry from opts.StateDir. Jobs that were running under
 // a previous isolator are recorded as FAILED (see ReasonRestarted); any of
 // their processes still alive are killed so nothing is left behind.
+// Scheduled jobs stay scheduled (see recoverScheduled).
 func Open(opts Options) (*Registry, error) {
 	if opts.Cgroups == nil {
 		return nil, errors.New("jobs: Options.Cgroups is required")
@@ -124,6 +138,9 @@ func Open(opts Options) (*Registry, error) {
 	for _, rec := range recs {
 		r.recover(rec)
 	}
+	if err := r.sweepUploads(); err != nil { // upload.go
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -136,6 +153,10 @@ func rootsRoot(state string) string { return filepath.Join(state, "roots") }
 func (r *Registry) recover(rec store.Record) {
 	id := rec.Job.GetId()
 	log := r.opts.Log.With().Str(logging.KeyJobID, id).Logger()
+	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
+		r.recoverScheduled(rec.Job, log) // see schedule.go
+		return
+	}
 	j := &job{rec: rec.Job, log: log, exited: make(chan struct{}), done: make(chan struct{})}
 	close(j.exited)
 	close(j.done)
@@ -154,6 +175,7 @@ func (r *Registry) recover(rec store.Record) {
 	rec.Job.ExitCode = -1
 	rec.Job.EndTime = timestamppb.Now()
 	r.removeDirs(id, log)
+	r.detachLater(id, log) // network.go
 	if err := r.store.Save(store.Record{Job: rec.Job}); err != nil {
 		log.Error().Err(err).Msg("cannot save job record")
 	}
@@ -206,8 +228,11 @@ func (r *Registry) outputOptions(log zerolog.Logger) output.Options {
 // give) leaves nothing behind: no id, record, workspace or cgroup. If the
 // job cannot be started, its record stays (FAILED, with the reason) and the
 // error is returned.
-func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job, error) {
+func (r *Registry) Run(ctx context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job, error) {
 	if err := Validate(spec); err != nil {
+		return nil, err
+	}
+	if err := r.checkNetwork(spec); err != nil { // network.go
 		return nil, err
 	}
 	eff, err := limits.Resolve(spec.GetLimits(), r.opts.Limits, r.opts.Host)
@@ -219,6 +244,9 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 		if err := r.opts.Cgroups.CheckIO(workRoot(r.opts.StateDir)); err != nil {
 			return nil, err
 		}
+	}
+	if spec.GetSchedule() != "" {
+		return r.schedule(ctx, spec, eff) // see schedule.go
 	}
 	r.mu.Lock()
 	switch {
@@ -243,18 +271,9 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 	}
 	log := r.opts.Log.With().Str(logging.KeyJobID, id).Logger()
 	j := &job{
-		rec: &jobletv1.Job{
-			Id:         id,
-			Command:    spec.GetCommand(),
-			Args:       slices.Clone(spec.GetArgs()),
-			State:      jobletv1.JobState_JOB_STATE_RUNNING,
-			CreateTime: timestamppb.Now(),
-			Limits:     eff, // what the job runs with, defaults filled in
-			Network:    "none",
-			Name:       spec.GetName(),
-			Hostname:   "job-" + id,
-		},
+		rec:    newRecord(id, spec, eff, jobletv1.JobState_JOB_STATE_RUNNING),
 		log:    log,
+		upload: uploadFrom(ctx), // upload.go
 		exited: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -264,20 +283,50 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 		r.release()
 		return nil, r.stateError(err)
 	}
+	return r.launch(j, spec)
+}
+
+// newRecord is the first record of job id: what it runs, with the
+// effective limits eff, in state.
+func newRecord(id string, spec *jobletv1.JobSpec, eff *jobletv1.Limits, state jobletv1.JobState) *jobletv1.Job {
+	return &jobletv1.Job{
+		Id:         id,
+		Command:    spec.GetCommand(),
+		Args:       slices.Clone(spec.GetArgs()),
+		State:      state,
+		CreateTime: timestamppb.Now(),
+		Limits:     eff, // what the job runs with, defaults filled in
+		Network:    "none",
+		Name:       spec.GetName(),
+		Hostname:   "job-" + id,
+	}
+}
+
+// launch starts a job whose RUNNING record is saved and that holds a
+// running slot (Registry.running and a WaitGroup slot), and hands it to its
+// supervisor. It is the one start path of immediate and scheduled jobs. A
+// scheduled job is in r.jobs while it starts: a stop asked for meanwhile
+// is carried out once it runs (see requestStop).
+func (r *Registry) launch(j *job, spec *jobletv1.JobSpec) (*jobletv1.Job, error) {
+	id, log := j.rec.GetId(), j.log
 	proc, cg, fw, err := r.start(j, spec)
 	if err != nil {
 		return r.failStart(j, err)
 	}
-	j.proc, j.cg = proc, cg
 	init, err := store.Identify(proc.Pid())
 	if err != nil {
 		log.Warn().Err(err).Msg("cannot identify the job's init; a restart will not find it")
 	}
 	r.mu.Lock()
+	j.proc, j.cg = proc, cg
 	j.rec.StartTime = timestamppb.Now()
 	r.jobs[id] = j
-	if r.closed { // Shutdown began while the job was starting
-		r.requestStop(j, ReasonShutdown)
+	if r.closed && j.stopReason == "" { // Shutdown began while the job was starting
+		j.stopReason = ReasonShutdown
+	}
+	if j.stopReason != "" { // a stop asked for while it was starting
+		r.wg.Add(1)
+		go r.kill(j)
 	}
 	snap := proto.Clone(j.rec).(*jobletv1.Job)
 	r.mu.Unlock()
@@ -294,9 +343,15 @@ func (r *Registry) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 // the cgroup is gone already.
 func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.Forwarder, error) {
 	id := j.rec.GetId()
+	// First: a network netd refuses (unknown, full, name taken) costs
+	// nothing else. On any later error failStart detaches it again.
+	att, err := r.attach(j, spec) // network.go
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	work, root := filepath.Join(workRoot(r.opts.StateDir), id), filepath.Join(rootsRoot(r.opts.StateDir), id)
-	if err := os.Mkdir(work, 0o755); err != nil {
-		return nil, nil, nil, fmt.Errorf("create workspace: %w", err)
+	if err := r.makeWorkspace(j, work); err != nil { // upload.go
+		return nil, nil, nil, err
 	}
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return nil, nil, nil, fmt.Errorf("create root mount point: %w", err)
@@ -323,12 +378,16 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 			ID:       id,
 			Hostname: j.rec.GetHostname(),
 			Args:     append([]string{spec.GetCommand()}, spec.GetArgs()...),
-			Env:      jobEnv(id),
+			Env:      jobEnv(id, j.rec.GetHostname()),
 			RootDir:  root,
 			WorkDir:  work,
 			Stdout:   outW,
 			Stderr:   errW,
 			Cgroup:   cg,
+			// The namespace netd prepared, and its resolver and hosts.
+			NetnsPath:  att.NetnsPath,
+			ResolvConf: att.ResolvConf,
+			Hosts:      att.Hosts,
 		})
 		if err != nil {
 			if derr := cg.Destroy(); derr != nil {
@@ -351,11 +410,11 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 }
 
 // jobEnv is a job's whole environment: nothing of the daemon's leaks in.
-func jobEnv(id string) []string {
+func jobEnv(id, hostname string) []string {
 	return []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=/work",
-		"HOSTNAME=job-" + id,
+		"HOSTNAME=" + hostname,
 		"JOB_ID=" + id,
 		"LANG=C.UTF-8",
 		"TERM=dumb",
@@ -380,6 +439,7 @@ func (r *Registry) failStart(j *job, err error) (*jobletv1.Job, error) {
 	}
 	j.log.Warn().Err(err).Msg("job failed to start")
 	r.removeDirs(id, j.log)
+	r.detachNow(id, j.log) // network.go
 	r.mu.Lock()
 	j.rec.State = jobletv1.JobState_JOB_STATE_FAILED
 	j.rec.Reason = reason
@@ -424,6 +484,7 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	res, werr := j.proc.Wait()
 	usage := r.endCgroup(j)
 	close(j.exited)
+	r.detachLater(j.rec.GetId(), j.log) // the job's processes are gone; network.go
 	outErr := r.awaitOutput(fw)
 	id := j.rec.GetId() // the id never changes
 	r.removeDirs(id, j.log)
@@ -585,6 +646,9 @@ func (r *Registry) Stop(ctx context.Context, id string) (*jobletv1.Job, error) {
 		r.mu.Unlock()
 		return nil, notFound(id)
 	}
+	if j.rec.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
+		return r.cancel(ctx, j) // releases r.mu; see schedule.go
+	}
 	r.requestStop(j, ReasonStopped)
 	r.mu.Unlock()
 	select {
@@ -602,10 +666,13 @@ func (r *Registry) requestStop(j *job, reason string) {
 		return
 	default:
 	}
-	if j.stopReason != "" {
-		return
+	if j.stopReason != "" || j.rec.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
+		return // a scheduled job is canceled instead (schedule.go)
 	}
 	j.stopReason = reason
+	if j.proc == nil {
+		return // still starting: launch kills it once it runs
+	}
 	r.wg.Add(1)
 	go r.kill(j)
 }

@@ -166,7 +166,7 @@ func TestCleanEnvironment(t *testing.T) {
 	f := newFixture(t, nil)
 	j := f.wait(f.run("/usr/bin/env").GetId())
 	out, _ := f.logd.log(j.GetId())
-	want := strings.Join(jobEnv(j.GetId()), "\n") + "\n"
+	want := strings.Join(jobEnv(j.GetId(), j.GetHostname()), "\n") + "\n"
 	if out != want {
 		t.Fatalf("env:\n%s\nwant:\n%s", out, want)
 	}
@@ -227,7 +227,7 @@ func TestInvalidSpecs(t *testing.T) {
 		"too many args": {Command: "echo", Args: make([]string, MaxArgs+1)},
 		"too long":      {Command: "echo", Args: []string{long}},
 		"network":       {Command: "echo", Network: "bridge"},
-		"schedule":      {Command: "echo", Schedule: "1h"},
+		"schedule":      {Command: "echo", Schedule: "5 minutes"},
 		"negative cpu":  {Command: "echo", Limits: &jobletv1.Limits{MaxCpuPercent: -1}},
 		"negative io":   {Command: "echo", Limits: &jobletv1.Limits{MaxIoBps: -1}},
 		"bad cores":     {Command: "echo", Limits: &jobletv1.Limits{CpuCores: "0;rm"}},

@@ -23,6 +23,11 @@ type Spec struct {
 	// Cgroup is the job's cgroup: the Runner puts the job's first process
 	// in it before that process runs anything of the job.
 	Cgroup Cgroup
+	// NetnsPath is the network namespace netd prepared for the job (empty:
+	// a fresh one with loopback only); ResolvConf and Hosts go to its /etc.
+	NetnsPath  string
+	ResolvConf string
+	Hosts      string
 }
 
 // Proc is a started job.

@@ -16,6 +16,7 @@ const (
 	MaxCommandBytes = 256 << 10 // the command and all its arguments
 	MaxNameBytes    = 128
 	maxCoresBytes   = 256
+	maxNetworkBytes = 64 // netd checks the name itself; this only bounds it
 )
 
 // Validate checks a job spec, returning an errdefs.ErrInvalidArgument error
@@ -45,14 +46,11 @@ func Validate(spec *jobletv1.JobSpec) error {
 	if err := validateName(spec.GetName()); err != nil {
 		return err
 	}
-	switch spec.GetNetwork() {
-	case "", "none":
-	default:
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "networks are not available yet (only \"none\")")
+	if n := len(spec.GetNetwork()); n > maxNetworkBytes {
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "the network name is too long: %d bytes (at most %d)", n, maxNetworkBytes)
 	}
-	if spec.GetSchedule() != "" {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "scheduling is not available yet")
-	}
+	// A schedule is read against the clock when the job is recorded
+	// (schedule.go).
 	return validateLimits(spec.GetLimits())
 }
 

@@ -20,7 +20,10 @@
 //     writable workspace and working directory; a private /tmp (256 MiB);
 //     a minimal /dev (null, zero, full, random, urandom, tty, a private
 //     devpts, /dev/shm); no /sys and no cgroupfs; the root itself read-only;
-//   - a hostname of its own, a network namespace with only loopback up;
+//   - a hostname of its own; a network namespace with only loopback up, or,
+//     with Spec.NetnsPath, the namespace netd prepared for it (joined by the
+//     parent before the init exists: see netns.go), with netd's resolv.conf
+//     and hosts in its /etc;
 //   - only the environment the caller gives, stdin from /dev/null, no
 //     controlling terminal, and no file descriptor other than 0, 1 and 2.
 //

@@ -33,6 +33,16 @@ type Spec struct {
 	// does anything for the job, so every process of the job is limited and
 	// accounted from its first instruction.
 	Cgroup Cgroup
+	// NetnsPath, when set, is the nsfs file of a network namespace prepared
+	// for the job (netd's attachment): the init starts inside it instead of
+	// a fresh one with loopback only (see netns.go).
+	NetnsPath string
+	// Hosts, when set (netd's attachment), is the job's /etc/hosts, and
+	// ResolvConf its /etc/resolv.conf (none when empty). Without Hosts the
+	// job gets a hosts file naming itself on 127.0.1.1 and the host's
+	// resolv.conf.
+	ResolvConf string
+	Hosts      string
 }
 
 // Cgroup is the job's cgroup as Start needs it; *cgroup.Job implements it.
@@ -60,9 +70,10 @@ type Process struct {
 }
 
 // Cloneflags of the job's init: every namespace but the user namespace
-// (issue 7).
+// (issue 7). The network namespace is a fresh one, or the one of
+// Spec.NetnsPath (joined in netns.go).
 const cloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS |
-	unix.CLONE_NEWIPC | unix.CLONE_NEWNET
+	unix.CLONE_NEWIPC
 
 // initEnv is the init's environment: empty, never the daemon's (a nil
 // exec.Cmd.Env would pass the daemon's own).
@@ -100,7 +111,7 @@ func Start(spec Spec) (*Process, error) {
 		Dir:        "/",
 		ExtraFiles: []*os.File{specR, syncW, spec.Stdout, spec.Stderr}, // fdSpec, fdSync, fdStdout, fdStderr
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneflags,
+			Cloneflags: cloneflags | unix.CLONE_NEWNET,
 			// Own session, and deliberately no Pdeathsig: a job outlives a
 			// restart of the isolator.
 			Setsid: true,
@@ -115,7 +126,12 @@ func Start(spec Spec) (*Process, error) {
 			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
 		}
 	}
-	err = cmd.Start()
+	if spec.NetnsPath != "" {
+		cmd.SysProcAttr.Cloneflags = cloneflags
+		err = startInNetns(cmd, spec.NetnsPath)
+	} else {
+		err = cmd.Start()
+	}
 	specR.Close()
 	syncW.Close()
 	if err != nil {
@@ -138,6 +154,7 @@ func Start(spec Spec) (*Process, error) {
 	_ = json.NewEncoder(specW).Encode(initSpec{
 		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
 		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
+		Network: spec.Hosts != "", ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
 	})
 	specW.Close()
 
@@ -181,6 +198,9 @@ func validate(spec *Spec) error {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
 			return bad("%q is not a directory", d)
 		}
+	}
+	if spec.NetnsPath != "" && !filepath.IsAbs(spec.NetnsPath) {
+		return bad("network namespace %q is not an absolute path", spec.NetnsPath)
 	}
 	return nil
 }

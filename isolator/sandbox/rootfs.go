@@ -151,8 +151,13 @@ func writeEtc(root string, spec *initSpec) error {
 		"hostname":      spec.Hostname + "\n",
 		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
 	}
-	// Name resolution keeps working once the job has a network (netd).
-	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+	if spec.Network {
+		// netd's: the job's own address and name, and its network's resolver.
+		files["hosts"] = spec.Hosts
+		if spec.ResolvConf != "" {
+			files["resolv.conf"] = spec.ResolvConf
+		}
+	} else if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		files["resolv.conf"] = string(b)
 	}
 	for name, content := range files {

@@ -16,6 +16,8 @@ import (
 //	─────────────────────                      ───────────────────────
 //	[v2: UseCgroupFD → CLONE_INTO_CGROUP]
 //	clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)
+//	  [or, with NetnsPath, without NEWNET
+//	   from a thread inside that netns]
 //	  exec sealed copy of self ──────────────▶ IsInit() → Init()
 //	                                           GATE: block reading specPipe;
 //	                                             nothing of the job runs yet
@@ -59,6 +61,11 @@ type initSpec struct {
 	Env      []string `json:"env"`
 	RootDir  string   `json:"root_dir"`
 	WorkDir  string   `json:"work_dir"`
+	// Network is set when netd gave the job its network; its
+	// /etc/resolv.conf and /etc/hosts are then ResolvConf and Hosts.
+	Network    bool   `json:"network,omitempty"`
+	ResolvConf string `json:"resolv_conf,omitempty"`
+	Hosts      string `json:"hosts,omitempty"`
 }
 
 // Message types on syncPipe.

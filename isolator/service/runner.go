@@ -21,6 +21,10 @@ func (sandboxRunner) Start(s jobs.Spec) (jobs.Proc, error) {
 		Stdout:   s.Stdout,
 		Stderr:   s.Stderr,
 		Cgroup:   s.Cgroup,
+		// The namespace netd prepared for the job, and its /etc files.
+		NetnsPath:  s.NetnsPath,
+		ResolvConf: s.ResolvConf,
+		Hosts:      s.Hosts,
 	})
 	if err != nil {
 		return nil, err

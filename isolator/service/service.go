@@ -18,10 +18,13 @@ import (
 	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/limits"
+	"github.com/joblet-dev/joblet/isolator/workspace"
 	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
 	"github.com/joblet-dev/joblet/proto/isolatorapi"
 	"github.com/joblet-dev/joblet/proto/logdapi"
+	"github.com/joblet-dev/joblet/proto/netdapi"
+	"github.com/joblet-dev/joblet/proto/schedulerapi"
 	"github.com/joblet-dev/joblet/proto/transport"
 )
 
@@ -70,6 +73,20 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		return fmt.Errorf("logd client: %w", err)
 	}
 	defer cc.Close()
+	// Nor for the scheduler: a job scheduled while it is down is refused
+	// as unavailable, and it calls StartScheduled when it is back.
+	sc, err := transport.Dial(cfg.SocketPath("scheduler"))
+	if err != nil {
+		return fmt.Errorf("scheduler client: %w", err)
+	}
+	defer sc.Close()
+	// Nor for netd: a job started while it is down is refused as
+	// unavailable, and detaches are retried until it is back.
+	nc, err := transport.Dial(cfg.SocketPath("netd"))
+	if err != nil {
+		return fmt.Errorf("netd client: %w", err)
+	}
+	defer nc.Close()
 
 	grace := cfg.Joblet.StopGracePeriod
 	if grace <= 0 {
@@ -82,10 +99,13 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		Limits:        policy,
 		Host:          host,
 		Logd:          logdapi.NewClient(cc),
+		Scheduler:     schedulerapi.NewClient(sc),
+		Netd:          netdapi.NewClient(nc),
 		StopGrace:     grace,
 		MaxRunning:    cfg.Joblet.MaxConcurrentJobs,
 		OutputTimeout: outputTimeout,
 		Log:           log,
+		Uploads:       workspace.Limits{MaxFileBytes: cfg.Uploads.MaxFileBytes, MaxTotalBytes: cfg.Uploads.MaxTotalBytes},
 	})
 	if err != nil {
 		return fmt.Errorf("open job registry: %w", err)
@@ -93,7 +113,7 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 
 	srv := grpc.NewServer(
 		grpc.Creds(transport.PeerCreds(cfg.Gateway.UID)),
-		grpc.ChainUnaryInterceptor(logCalls(log)),
+		grpc.ChainUnaryInterceptor(logCalls(log), rootOnly),
 	)
 	isolatorapi.Register(srv, reg)
 	hs := health.NewServer()

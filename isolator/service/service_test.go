@@ -100,6 +100,7 @@ type suite struct {
 	t      *testing.T
 	cfg    config.Config
 	logd   *memLogd
+	netd   *memNetd
 	client isolatorapi.Isolator
 	stop   func() error // stops the isolator and returns Run's error
 }
@@ -130,6 +131,8 @@ func startSuite(t *testing.T, cfg config.Config) *suite {
 	logdapi.Register(ls, logd)
 	go ls.Serve(ll)
 	t.Cleanup(ls.Stop)
+
+	netd := serveNetd(t, cfg) // netd_test.go
 
 	il, err := transport.Listen(cfg.SocketPath("isolator"), 0)
 	if err != nil {
@@ -163,7 +166,7 @@ func startSuite(t *testing.T, cfg config.Config) *suite {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &suite{t: t, cfg: cfg, logd: logd, client: isolatorapi.NewClient(cc), stop: stop}
+	return &suite{t: t, cfg: cfg, logd: logd, netd: netd, client: isolatorapi.NewClient(cc), stop: stop}
 }
 
 func (s *suite) run(cmd string, args ...string) *jobletv1.Job {
@@ -264,7 +267,7 @@ func TestJobsThroughTheSocket(t *testing.T) {
 		}
 	})
 	t.Run("invalid", func(t *testing.T) {
-		if _, err := s.client.Run(ctx, &jobletv1.JobSpec{Command: "echo", Network: "bridge"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if _, err := s.client.Run(ctx, &jobletv1.JobSpec{Command: "echo", Network: strings.Repeat("n", 65)}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Fatalf("err %v", err)
 		}
 		if _, err := s.client.Get(ctx, "999"); !errors.Is(err, errdefs.ErrNotFound) {
@@ -322,6 +325,9 @@ func TestJobsThroughTheSocket(t *testing.T) {
 		if len(ents) != 0 {
 			t.Errorf("%s not cleaned: %v", d, ents)
 		}
+	}
+	if left := s.netd.left(); len(left) != 0 {
+		t.Errorf("jobs still attached to a network after shutdown: %v", left)
 	}
 }
 

@@ -46,6 +46,7 @@ type iptables interface {
 	Insert(table, chain string, pos int, rulespec ...string) error
 	Append(table, chain string, rulespec ...string) error
 	Delete(table, chain string, rulespec ...string) error
+	DeleteChain(table, chain string) error
 }
 
 // Firewall programs the rules.
@@ -189,6 +190,39 @@ func (f *Firewall) Remove(n Net) error {
 		}
 		if err := f.ipt.Delete(r.table, r.chain, r.spec...); err != nil {
 			return fmt.Errorf("delete from %s %s: %w", r.table, r.chain, err)
+		}
+	}
+	return nil
+}
+
+// Purge removes the jumps to netd's chains and the chains themselves, for
+// a netd that leaves nothing behind when it stops (dev mode). What is gone
+// already is skipped.
+func (f *Firewall) Purge() error {
+	for _, j := range jumps {
+		ok, err := f.ipt.Exists(j.table, j.chain, j.spec...)
+		if err != nil {
+			return fmt.Errorf("check jump from %s %s: %w", j.table, j.chain, err)
+		}
+		if ok {
+			if err := f.ipt.Delete(j.table, j.chain, j.spec...); err != nil {
+				return fmt.Errorf("delete jump from %s %s: %w", j.table, j.chain, err)
+			}
+		}
+	}
+	for _, c := range chains {
+		exists, err := f.ipt.ChainExists(c.table, c.chain)
+		if err != nil {
+			return fmt.Errorf("check %s %s: %w", c.table, c.chain, err)
+		}
+		if !exists {
+			continue
+		}
+		if err := f.ipt.ClearChain(c.table, c.chain); err != nil {
+			return fmt.Errorf("clear %s %s: %w", c.table, c.chain, err)
+		}
+		if err := f.ipt.DeleteChain(c.table, c.chain); err != nil {
+			return fmt.Errorf("delete %s %s: %w", c.table, c.chain, err)
 		}
 	}
 	return nil

@@ -86,6 +86,16 @@ func (f *fakeIPT) Delete(table, chain string, spec ...string) error {
 	return nil
 }
 
+func (f *fakeIPT) DeleteChain(table, chain string) error {
+	k := table + " " + chain
+	if rs, ok := f.chains[k]; !ok || len(rs) != 0 {
+		return fmt.Errorf("chain %s missing or not empty", k)
+	}
+	f.calls = append(f.calls, "delete-chain "+k)
+	delete(f.chains, k)
+	return nil
+}
+
 // dump renders every chain like `iptables -S`, in a fixed order.
 func (f *fakeIPT) dump() string {
 	var b strings.Builder
@@ -204,5 +214,29 @@ func TestSyncRepairsAndDropsStale(t *testing.T) {
 	}
 	if got := ipt.dump(); got != golden {
 		t.Fatalf("after repair:\n%s\nwant:\n%s", got, golden)
+	}
+}
+
+// Purge leaves the host's chains as they were before netd, and is
+// idempotent.
+func TestPurge(t *testing.T) {
+	ipt := newFake()
+	ipt.chains["filter INPUT"] = []string{"-p tcp --dport 22 -j ACCEPT"}
+	fw := &Firewall{ipt: ipt}
+	if err := fw.Sync([]Net{bridgeNet, isoNet}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := fw.Purge(); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ipt.dump(), "filter -A INPUT -p tcp --dport 22 -j ACCEPT\n"; got != want {
+			t.Fatalf("rules after purge:\n%s\nwant:\n%s", got, want)
+		}
+		for _, c := range []string{"filter JOBLET-IN", "filter JOBLET-FWD", "nat JOBLET-NAT"} {
+			if _, ok := ipt.chains[c]; ok {
+				t.Fatalf("chain %s left", c)
+			}
+		}
 	}
 }

@@ -246,7 +246,10 @@ func (m *Manager) reconcile() error {
 	defer m.mu.Unlock()
 	// Jobs' traffic is routed by the host; the setting is per network
 	// namespace, so netd sets it in its own.
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+	if m.forwardWas == nil {
+		m.forwardWas, _ = os.ReadFile(ipForward)
+	}
+	if err := os.WriteFile(ipForward, []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enable ip_forward: %w", err)
 	}
 	ownBridges, ownVeths := map[string]bool{}, map[string]bool{}

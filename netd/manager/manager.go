@@ -68,6 +68,8 @@ type Manager struct {
 	store     *state.Store
 	fw        *firewall.Firewall
 	upstreams []string
+	// forwardWas is ip_forward as netd found it, which Purge restores.
+	forwardWas []byte
 
 	mu     sync.Mutex
 	nets   map[string]*network

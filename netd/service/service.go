@@ -20,7 +20,8 @@ import (
 )
 
 // Run serves netd on env.Listener until ctx is done. Networks, rules and
-// jobs' namespaces outlive it; the next Run reconciles them.
+// jobs' namespaces outlive it, and the next Run reconciles them, unless
+// network.cleanupOnExit asks it to remove them from the kernel as it stops.
 func Run(ctx context.Context, env daemon.Env) error {
 	if env.Listener == nil {
 		return errors.New("netd needs its socket")
@@ -51,5 +52,13 @@ func Run(ctx context.Context, env daemon.Env) error {
 	}
 	hs.Shutdown()
 	srv.GracefulStop()
+	if env.Config.Network.CleanupOnExit {
+		// Dev mode: leave no bridge, veth, pin or rule on the machine.
+		if perr := m.Purge(); perr != nil {
+			env.Log.Error().Err(perr).Msg("cannot remove every network object")
+		} else {
+			env.Log.Info().Msg("removed bridges, veth pairs and rules (network.cleanupOnExit)")
+		}
+	}
 	return err
 }

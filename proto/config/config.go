@@ -21,6 +21,17 @@ type Config struct {
 	Security Security `yaml:"security"`
 	Joblet   Joblet   `yaml:"joblet"`
 	Logd     Logd     `yaml:"logd"`
+	Uploads  Uploads  `yaml:"uploads"`
+	Network  Network  `yaml:"network"`
+}
+
+// Network holds netd's settings.
+type Network struct {
+	// CleanupOnExit makes netd remove its bridges, veth pairs, namespace
+	// pins and iptables rules when it stops cleanly (embedded dev mode).
+	// Off in production, where networks outlive netd; either way the saved
+	// networks are restored at the next start.
+	CleanupOnExit bool `yaml:"cleanupOnExit"`
 }
 
 // Server is where the gateway listens.
@@ -68,6 +79,13 @@ type Logd struct {
 	MaxLogBytes int64 `yaml:"maxLogBytes"` // per job; 0 means the default
 }
 
+// Uploads bounds the files a job may be given for its /work. Zero means
+// the default.
+type Uploads struct {
+	MaxFileBytes  int64 `yaml:"maxFileBytes"`  // per file; default 50 MiB
+	MaxTotalBytes int64 `yaml:"maxTotalBytes"` // per job; default 100 MiB
+}
+
 // Default returns the production defaults.
 func Default() Config {
 	return Config{
@@ -79,7 +97,8 @@ func Default() Config {
 			MaxConcurrentJobs: 100,
 			DefaultPids:       1024,
 		},
-		Logd: Logd{MaxLogBytes: 1 << 30},
+		Logd:    Logd{MaxLogBytes: 1 << 30},
+		Uploads: Uploads{MaxFileBytes: 50 << 20, MaxTotalBytes: 100 << 20},
 	}
 }
 
@@ -113,6 +132,9 @@ func (c Config) Validate() error {
 	}
 	if c.Joblet.StopGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("joblet.stopGracePeriod %v is negative", c.Joblet.StopGracePeriod))
+	}
+	if c.Uploads.MaxFileBytes < 0 || c.Uploads.MaxTotalBytes < 0 {
+		errs = append(errs, errors.New("uploads: byte limits must not be negative"))
 	}
 	return errors.Join(errs...)
 }

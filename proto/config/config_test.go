@@ -29,6 +29,8 @@ func TestValidate(t *testing.T) {
 		"relative run dir": func(c *Config) { c.Paths.RunDir = "run" },
 		"port":             func(c *Config) { c.Server.Port = 70000 },
 		"grace":            func(c *Config) { c.Joblet.StopGracePeriod = -1 },
+		"upload per file":  func(c *Config) { c.Uploads.MaxFileBytes = -1 },
+		"upload per job":   func(c *Config) { c.Uploads.MaxTotalBytes = -1 },
 	} {
 		c := Default()
 		mut(&c)

@@ -6,6 +6,7 @@ package isolatorapi
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -26,6 +27,13 @@ type Isolator interface {
 	// Stop stops a job and returns its record once it has ended. Stopping an
 	// ended job returns its record unchanged.
 	Stop(ctx context.Context, id string) (*jobletv1.Job, error)
+	// StartScheduled starts a SCHEDULED job that has fallen due, delay
+	// after its due time; the scheduler calls it. It is idempotent by job
+	// id: a job already started or ended is a success that changes nothing.
+	// A canceled job is an errdefs.ErrFailedPrecondition error, an unknown
+	// one errdefs.ErrNotFound; ErrUnavailable or ErrResourceExhausted mean
+	// "not now, try again". It returns once the start is under way.
+	StartScheduled(ctx context.Context, id string, delay time.Duration) (*jobletv1.Job, error)
 }
 
 // NewClient returns an Isolator that calls the isolator over cc.
@@ -52,6 +60,11 @@ func (c client) List(ctx context.Context) ([]*jobletv1.Job, error) {
 
 func (c client) Stop(ctx context.Context, id string) (*jobletv1.Job, error) {
 	r, err := c.c.Stop(ctx, &isolatorv1.StopRequest{Id: id})
+	return r.GetJob(), errdefs.FromGRPC(err)
+}
+
+func (c client) StartScheduled(ctx context.Context, id string, delay time.Duration) (*jobletv1.Job, error) {
+	r, err := c.c.StartScheduled(ctx, &isolatorv1.StartScheduledRequest{Id: id, DelayMs: delay.Milliseconds()})
 	return r.GetJob(), errdefs.FromGRPC(err)
 }
 
@@ -82,5 +95,10 @@ func (s server) List(ctx context.Context, _ *isolatorv1.ListRequest) (*isolatorv
 
 func (s server) Stop(ctx context.Context, r *isolatorv1.StopRequest) (*isolatorv1.JobResponse, error) {
 	j, err := s.impl.Stop(ctx, r.GetId())
+	return &isolatorv1.JobResponse{Job: j}, errdefs.ToGRPC(err)
+}
+
+func (s server) StartScheduled(ctx context.Context, r *isolatorv1.StartScheduledRequest) (*isolatorv1.JobResponse, error) {
+	j, err := s.impl.StartScheduled(ctx, r.GetId(), time.Duration(r.GetDelayMs())*time.Millisecond)
 	return &isolatorv1.JobResponse{Job: j}, errdefs.ToGRPC(err)
 }

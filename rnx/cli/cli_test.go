@@ -217,7 +217,7 @@ func TestJSONOutput(t *testing.T) {
 	}
 	s.rnx(t, "run", "echo", "x")
 	r := s.rnx(t, "status", "--json", "1")
-	for _, want := range []string{`"id": "1"`, `"status": "COMPLETED"`, `"exit_code": 0`, `"args": [`, `"end_time": "2025-07-11T06:18:55Z"`} {
+	for _, want := range []string{`"id": "1"`, `"status": "COMPLETED"`, `"exit_code": 0`, `"args": [`, `"end_time": "2025-07-11T06:18:55.5Z"`} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("status --json lacks %s:\n%s", want, r.stdout)
 		}

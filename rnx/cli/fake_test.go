@@ -39,6 +39,9 @@ import (
 //	missing       fails to start
 //	unavailable   is refused with Unavailable, as when a helper is down
 //	anything else prints "ran\n" and exits 0
+//
+// A job with a schedule stays SCHEDULED, due an hour after epoch, until it
+// is stopped (CANCELED).
 type fakeJobs struct {
 	jobletv1.UnimplementedJobServiceServer
 	mu     sync.Mutex
@@ -106,6 +109,12 @@ func (f *fakeJobs) RunJob(ctx context.Context, req *jobletv1.RunJobRequest) (*jo
 		job.IpAddress = "10.1.0." + strconv.Itoa(f.nextID+1)
 	}
 	fj := &fakeJob{job: job, done: make(chan struct{})}
+	if in := spec.GetSchedule(); in != "" {
+		job.State, job.StartTime = jobletv1.JobState_JOB_STATE_SCHEDULED, nil
+		job.ScheduleInput, job.ScheduledTime = in, timestamppb.New(epoch.Add(time.Hour))
+		f.jobs[id] = fj
+		return &jobletv1.RunJobResponse{Job: cloneJob(job)}, nil // ends only when stopped
+	}
 	final := cloneJob(job)
 	final.State = jobletv1.JobState_JOB_STATE_COMPLETED
 	final.EndTime = timestamppb.New(epoch.Add(1500 * time.Millisecond))
@@ -232,6 +241,9 @@ func (f *fakeJobs) StopJob(ctx context.Context, req *jobletv1.StopJobRequest) (*
 		final.State = jobletv1.JobState_JOB_STATE_STOPPED
 		final.EndTime = timestamppb.New(epoch.Add(time.Minute))
 		final.Signal, final.ExitCode, final.Reason = 15, 143, "stopped by user"
+		if fj.job.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
+			final.State, final.Signal, final.ExitCode, final.Reason = jobletv1.JobState_JOB_STATE_CANCELED, 0, 0, "canceled before it started"
+		}
 		fj.final = final
 		close(fj.done)
 	}

@@ -85,7 +85,11 @@ func (a *app) logCommand() *cobra.Command {
 		Short: "Print a job's output, then follow it until the job ends",
 		Long: `Print a job's output from the start, then follow it live until the job ends.
 The job's stdout goes to stdout and its stderr to stderr, byte for byte.
-With --follow=false (or --no-follow) print what there is and return.`,
+With --follow=false (or --no-follow) print what there is and return.
+
+A scheduled job that has not started has no output yet: rnx says when it is
+due and returns, or, with an explicit --follow (-f), waits for it to start
+and follows it.`,
 		Args: idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			conn, err := a.connect()
@@ -93,6 +97,10 @@ With --follow=false (or --no-follow) print what there is and return.`,
 				return err
 			}
 			defer conn.Close()
+			explicit := cmd.Flags().Changed("follow") && follow && !noFollow
+			if more, err := a.awaitScheduled(cmd.Context(), conn, args[0], explicit); err != nil || !more {
+				return err
+			}
 			out := a.newOutput()
 			return errors.Join(a.follow(cmd.Context(), conn, args[0], follow && !noFollow, out), out.flush())
 		}),

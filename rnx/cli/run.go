@@ -14,6 +14,7 @@ import (
 	"github.com/joblet-dev/joblet/rnx/logstream"
 	"github.com/joblet-dev/joblet/rnx/render"
 	"github.com/joblet-dev/joblet/rnx/termsafe"
+	"github.com/joblet-dev/joblet/rnx/upload"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,6 +28,7 @@ func (a *app) runCommand() *cobra.Command {
 	var (
 		f      jobspec.Flags
 		detach bool
+		up     uploadFlags // upload.go
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] CMD [ARGS...]",
@@ -55,7 +57,11 @@ Networks (--network):
 			if err != nil {
 				return &usageError{err}
 			}
-			return a.run(cmd.Context(), spec, detach || spec.GetSchedule() != "")
+			plan, err := up.plan(a.env.Dir)
+			if err != nil {
+				return err
+			}
+			return a.run(cmd.Context(), spec, plan, detach || spec.GetSchedule() != "")
 		}),
 	}
 	fl := cmd.Flags()
@@ -69,10 +75,11 @@ Networks (--network):
 	fl.StringVar(&f.Name, "name", "", "a name for the job")
 	fl.StringVar(&f.Schedule, "schedule", "", `start later: a delay ("30min", "2h30m") or an RFC3339 time`)
 	fl.BoolVarP(&detach, "detach", "d", false, "print the job header and return without waiting")
+	up.register(fl)
 	return cmd
 }
 
-func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, detach bool) error {
+func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, plan *upload.Plan, detach bool) error {
 	conn, err := a.connect()
 	if err != nil {
 		return err
@@ -87,11 +94,10 @@ func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, detach bool) erro
 		defer stop()
 		sigs = ch
 	}
-	resp, err := conn.RunJob(ctx, &jobletv1.RunJobRequest{Spec: spec})
+	job, err := a.startJob(ctx, conn, spec, plan) // upload.go
 	if err != nil {
 		return conn.Explain(err)
 	}
-	job := resp.GetJob()
 	if detach {
 		return render.Header(a.env.Stdout, job)
 	}

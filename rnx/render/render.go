@@ -59,6 +59,12 @@ func Header(w io.Writer, j *jobletv1.Job) error {
 	}
 	fmt.Fprintf(&b, "Command: %s\n", CommandLine(j))
 	fmt.Fprintf(&b, "Status: %s\n", State(j.GetState()))
+	if in := j.GetScheduleInput(); in != "" {
+		fmt.Fprintf(&b, "Schedule Input: %s\n", termsafe.String(in))
+	}
+	if t := Time(j.GetScheduledTime()); t != "" {
+		fmt.Fprintf(&b, "Scheduled Time: %s\n", t)
+	}
 	if t := Time(j.GetStartTime()); t != "" {
 		fmt.Fprintf(&b, "StartTime: %s\n", t)
 	}
@@ -79,6 +85,9 @@ func Table(w io.Writer, jobs []*jobletv1.Job) error {
 	fmt.Fprintln(tw, "ID\tSTATUS\tSTART TIME\tCOMMAND")
 	for _, j := range jobs {
 		start := Time(j.GetStartTime())
+		if j.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
+			start = Time(j.GetScheduledTime()) // when it will start
+		}
 		if start == "" {
 			start = "-"
 		}
@@ -101,6 +110,8 @@ func Status(w io.Writer, j *jobletv1.Job, now time.Time) error {
 	line("Command", CommandLine(j))
 	line("Status", State(j.GetState()))
 	line("Created", Time(j.GetCreateTime()))
+	line("Schedule Input", termsafe.String(j.GetScheduleInput()))
+	line("Scheduled Time", Time(j.GetScheduledTime()))
 	line("Started", Time(j.GetStartTime()))
 	line("Ended", Time(j.GetEndTime()))
 	if start := j.GetStartTime(); start != nil {

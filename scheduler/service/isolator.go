@@ -4,24 +4,16 @@ import (
 	"context"
 	"time"
 
-	"github.com/joblet-dev/joblet/proto/errdefs"
 	"github.com/joblet-dev/joblet/proto/isolatorapi"
 )
 
 // isolatorStarter is the production Starter: the isolator, over its socket.
-//
-// NOT WIRED YET. The isolator's API has no call to start a job it recorded
-// as SCHEDULED. When it gains one — StartScheduled(ctx, id, delay),
-// idempotent by job id, with the error kinds Starter documents — Start's
-// body becomes
-//
-//	return s.iso.StartScheduled(ctx, jobID, delay)
-//
-// Until then Start reports the isolator as unavailable, so due jobs stay
-// queued and are retried with backoff: none is lost, none is dropped, and
-// none runs.
+// The isolator's StartScheduled is idempotent by job id and returns the
+// error kinds Starter documents, so the loop's retry and drop rules apply
+// to its answers as they are.
 type isolatorStarter struct{ iso isolatorapi.Isolator }
 
-func (s isolatorStarter) Start(context.Context, string, time.Duration) error {
-	return errdefs.Errorf(errdefs.ErrUnavailable, "the isolator cannot start scheduled jobs yet")
+func (s isolatorStarter) Start(ctx context.Context, jobID string, delay time.Duration) error {
+	_, err := s.iso.StartScheduled(ctx, jobID, delay)
+	return err
 }

@@ -26,9 +26,9 @@ func requiresRoot(t *testing.T) {
 }
 
 // TestRunThroughSocket runs the daemon's service as it runs in production,
-// with the isolator starter that is not wired yet, and calls it through its
-// socket: errors keep their kind, and a due job stays queued (not lost, not
-// dropped) while the isolator cannot start scheduled jobs.
+// with no isolator listening, and calls it through its socket: errors keep
+// their kind, and a due job stays queued (not lost, not dropped) while the
+// isolator cannot be reached.
 func TestRunThroughSocket(t *testing.T) {
 	requiresRoot(t)
 	dir := t.TempDir()
@@ -80,7 +80,7 @@ func TestRunThroughSocket(t *testing.T) {
 	}
 	t.Logf("user sees: %v", err)
 
-	time.Sleep(1500 * time.Millisecond) // j1 is due; the isolator cannot start it yet
+	time.Sleep(1500 * time.Millisecond) // j1 is due; the isolator is unreachable
 	es, err := c.List(bg)
 	if err != nil || len(es) != 1 || es[0].JobID != "j1" || !es[0].Due.Equal(e.Due) {
 		t.Fatalf("List = %+v, %v; want j1 still queued", es, err)

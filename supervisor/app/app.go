@@ -1,6 +1,7 @@
 // Package app is the embedded-mode supervisor (bin/joblet): it prepares the
 // dev directory (certificates, client and daemon configs), launches logd,
-// the isolator and the unprivileged gateway with go-plugin, reports when the
+// netd, the isolator, the scheduler and the unprivileged gateway with
+// go-plugin, reports when the
 // suite is ready, restarts services that die, and stops everything on
 // SIGINT/SIGTERM.
 package app
@@ -33,10 +34,19 @@ import (
 
 // Service names, which are also their socket names and binary suffixes.
 const (
-	Logd     = "logd"
-	Isolator = "isolator"
-	Gateway  = "gateway"
+	Logd      = "logd"
+	Netd      = "netd"
+	Isolator  = "isolator"
+	Scheduler = "scheduler"
+	Gateway   = "gateway"
 )
+
+// services are every service, in start order: what a service calls is up
+// before it (the isolator calls logd and netd; the scheduler calls the
+// isolator; the gateway calls them all). They stop in reverse order, so
+// the isolator ends its jobs (and releases their networks) while netd and
+// logd still run.
+var services = []string{Logd, Netd, Isolator, Scheduler, Gateway}
 
 // startupTimeout bounds how long each service has to become ready.
 const startupTimeout = 30 * time.Second
@@ -80,7 +90,7 @@ func Run(ctx context.Context, log zerolog.Logger, stdout, stderr io.Writer, gete
 		return err
 	}
 	bins := map[string]string{}
-	for _, name := range []string{Logd, Isolator, Gateway} {
+	for _, name := range services {
 		bins[name] = filepath.Join(binDir, "joblet-"+name)
 		if _, err := os.Stat(bins[name]); err != nil {
 			return fmt.Errorf("service binary missing next to %s (run make build): %w", exe, err)
@@ -169,11 +179,12 @@ func Run(ctx context.Context, log zerolog.Logger, stdout, stderr io.Writer, gete
 	}()
 
 	probes := map[string]func(context.Context) error{
-		Logd:     func(ctx context.Context) error { return ready.Helper(ctx, cfg.SocketPath(Logd)) },
-		Isolator: func(ctx context.Context) error { return ready.Helper(ctx, cfg.SocketPath(Isolator)) },
 		Gateway: func(ctx context.Context) error {
 			return ready.Gateway(ctx, addr, adminTLS(b))
 		},
+	}
+	for _, name := range []string{Logd, Netd, Isolator, Scheduler} {
+		probes[name] = func(ctx context.Context) error { return ready.Helper(ctx, cfg.SocketPath(name)) }
 	}
 	for _, spec := range specs {
 		svc := &service{
@@ -303,12 +314,14 @@ func logFormat(getenv func(string) string, stderr io.Writer) string {
 
 // cleanRunDir removes what the services and go-plugin leave in the run dir.
 func cleanRunDir(log zerolog.Logger, runDir string) {
-	for _, name := range []string{Logd, Isolator, Gateway} {
+	for _, name := range services {
 		for _, p := range []string{transport.SocketPath(runDir, name), pluginDir(runDir, name)} {
 			if err := os.RemoveAll(p); err != nil {
 				log.Warn().Err(err).Str("path", p).Msg("cannot clean up")
 			}
 		}
 	}
+	// netd's directory of namespace pins: only if empty (a pin is a mount).
+	os.Remove(filepath.Join(runDir, "netns"))
 	os.Remove(runDir) // only if empty: someone else's files stay
 }

@@ -73,6 +73,9 @@ func TestDaemonConfig(t *testing.T) {
 	if c.Joblet.StopGracePeriod != 3*time.Second {
 		t.Errorf("grace = %v", c.Joblet.StopGracePeriod)
 	}
+	if !c.Network.CleanupOnExit {
+		t.Error("network.cleanupOnExit is off: a dev suite would leave bridges and rules behind")
+	}
 }
 
 func TestDaemonConfigFileMode(t *testing.T) {

@@ -16,14 +16,17 @@ const safePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 // pluginDir is where service name makes its go-plugin socket.
 func pluginDir(runDir, name string) string { return filepath.Join(runDir, "plugin-"+name) }
 
-// childSpecs describes logd, the isolator and the gateway, in start order,
-// and makes each one's go-plugin socket directory, owned by the user it
-// runs as.
+// childSpecs describes every service in start order (see services), and
+// makes each one's go-plugin socket directory, owned by the user it runs
+// as.
 func childSpecs(pl placement, l devenv.Layout, bins map[string]string, id devenv.Identity, set settings, logFormat string) ([]child.Spec, error) {
 	env := []string{"PATH=" + safePath, EnvLogFormat + "=" + logFormat}
 	specs := []child.Spec{
 		{Name: Logd, Path: bins[Logd], Args: []string{"--config", l.ConfigPath()}, StopTimeout: stopMargin},
+		{Name: Netd, Path: bins[Netd], Args: []string{"--config", l.ConfigPath()}, StopTimeout: stopMargin},
+		// Stopping, the isolator stops its jobs: their grace period first.
 		{Name: Isolator, Path: bins[Isolator], Args: []string{"--config", l.ConfigPath()}, StopTimeout: set.Grace + stopMargin},
+		{Name: Scheduler, Path: bins[Scheduler], Args: []string{"--config", l.ConfigPath()}, StopTimeout: stopMargin},
 		{
 			Name: Gateway, Path: pl.GatewayBin, Args: []string{"--config", pl.GatewayConfig}, StopTimeout: stopMargin,
 			// Groups is empty, not nil: setgroups(0) drops root's supplementary

@@ -40,10 +40,12 @@ func build(t *testing.T) string {
 	t.Helper()
 	bin := t.TempDir()
 	for name, mod := range map[string]string{
-		"joblet":          "supervisor",
-		"joblet-logd":     "logd",
-		"joblet-isolator": "isolator",
-		"joblet-gateway":  "gateway",
+		"joblet":           "supervisor",
+		"joblet-logd":      "logd",
+		"joblet-netd":      "netd",
+		"joblet-isolator":  "isolator",
+		"joblet-scheduler": "scheduler",
+		"joblet-gateway":   "gateway",
 	} {
 		src := filepath.Join("..", "..", mod, "cmd", name)
 		if m, _ := filepath.Glob(filepath.Join(src, "*.go")); len(m) == 0 {
@@ -205,7 +207,7 @@ func TestEmbeddedSuite(t *testing.T) {
 	for svc, pid := range pids {
 		seen[pid] = svc
 	}
-	for _, svc := range []string{"logd", "isolator", "gateway"} {
+	for _, svc := range []string{"logd", "netd", "isolator", "scheduler", "gateway"} {
 		if pids[svc] <= 0 || !alive(pids[svc]) {
 			t.Fatalf("%s pid %d not running; pids %v", svc, pids[svc], pids)
 		}
@@ -311,7 +313,7 @@ func TestEmbeddedSuite(t *testing.T) {
 			t.Errorf("mounts under %s remain:\n%s", dir, mounts)
 		}
 	}
-	for _, s := range []string{"logd", "isolator"} {
+	for _, s := range []string{"logd", "netd", "isolator", "scheduler"} {
 		if _, err := os.Stat(cfg.SocketPath(s)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s socket left behind: %v", s, err)
 		}
@@ -323,5 +325,21 @@ func TestEmbeddedSuite(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dev, "state", "supervisor", "pids.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pids.json left behind after shutdown: %v", err)
+	}
+	// Embedded mode's netd removes what it made (network.cleanupOnExit), in
+	// the test's private namespace here, on a developer's machine there.
+	for _, c := range [][]string{{"ip", "-o", "link"}, {"iptables", "-S"}, {"iptables", "-t", "nat", "-S"}} {
+		out, err := exec.Command(c[0], c[1:]...).CombinedOutput()
+		if err != nil {
+			t.Errorf("%v: %v %s", c, err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "joblet") || strings.Contains(l, "JOBLET") || strings.Contains(l, ": jv") {
+				t.Errorf("left behind after shutdown (%s): %s", strings.Join(c, " "), l)
+			}
+		}
+	}
+	if b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(b)) != "0" {
+		t.Errorf("ip_forward is %q after shutdown, want 0 as in a fresh namespace", b)
 	}
 }

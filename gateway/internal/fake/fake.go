@@ -27,6 +27,8 @@ type Isolator struct {
 	jobs map[string]*jobletv1.Job
 	// Fail, when set, is returned by every call.
 	Fail error
+	// uploads is what RunWithUploads received, by job id (uploads.go).
+	uploads map[string]Upload
 }
 
 var _ isolatorapi.Isolator = (*Isolator)(nil)
@@ -95,6 +97,23 @@ func (f *Isolator) Stop(_ context.Context, id string) (*jobletv1.Job, error) {
 		j.State = jobletv1.JobState_JOB_STATE_STOPPED
 		j.EndTime = timestamppb.New(time.Now())
 		j.ExitCode, j.Signal = 128+15, 15
+	}
+	return proto.CloneOf(j), nil
+}
+
+// StartScheduled implements isolatorapi.Isolator: a SCHEDULED job becomes
+// RUNNING; any other is returned unchanged. The gateway never calls it (the
+// scheduler does); it is here to keep the contract.
+func (f *Isolator) StartScheduled(_ context.Context, id string, _ time.Duration) (*jobletv1.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, err := f.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if j.State == jobletv1.JobState_JOB_STATE_SCHEDULED {
+		j.State = jobletv1.JobState_JOB_STATE_RUNNING
+		j.StartTime = timestamppb.New(time.Now())
 	}
 	return proto.CloneOf(j), nil
 }

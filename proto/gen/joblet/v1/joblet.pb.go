@@ -1700,7 +1700,7 @@ const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\x06Stream\x12\x16\n" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
-	"\rSTREAM_STDERR\x10\x022\xe6\x02\n" +
+	"\rSTREAM_STDERR\x10\x022\xb8\x03\n" +
 	"\n" +
 	"JobService\x12=\n" +
 	"\x06RunJob\x12\x18.joblet.v1.RunJobRequest\x1a\x19.joblet.v1.RunJobResponse\x12O\n" +
@@ -1708,7 +1708,8 @@ const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\bListJobs\x12\x1a.joblet.v1.ListJobsRequest\x1a\x1b.joblet.v1.ListJobsResponse\x12@\n" +
 	"\aStopJob\x12\x19.joblet.v1.StopJobRequest\x1a\x1a.joblet.v1.StopJobResponse\x12A\n" +
 	"\n" +
-	"GetJobLogs\x12\x1c.joblet.v1.GetJobLogsRequest\x1a\x13.joblet.v1.LogChunk0\x012\x89\x02\n" +
+	"GetJobLogs\x12\x1c.joblet.v1.GetJobLogsRequest\x1a\x13.joblet.v1.LogChunk0\x01\x12P\n" +
+	"\x11RunJobWithUploads\x12\x1e.joblet.v1.RunJobUploadRequest\x1a\x19.joblet.v1.RunJobResponse(\x012\x89\x02\n" +
 	"\x0eNetworkService\x12R\n" +
 	"\rCreateNetwork\x12\x1f.joblet.v1.CreateNetworkRequest\x1a .joblet.v1.CreateNetworkResponse\x12O\n" +
 	"\fListNetworks\x12\x1e.joblet.v1.ListNetworksRequest\x1a\x1f.joblet.v1.ListNetworksResponse\x12R\n" +
@@ -1784,19 +1785,21 @@ var file_joblet_v1_joblet_proto_depIdxs = []int32{
 	22, // 22: joblet.v1.JobService.ListJobs:input_type -> joblet.v1.ListJobsRequest
 	24, // 23: joblet.v1.JobService.StopJob:input_type -> joblet.v1.StopJobRequest
 	26, // 24: joblet.v1.JobService.GetJobLogs:input_type -> joblet.v1.GetJobLogsRequest
-	3,  // 25: joblet.v1.NetworkService.CreateNetwork:input_type -> joblet.v1.CreateNetworkRequest
-	5,  // 26: joblet.v1.NetworkService.ListNetworks:input_type -> joblet.v1.ListNetworksRequest
-	7,  // 27: joblet.v1.NetworkService.RemoveNetwork:input_type -> joblet.v1.RemoveNetworkRequest
-	15, // 28: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
-	21, // 29: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
-	23, // 30: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
-	25, // 31: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
-	13, // 32: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
-	4,  // 33: joblet.v1.NetworkService.CreateNetwork:output_type -> joblet.v1.CreateNetworkResponse
-	6,  // 34: joblet.v1.NetworkService.ListNetworks:output_type -> joblet.v1.ListNetworksResponse
-	8,  // 35: joblet.v1.NetworkService.RemoveNetwork:output_type -> joblet.v1.RemoveNetworkResponse
-	28, // [28:36] is the sub-list for method output_type
-	20, // [20:28] is the sub-list for method input_type
+	19, // 25: joblet.v1.JobService.RunJobWithUploads:input_type -> joblet.v1.RunJobUploadRequest
+	3,  // 26: joblet.v1.NetworkService.CreateNetwork:input_type -> joblet.v1.CreateNetworkRequest
+	5,  // 27: joblet.v1.NetworkService.ListNetworks:input_type -> joblet.v1.ListNetworksRequest
+	7,  // 28: joblet.v1.NetworkService.RemoveNetwork:input_type -> joblet.v1.RemoveNetworkRequest
+	15, // 29: joblet.v1.JobService.RunJob:output_type -> joblet.v1.RunJobResponse
+	21, // 30: joblet.v1.JobService.GetJobStatus:output_type -> joblet.v1.GetJobStatusResponse
+	23, // 31: joblet.v1.JobService.ListJobs:output_type -> joblet.v1.ListJobsResponse
+	25, // 32: joblet.v1.JobService.StopJob:output_type -> joblet.v1.StopJobResponse
+	13, // 33: joblet.v1.JobService.GetJobLogs:output_type -> joblet.v1.LogChunk
+	15, // 34: joblet.v1.JobService.RunJobWithUploads:output_type -> joblet.v1.RunJobResponse
+	4,  // 35: joblet.v1.NetworkService.CreateNetwork:output_type -> joblet.v1.CreateNetworkResponse
+	6,  // 36: joblet.v1.NetworkService.ListNetworks:output_type -> joblet.v1.ListNetworksResponse
+	8,  // 37: joblet.v1.NetworkService.RemoveNetwork:output_type -> joblet.v1.RemoveNetworkResponse
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name

@@ -21,11 +21,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_RunJob_FullMethodName       = "/joblet.v1.JobService/RunJob"
-	JobService_GetJobStatus_FullMethodName = "/joblet.v1.JobService/GetJobStatus"
-	JobService_ListJobs_FullMethodName     = "/joblet.v1.JobService/ListJobs"
-	JobService_StopJob_FullMethodName      = "/joblet.v1.JobService/StopJob"
-	JobService_GetJobLogs_FullMethodName   = "/joblet.v1.JobService/GetJobLogs"
+	JobService_RunJob_FullMethodName            = "/joblet.v1.JobService/RunJob"
+	JobService_GetJobStatus_FullMethodName      = "/joblet.v1.JobService/GetJobStatus"
+	JobService_ListJobs_FullMethodName          = "/joblet.v1.JobService/ListJobs"
+	JobService_StopJob_FullMethodName           = "/joblet.v1.JobService/StopJob"
+	JobService_GetJobLogs_FullMethodName        = "/joblet.v1.JobService/GetJobLogs"
+	JobService_RunJobWithUploads_FullMethodName = "/joblet.v1.JobService/RunJobWithUploads"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -45,6 +46,11 @@ type JobServiceClient interface {
 	// GetJobLogs streams a job's output from the start, following it live
 	// until the job ends when follow is set (admin, viewer).
 	GetJobLogs(ctx context.Context, in *GetJobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error)
+	// RunJobWithUploads is RunJob with files for the job's /work: the first
+	// message is a manifest (the spec and the entries), then the chunks of
+	// the files in manifest order. The job starts once every file is written
+	// (admin).
+	RunJobWithUploads(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RunJobUploadRequest, RunJobResponse], error)
 }
 
 type jobServiceClient struct {
@@ -114,6 +120,19 @@ func (c *jobServiceClient) GetJobLogs(ctx context.Context, in *GetJobLogsRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobService_GetJobLogsClient = grpc.ServerStreamingClient[LogChunk]
 
+func (c *jobServiceClient) RunJobWithUploads(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RunJobUploadRequest, RunJobResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobService_ServiceDesc.Streams[1], JobService_RunJobWithUploads_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunJobUploadRequest, RunJobResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobService_RunJobWithUploadsClient = grpc.ClientStreamingClient[RunJobUploadRequest, RunJobResponse]
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -131,6 +150,11 @@ type JobServiceServer interface {
 	// GetJobLogs streams a job's output from the start, following it live
 	// until the job ends when follow is set (admin, viewer).
 	GetJobLogs(*GetJobLogsRequest, grpc.ServerStreamingServer[LogChunk]) error
+	// RunJobWithUploads is RunJob with files for the job's /work: the first
+	// message is a manifest (the spec and the entries), then the chunks of
+	// the files in manifest order. The job starts once every file is written
+	// (admin).
+	RunJobWithUploads(grpc.ClientStreamingServer[RunJobUploadRequest, RunJobResponse]) error
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -155,6 +179,9 @@ func (UnimplementedJobServiceServer) StopJob(context.Context, *StopJobRequest) (
 }
 func (UnimplementedJobServiceServer) GetJobLogs(*GetJobLogsRequest, grpc.ServerStreamingServer[LogChunk]) error {
 	return status.Error(codes.Unimplemented, "method GetJobLogs not implemented")
+}
+func (UnimplementedJobServiceServer) RunJobWithUploads(grpc.ClientStreamingServer[RunJobUploadRequest, RunJobResponse]) error {
+	return status.Error(codes.Unimplemented, "method RunJobWithUploads not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -260,6 +287,13 @@ func _JobService_GetJobLogs_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobService_GetJobLogsServer = grpc.ServerStreamingServer[LogChunk]
 
+func _JobService_RunJobWithUploads_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(JobServiceServer).RunJobWithUploads(&grpc.GenericServerStream[RunJobUploadRequest, RunJobResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobService_RunJobWithUploadsServer = grpc.ClientStreamingServer[RunJobUploadRequest, RunJobResponse]
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -289,6 +323,11 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "GetJobLogs",
 			Handler:       _JobService_GetJobLogs_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "RunJobWithUploads",
+			Handler:       _JobService_RunJobWithUploads_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "joblet/v1/joblet.proto",
