@@ -1,6 +1,6 @@
 # Joblet — build, run and test the whole suite.
 SHELL := /bin/bash
-MODULES := proto deploy logd isolator gateway rnx supervisor scheduler netd
+MODULES := proto deploy logd isolator gateway rnx supervisor scheduler netd bench
 BIN := bin
 BINARIES := joblet:supervisor joblet-isolator:isolator joblet-logd:logd joblet-gateway:gateway rnx:rnx joblet-scheduler:scheduler joblet-netd:netd
 GO ?= go
@@ -21,7 +21,7 @@ build:
 		$(GO) build -trimpath -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
 
 ## run: start the whole suite in embedded mode, in the foreground (root)
-run: build
+run: deps build
 	./$(BIN)/joblet
 
 ## test: every test — formatting, vet, generated code, unit and root integration tests, end to end
@@ -57,9 +57,11 @@ proto:
 proto-check: proto
 	@git diff --exit-code --stat -- proto/gen && echo "generated code: up to date"
 
-## bench: benchmarks (see issue 9)
-bench:
-	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchtime 2x ./...) || exit 1; done
+## bench: the performance table of issue 9 against its baselines (root; see bench/README.md)
+bench: build
+	@command -v bwrap >/dev/null || apt-get install -y bubblewrap || { apt-get update && apt-get install -y bubblewrap; }
+	$(GO) build -trimpath -o $(BIN)/joblet-bench ./bench/cmd/joblet-bench
+	./$(BIN)/joblet-bench -bin $(BIN) -out bench/results
 
 ## deb: build dist/joblet_<version>_amd64.deb (static daemons, rnx, units, config template) with nfpm
 NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
