@@ -154,7 +154,9 @@ func TestLimitsCPU(t *testing.T) {
 	id := headerID(t, r.stderr)
 	cpu := cpuTime(t, id)
 	t.Logf("busy loop, --max-cpu=25, 3 s: CPU time %v (rnx took %v)", cpu, r.took.Round(time.Millisecond))
-	if cpu > 800*time.Millisecond || cpu < 300*time.Millisecond {
+	// The lower bound only shows the loop ran; on a loaded machine it gets
+	// far less than its quota, so it is kept low.
+	if cpu > 800*time.Millisecond || cpu < 50*time.Millisecond {
 		t.Errorf("busy loop under --max-cpu=25 for 3 s used %v of CPU, want at most ~0.8 s (and some)", cpu)
 	}
 	if got := statusField(t, id, "Max CPU"); got != "25%" {
