@@ -9,7 +9,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 TOOLS := $(CURDIR)/.tools
 PROTOS = $(shell cd proto && find . -name '*.proto' -not -path './gen/*' | sed 's|^\./||' | sort)
 
-.PHONY: all build run test unit e2e vet fmt-check proto proto-check deps bench clean deb vm-test
+.PHONY: all build run test unit e2e vet fmt-check proto proto-check deps bench clean deb vm-test fuzz
 
 all: build
 
@@ -41,6 +41,16 @@ vet:
 ## unit: unit and root integration tests of every module, with the race detector
 unit:
 	@set -o pipefail; for m in $(MODULES); do echo "== $$m"; (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
+
+## fuzz: run every fuzz target (func Fuzz* in the modules) for FUZZTIME each; `make test` runs only their seed corpora
+FUZZTIME ?= 30s
+fuzz:
+	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' $(MODULES) | sort); do \
+		dir=$$(dirname $$f); mod=$${dir%%/*}; pkg=./$${dir#*/}; [ "$$dir" = "$$mod" ] && pkg=.; \
+		for n in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$dir $$n ($(FUZZTIME))"; \
+			(cd $$mod && $(GO) test -run '^$$' -fuzz "^$$n$$" -fuzztime $(FUZZTIME) $$pkg) || exit 1; \
+		done; done
 
 ## e2e: end-to-end tests of the real suite through bin/rnx (root)
 e2e: build

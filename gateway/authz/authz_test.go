@@ -7,7 +7,9 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -73,8 +75,8 @@ func callCtx(c *x509.Certificate) context.Context {
 
 func TestInterceptors(t *testing.T) {
 	const list, run = "/joblet.v1.JobService/ListJobs", "/joblet.v1.JobService/RunJob"
-	unary := UnaryInterceptor(zerolog.Nop())
-	stream := StreamInterceptor(zerolog.Nop())
+	unary := UnaryInterceptor(zerolog.Nop(), nil)
+	stream := StreamInterceptor(zerolog.Nop(), nil)
 	for _, tc := range []struct {
 		name   string
 		ctx    context.Context
@@ -124,3 +126,91 @@ type fakeStream struct {
 }
 
 func (f fakeStream) Context() context.Context { return f.ctx }
+
+// revList is a Revocations whose content the test changes.
+type revList struct {
+	mu      sync.Mutex
+	revoked map[*x509.Certificate]bool
+	changed chan struct{}
+}
+
+func newRevList() *revList {
+	return &revList{revoked: map[*x509.Certificate]bool{}, changed: make(chan struct{})}
+}
+
+func (r *revList) Revoked(c *x509.Certificate) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.revoked[c]
+}
+
+func (r *revList) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+func (r *revList) set(c *x509.Certificate, revoked bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revoked[c] = revoked
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// TestRevokedCertificate: a revoked certificate is refused on both kinds of
+// call, and a stream running when its certificate is revoked is ended with
+// Unauthenticated, while a stream of another certificate goes on.
+func TestRevokedCertificate(t *testing.T) {
+	const list, logs = "/joblet.v1.JobService/ListJobs", "/joblet.v1.JobService/GetJobLogs"
+	rev := newRevList()
+	gone, kept := certWith("viewer"), certWith("viewer")
+	rev.set(gone, true)
+	unary := UnaryInterceptor(zerolog.Nop(), rev)
+	stream := StreamInterceptor(zerolog.Nop(), rev)
+	_, err := unary(callCtx(gone), nil, &grpc.UnaryServerInfo{FullMethod: list}, func(context.Context, any) (any, error) {
+		t.Error("handler ran for a revoked certificate")
+		return nil, nil
+	})
+	check(t, "unary", err, false, codes.Unauthenticated, "client certificate has been revoked")
+	err = stream(nil, fakeStream{ctx: callCtx(gone)}, &grpc.StreamServerInfo{FullMethod: logs}, func(any, grpc.ServerStream) error {
+		t.Error("handler ran for a revoked certificate")
+		return nil
+	})
+	check(t, "stream", err, false, codes.Unauthenticated, "client certificate has been revoked")
+
+	// Two followers; only the one whose certificate is revoked is cut.
+	rev.set(gone, false)
+	follow := func(c *x509.Certificate, started chan<- struct{}) <-chan error {
+		done := make(chan error, 1)
+		ctx, cancel := context.WithCancel(callCtx(c))
+		t.Cleanup(cancel)
+		go func() {
+			done <- stream(nil, fakeStream{ctx: ctx}, &grpc.StreamServerInfo{FullMethod: logs}, func(_ any, ss grpc.ServerStream) error {
+				close(started)
+				<-ss.Context().Done()
+				return ss.Context().Err()
+			})
+		}()
+		return done
+	}
+	s1, s2 := make(chan struct{}), make(chan struct{})
+	cut, going := follow(gone, s1), follow(kept, s2)
+	<-s1
+	<-s2
+	rev.set(kept, false) // a change that revokes nobody running
+	rev.set(gone, true)
+	select {
+	case err := <-cut:
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "revoked") {
+			t.Fatalf("cut stream: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked certificate's stream still runs")
+	}
+	select {
+	case err := <-going:
+		t.Fatalf("the other certificate's stream ended: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/joblet-dev/joblet/gateway/api"
 	"github.com/joblet-dev/joblet/gateway/authz"
+	"github.com/joblet-dev/joblet/gateway/revocation"
 	"github.com/joblet-dev/joblet/gateway/tlsconf"
 	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
@@ -97,19 +98,82 @@ func Run(ctx context.Context, env daemon.Env) error {
 	}, env.Log)
 }
 
+// Limits are the gRPC server's limits; DefaultLimits are the production
+// values (the constants above). Tests shrink them to see them work.
+type Limits struct {
+	MaxRecvMsgSize       int
+	MaxConcurrentStreams uint32
+	MaxConnections       int
+	HandshakeTimeout     time.Duration
+	MinPingInterval      time.Duration
+	MaxConnectionIdle    time.Duration
+	PingInterval         time.Duration
+	PingTimeout          time.Duration
+}
+
+// DefaultLimits returns the production limits.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxRecvMsgSize:       MaxRecvMsgSize,
+		MaxConcurrentStreams: MaxConcurrentStreams,
+		MaxConnections:       MaxConnections,
+		HandshakeTimeout:     HandshakeTimeout,
+		MinPingInterval:      MinPingInterval,
+		MaxConnectionIdle:    MaxConnectionIdle,
+		PingInterval:         PingInterval,
+		PingTimeout:          PingTimeout,
+	}
+}
+
+// Option changes how Serve runs the gateway.
+type Option func(*options)
+
+type options struct {
+	limits         Limits
+	revocationPoll time.Duration
+}
+
+// WithLimits replaces the default limits.
+func WithLimits(l Limits) Option { return func(o *options) { o.limits = l } }
+
+// WithRevocationPoll sets how often the revocation file is looked at
+// (default revocation.DefaultPoll).
+func WithRevocationPoll(d time.Duration) Option { return func(o *options) { o.revocationPoll = d } }
+
 // Serve serves the gateway on l until ctx is done, then stops and returns
-// nil. It closes l.
-func Serve(ctx context.Context, l net.Listener, sec config.Security, b Backends, log zerolog.Logger) error {
-	tc, err := tlsconf.Server(sec)
+// nil. It closes l. With sec.RevocationFile set, the file is loaded first (a
+// missing or malformed one stops the gateway from starting) and re-read
+// whenever it changes while the gateway runs.
+func Serve(ctx context.Context, l net.Listener, sec config.Security, b Backends, log zerolog.Logger, opts ...Option) error {
+	o := options{limits: DefaultLimits(), revocationPoll: revocation.DefaultPoll}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var rev authz.Revocations // nil: no revocation file
+	var tlsRev tlsconf.Revoker
+	if sec.RevocationFile != "" {
+		list, err := revocation.Load(sec.RevocationFile, []byte(sec.CACert))
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("security.revocationFile: %w", err)
+		}
+		log.Info().Str("file", sec.RevocationFile).Int("revoked", list.Len()).Msg("revocation list loaded")
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() { list.Watch(watchCtx, o.revocationPoll, log); close(watched) }()
+		defer func() { stopWatch(); <-watched }()
+		rev, tlsRev = list, list
+	}
+	tc, err := tlsconf.Server(sec, tlsRev)
 	if err != nil {
 		l.Close()
 		return fmt.Errorf("tls: %w", err)
 	}
-	srv := NewServer(tc, b, log)
+	srv := NewServer(tc, b, log, o.limits, rev)
 	log.Info().Str("addr", l.Addr().String()).Msg("listening")
 
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(netutil.LimitListener(l, MaxConnections)) }()
+	go func() { done <- srv.Serve(netutil.LimitListener(l, o.limits.MaxConnections)) }()
 	select {
 	case err := <-done:
 		return fmt.Errorf("serve: %w", err)
@@ -130,24 +194,25 @@ func Serve(ctx context.Context, l net.Listener, sec config.Security, b Backends,
 	return nil
 }
 
-// NewServer returns the gateway's gRPC server with every limit set and the
-// JobService and NetworkService registered behind the role interceptors.
-func NewServer(tc *tls.Config, b Backends, log zerolog.Logger) *grpc.Server {
+// NewServer returns the gateway's gRPC server with the limits lim and the
+// JobService and NetworkService registered behind the role interceptors,
+// which also refuse certificates rev (nil: none) says are revoked.
+func NewServer(tc *tls.Config, b Backends, log zerolog.Logger, lim Limits, rev authz.Revocations) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.Creds(loggedCreds{TransportCredentials: credentials.NewTLS(tc), log: log}),
-		grpc.ChainUnaryInterceptor(authz.UnaryInterceptor(log)),
-		grpc.ChainStreamInterceptor(authz.StreamInterceptor(log)),
-		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
-		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
-		grpc.ConnectionTimeout(HandshakeTimeout),
+		grpc.ChainUnaryInterceptor(authz.UnaryInterceptor(log, rev)),
+		grpc.ChainStreamInterceptor(authz.StreamInterceptor(log, rev)),
+		grpc.MaxRecvMsgSize(lim.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
+		grpc.ConnectionTimeout(lim.HandshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             MinPingInterval,
+			MinTime:             lim.MinPingInterval,
 			PermitWithoutStream: true,
 		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionIdle: MaxConnectionIdle,
-			Time:              PingInterval,
-			Timeout:           PingTimeout,
+			MaxConnectionIdle: lim.MaxConnectionIdle,
+			Time:              lim.PingInterval,
+			Timeout:           lim.PingTimeout,
 		}),
 	)
 	jobletv1.RegisterJobServiceServer(srv, api.New(b.Isolator, b.Logd))

@@ -56,7 +56,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startGateway(t *testing.T) *gateway {
+func startGateway(t *testing.T, opts ...Option) *gateway {
+	t.Helper()
+	g := newGateway(t)
+	g.serve(t, opts...)
+	return g
+}
+
+// newGateway makes the CA, the server's TLS material and the fakes; serve
+// starts it, so a test can adjust g.sec first.
+func newGateway(t *testing.T) *gateway {
 	t.Helper()
 	ca, err := certs.NewCA("test CA")
 	if err != nil {
@@ -66,7 +75,7 @@ func startGateway(t *testing.T) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gateway{
+	return &gateway{
 		ca:   ca,
 		sec:  config.Security{ServerCert: string(srvPair.CertPEM), ServerKey: string(srvPair.KeyPEM), CACert: string(ca.CertPEM)},
 		iso:  &fake.Isolator{},
@@ -74,6 +83,10 @@ func startGateway(t *testing.T) *gateway {
 		netd: &fake.Netd{},
 		logs: &syncBuffer{},
 	}
+}
+
+func (g *gateway) serve(t *testing.T, opts ...Option) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +95,7 @@ func startGateway(t *testing.T) *gateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, l, g.sec, Backends{Isolator: g.iso, Logd: g.logd, Netd: g.netd}, zerolog.New(g.logs))
+		done <- Serve(ctx, l, g.sec, Backends{Isolator: g.iso, Logd: g.logd, Netd: g.netd}, zerolog.New(g.logs), opts...)
 	}()
 	var once sync.Once
 	var serveErr error
@@ -95,7 +108,6 @@ func startGateway(t *testing.T) *gateway {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return g
 }
 
 // pair issues a client certificate with the given OUs.

@@ -2,9 +2,12 @@ package service
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/joblet-dev/joblet/deploy/certs"
 	"github.com/joblet-dev/joblet/gateway/authz"
+	"github.com/joblet-dev/joblet/gateway/internal/crltest"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
@@ -37,7 +41,7 @@ type method struct {
 // registered lists every method the gateway's gRPC server serves.
 func registered(t *testing.T) []method {
 	t.Helper()
-	srv := NewServer(&tls.Config{}, Backends{}, zerolog.Nop())
+	srv := NewServer(&tls.Config{}, Backends{}, zerolog.Nop(), DefaultLimits(), nil)
 	defer srv.Stop()
 	var out []method
 	for svc, info := range srv.GetServiceInfo() {
@@ -122,21 +126,90 @@ func TestEveryMethodHasARule(t *testing.T) {
 	}
 }
 
+// sendAnyway makes Go's client send its certificate even when the server's
+// CA list does not name its issuer, as an attacker would.
+func sendAnyway(c *tls.Config) {
+	cert := c.Certificates[0]
+	c.Certificates = nil
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+}
+
 // TestWalkEveryMethod calls every registered method, unary and streaming,
-// with each kind of certificate through the real TLS server.
+// with each kind of certificate through the real TLS server: admin passes,
+// viewer passes only the reads, a certificate with a bad role gets
+// Unauthenticated, one the handshake refuses (none, another CA, expired,
+// serverAuth only, revoked) never gets a call through, and one revoked after
+// its connection was made gets Unauthenticated on that connection.
 func TestWalkEveryMethod(t *testing.T) {
-	g := startGateway(t)
+	g := newGateway(t)
+	other, err := certs.NewCA("other CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.Client("mallory", certs.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := g.ca.ClientWith("old", []string{certs.RoleAdmin}, -time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := certs.Template("server-only", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.Subject.OrganizationalUnit = []string{certs.RoleAdmin}
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	serverOnly, err := g.ca.Issue(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := g.pair(t, "gone", certs.RoleAdmin)
+	revokedLater := g.pair(t, "carol", certs.RoleAdmin)
+	revFile := filepath.Join(t.TempDir(), "revoked")
+	writeFile(t, revFile, []byte(crltest.Serial(t, revoked.CertPEM).Text(16)+"\n"))
+	g.sec.RevocationFile = revFile
+	g.serve(t, WithRevocationPoll(20*time.Millisecond))
+
 	admin := g.conn(t, g.pair(t, "alice", certs.RoleAdmin))
 	viewer := g.conn(t, g.pair(t, "bob", certs.RoleViewer))
-	bad := map[string]*grpc.ClientConn{
+	badRole := map[string]*grpc.ClientConn{
 		"no OU":      g.conn(t, g.pair(t, "eve")),
 		"two OUs":    g.conn(t, g.pair(t, "eve", certs.RoleAdmin, certs.RoleViewer)),
 		"unknown OU": g.conn(t, g.pair(t, "eve", "superuser")),
 	}
+	refused := map[string]*grpc.ClientConn{
+		"no certificate":  g.conn(t, certs.Pair{}),
+		"another CA":      g.conn(t, foreign, sendAnyway),
+		"expired":         g.conn(t, expired),
+		"serverAuth only": g.conn(t, serverOnly),
+		"revoked":         g.conn(t, revoked),
+	}
+	// Connected while valid, then revoked.
+	later := g.conn(t, revokedLater)
+	if err := call(t, later, method{name: jobletv1.JobService_ListJobs_FullMethodName}); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+	writeFile(t, revFile, []byte(crltest.Serial(t, revoked.CertPEM).Text(16)+"\n"+
+		crltest.Serial(t, revokedLater.CertPEM).Text(16)+"\n"))
+	within(t, 5*time.Second, "revocation reloaded", func() bool {
+		return status.Code(call(t, later, method{name: jobletv1.JobService_ListJobs_FullMethodName})) == codes.Unauthenticated
+	})
+
 	for _, m := range registered(t) {
 		t.Run(m.name, func(t *testing.T) {
-			if c := status.Code(call(t, admin, m)); c == codes.PermissionDenied || c == codes.Unauthenticated {
-				t.Errorf("admin: %v", c)
+			for name, cc := range refused {
+				if c := status.Code(call(t, cc, m)); c != codes.Unavailable {
+					t.Errorf("%s: got %v, want the connection refused (Unavailable)", name, c)
+				}
+			}
+			for name, cc := range badRole {
+				if c := status.Code(call(t, cc, m)); c != codes.Unauthenticated {
+					t.Errorf("%s: got %v, want Unauthenticated", name, c)
+				}
+			}
+			if c := status.Code(call(t, later, m)); c != codes.Unauthenticated {
+				t.Errorf("revoked after connecting: got %v, want Unauthenticated", c)
 			}
 			err := call(t, viewer, m)
 			if readOnly[m.name] {
@@ -146,10 +219,8 @@ func TestWalkEveryMethod(t *testing.T) {
 			} else if status.Code(err) != codes.PermissionDenied {
 				t.Errorf("viewer: got %v, want PermissionDenied", err)
 			}
-			for name, cc := range bad {
-				if c := status.Code(call(t, cc, m)); c != codes.Unauthenticated {
-					t.Errorf("%s: got %v, want Unauthenticated", name, c)
-				}
+			if c := status.Code(call(t, admin, m)); c == codes.PermissionDenied || c == codes.Unauthenticated {
+				t.Errorf("admin: %v", c)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 // Package tlsconf builds the gateway's TLS configuration from the PEM text in
 // the daemon config: TLS 1.3 only, and a client certificate signed by the
-// configured CA and meant for client authentication is required.
+// configured CA, meant for client authentication and not revoked is
+// required.
 package tlsconf
 
 import (
@@ -13,8 +14,16 @@ import (
 	"github.com/joblet-dev/joblet/proto/config"
 )
 
-// Server returns the gateway's TLS server configuration.
-func Server(sec config.Security) (*tls.Config, error) {
+// Revoker says whether a client certificate has been revoked; the gateway's
+// is a *revocation.List, which the caller keeps up to date.
+type Revoker interface {
+	Revoked(*x509.Certificate) bool
+}
+
+// Server returns the gateway's TLS server configuration. Every handshake
+// asks rev (nil: nothing is revoked), so a revocation takes effect for the
+// next connection.
+func Server(sec config.Security, rev Revoker) (*tls.Config, error) {
 	if sec.ServerCert == "" || sec.ServerKey == "" || sec.CACert == "" {
 		return nil, errors.New("security.serverCert, security.serverKey and security.caCert must all be set")
 	}
@@ -31,10 +40,24 @@ func Server(sec config.Security) (*tls.Config, error) {
 		Certificates: []tls.Certificate{cert},
 		// Go verifies the chain against ClientCAs, the validity period and
 		// that the chain permits client authentication.
-		ClientAuth:       tls.RequireAndVerifyClientCert,
-		ClientCAs:        pool,
-		VerifyConnection: requireClientAuthUsage,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  pool,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := requireClientAuthUsage(cs); err != nil {
+				return err
+			}
+			if leaf := cs.PeerCertificates[0]; rev != nil && rev.Revoked(leaf) {
+				return RevokedError(leaf)
+			}
+			return nil
+		},
 	}, nil
+}
+
+// RevokedError says which certificate was refused as revoked, by serial
+// (as the revocation file names it) and CN.
+func RevokedError(c *x509.Certificate) error {
+	return fmt.Errorf("client certificate %q (serial %s) is revoked", c.Subject.CommonName, c.SerialNumber.Text(16))
 }
 
 // errNotClientCert refuses a leaf without the clientAuth extended key usage.

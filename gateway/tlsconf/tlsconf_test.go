@@ -19,7 +19,7 @@ func TestServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := config.Security{ServerCert: string(srv.CertPEM), ServerKey: string(srv.KeyPEM), CACert: string(ca.CertPEM)}
-	tc, err := Server(good)
+	tc, err := Server(good, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,11 +42,11 @@ func TestServer(t *testing.T) {
 	} {
 		s := good
 		tc.mod(&s)
-		if _, err := Server(s); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Server(s, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
 		}
 		// The key must never appear in an error message.
-		if _, err := Server(s); err != nil && strings.Contains(err.Error(), "PRIVATE KEY") {
+		if _, err := Server(s, nil); err != nil && strings.Contains(err.Error(), "PRIVATE KEY") {
 			t.Errorf("%s: error shows key material", tc.name)
 		}
 	}

@@ -53,6 +53,10 @@ func (c *Config) Node(name string) (*Node, error) {
 	if !ok {
 		return nil, fmt.Errorf("node %q is not in the config (have: %v)", name, c.Names())
 	}
+	if n == nil {
+		// "nodes: {name: }" in YAML: the name is there with nothing under it.
+		return nil, fmt.Errorf("node %q is empty in the config", name)
+	}
 	var errs []error
 	if n.Address == "" {
 		errs = append(errs, errors.New("address"))

@@ -58,6 +58,11 @@ type Security struct {
 	ServerCert string `yaml:"serverCert"`
 	ServerKey  string `yaml:"serverKey"`
 	CACert     string `yaml:"caCert"`
+	// RevocationFile, when set, is an absolute path to the revoked client
+	// certificates: serial numbers in hex, one a line, and/or PEM
+	// "X509 CRL" blocks signed by the CA. The gateway re-reads it when it
+	// changes, without a restart.
+	RevocationFile string `yaml:"revocationFile,omitempty"`
 }
 
 // Joblet holds job defaults and policies. For the limit defaults zero means
@@ -72,6 +77,22 @@ type Joblet struct {
 	MaxCPULimit       int           `yaml:"maxCpuLimit"`    // the most --max-cpu may ask, percent
 	MaxMemoryMB       int           `yaml:"maxMemoryLimit"` // the most --max-memory may ask, MB
 	MaxPids           int           `yaml:"maxPidsLimit"`   // the most --max-pids may ask
+	// StopJobsOnExit makes the isolator stop every running job when it
+	// stops cleanly (embedded dev mode: a Ctrl-C leaves nothing running).
+	// Off in production, where jobs keep running under their shims across
+	// a restart of the isolator and the next one adopts them.
+	StopJobsOnExit bool `yaml:"stopJobsOnExit"`
+	// Workspace caps what a job may write to its /work, Tmp its /tmp. Both
+	// are kept in memory (tmpfs) and count against the job's memory limit.
+	// A zero field means the default.
+	Workspace Storage `yaml:"workspace"`
+	Tmp       Storage `yaml:"tmp"`
+}
+
+// Storage caps a job's writable directory.
+type Storage struct {
+	MaxBytes  int64 `yaml:"maxBytes"`
+	MaxInodes int64 `yaml:"maxInodes"`
 }
 
 // Logd holds output-keeping policies.
@@ -96,6 +117,8 @@ func Default() Config {
 			StopGracePeriod:   10 * time.Second,
 			MaxConcurrentJobs: 100,
 			DefaultPids:       1024,
+			Workspace:         Storage{MaxBytes: 1 << 30, MaxInodes: 65536},
+			Tmp:               Storage{MaxBytes: 256 << 20, MaxInodes: 16384},
 		},
 		Logd:    Logd{MaxLogBytes: 1 << 30},
 		Uploads: Uploads{MaxFileBytes: 50 << 20, MaxTotalBytes: 100 << 20},
@@ -127,11 +150,19 @@ func (c Config) Validate() error {
 	if !filepath.IsAbs(c.Paths.StateDir) {
 		errs = append(errs, fmt.Errorf("paths.stateDir %q must be absolute", c.Paths.StateDir))
 	}
+	if c.Security.RevocationFile != "" && !filepath.IsAbs(c.Security.RevocationFile) {
+		errs = append(errs, fmt.Errorf("security.revocationFile %q must be absolute", c.Security.RevocationFile))
+	}
 	if c.Server.Port < 0 || c.Server.Port > 65535 {
 		errs = append(errs, fmt.Errorf("server.port %d out of range", c.Server.Port))
 	}
 	if c.Joblet.StopGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("joblet.stopGracePeriod %v is negative", c.Joblet.StopGracePeriod))
+	}
+	for name, s := range map[string]Storage{"joblet.workspace": c.Joblet.Workspace, "joblet.tmp": c.Joblet.Tmp} {
+		if s.MaxBytes < 0 || s.MaxInodes < 0 {
+			errs = append(errs, fmt.Errorf("%s: limits must not be negative", name))
+		}
 	}
 	if c.Uploads.MaxFileBytes < 0 || c.Uploads.MaxTotalBytes < 0 {
 		errs = append(errs, errors.New("uploads: byte limits must not be negative"))

@@ -26,11 +26,12 @@ func TestSaveLoad(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	for name, mut := range map[string]func(*Config){
-		"relative run dir": func(c *Config) { c.Paths.RunDir = "run" },
-		"port":             func(c *Config) { c.Server.Port = 70000 },
-		"grace":            func(c *Config) { c.Joblet.StopGracePeriod = -1 },
-		"upload per file":  func(c *Config) { c.Uploads.MaxFileBytes = -1 },
-		"upload per job":   func(c *Config) { c.Uploads.MaxTotalBytes = -1 },
+		"relative run dir":         func(c *Config) { c.Paths.RunDir = "run" },
+		"relative revocation file": func(c *Config) { c.Security.RevocationFile = "revoked.txt" },
+		"port":                     func(c *Config) { c.Server.Port = 70000 },
+		"grace":                    func(c *Config) { c.Joblet.StopGracePeriod = -1 },
+		"upload per file":          func(c *Config) { c.Uploads.MaxFileBytes = -1 },
+		"upload per job":           func(c *Config) { c.Uploads.MaxTotalBytes = -1 },
 	} {
 		c := Default()
 		mut(&c)

@@ -8,7 +8,8 @@ import (
 
 // TestNoPrivilegedDependencies keeps the gateway free of the code that only
 // the root helpers should link: network, firewall, cgroup and isolator
-// packages. A gateway that links them is one step from using them.
+// packages, seccomp, capabilities, mount tables, the other daemons. A
+// gateway that links them is one step from using them.
 func TestNoPrivilegedDependencies(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -28,7 +29,14 @@ func TestNoPrivilegedDependencies(t *testing.T) {
 		"github.com/joblet-dev/joblet/isolator",
 		"github.com/joblet-dev/joblet/logd",
 		"github.com/joblet-dev/joblet/netd",
+		"github.com/joblet-dev/joblet/scheduler",
+		"github.com/joblet-dev/joblet/supervisor",
 		"github.com/miekg/dns",
+		"github.com/elastic/go-seccomp-bpf",
+		"github.com/seccomp/libseccomp-golang",
+		"github.com/moby/sys/capability",
+		"github.com/syndtr/gocapability",
+		"github.com/moby/sys/mountinfo",
 	}
 	var sawService bool
 	for _, d := range deps {

@@ -7,7 +7,8 @@ import (
 )
 
 // TestDeps keeps rnx a plain client: it must not link the privileged side
-// (netlink, iptables, cgroups) or any daemon's packages.
+// (netlink, iptables, cgroups, seccomp, capabilities, mount tables) or any
+// daemon's packages.
 func TestDeps(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
 	if err != nil {
@@ -24,7 +25,13 @@ func TestDeps(t *testing.T) {
 		"github.com/joblet-dev/joblet/netd",
 		"github.com/joblet-dev/joblet/gateway",
 		"github.com/joblet-dev/joblet/supervisor",
+		"github.com/joblet-dev/joblet/scheduler",
 		"github.com/hashicorp/go-plugin",
+		"github.com/elastic/go-seccomp-bpf",
+		"github.com/seccomp/libseccomp-golang",
+		"github.com/moby/sys/capability",
+		"github.com/syndtr/gocapability",
+		"github.com/moby/sys/mountinfo",
 	}
 	deps := strings.Fields(string(out))
 	if len(deps) < 10 {
