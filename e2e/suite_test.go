@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -366,7 +368,14 @@ func (s *suite) jobCgroups(isolator int) ([]string, error) {
 		ids[id] = true
 	}
 	var dirs []string
+	// Only this suite's own parent: other suites on the machine (other test
+	// runs) have job cgroups with the same ids under parents of their own.
+	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
+	own := "joblet-" + hex.EncodeToString(sum[:6])
 	for _, d := range jobCgroupDirs(bases, ids) {
+		if filepath.Base(filepath.Dir(d)) != own {
+			continue
+		}
 		if fi, err := os.Stat(d); err == nil && !fi.ModTime().Before(s.started.Add(-time.Second)) {
 			dirs = append(dirs, d)
 		}

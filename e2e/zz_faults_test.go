@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"syscall"
@@ -28,6 +29,9 @@ func TestServiceRestartKeepsRecordsAndLogs(t *testing.T) {
 			// A job still running when the service dies keeps its record and
 			// its output; see checkRunningJob for what each service promises.
 			late := detach(t, "sh", "-c", "echo early; sleep 2; echo late")
+			// And one streaming output when the service dies, ending with 7.
+			stream := detach(t, "sh", "-c", streamScript)
+			time.Sleep(300 * time.Millisecond) // let it stream before the kill
 			before := listJSON(t)
 			for id, want := range logs {
 				if l := rnx(t, "log", id); l.code != 0 || l.stdout != want {
@@ -63,6 +67,7 @@ func TestServiceRestartKeepsRecordsAndLogs(t *testing.T) {
 				}
 			}
 			checkRunningJob(t, svc, late)
+			checkStreamingJob(t, svc, stream)
 			if r := rnx(t, "run", "echo", "after"); r.code != 0 || r.stdout != "after\n" {
 				t.Errorf("after the %s restart: rnx run echo after: %v", svc, r)
 			}
@@ -97,31 +102,36 @@ func waitRestarted(t *testing.T, s *suite, svc string, old int) {
 	t.Fatalf("%s (pid %d) was not restarted within %v: %s", svc, old, restartTimeout, last)
 }
 
-// checkRunningJob checks a job that was running when svc was killed. The
-// gateway and logd are not in a job's path, so the job must complete with
-// all its output, the part written while the service was down too. The
-// isolator is the job's parent: a new isolator may end such a job, but the
-// record must reach an end state and keep the output written so far.
+// checkRunningJob checks a job that was running when svc was killed. No
+// service is in a job's path while it runs (its shim forwards its output to
+// logd and records how it ended; a restarted isolator adopts it), so the job
+// must complete with all its output, the part written while the service
+// was down too.
 func checkRunningJob(t *testing.T, svc, id string) {
 	t.Helper()
-	if svc != "isolator" {
-		waitStatus(t, id, "COMPLETED", 10*time.Second)
-		if l := rnx(t, "log", id); l.code != 0 || l.stdout != "early\nlate\n" {
-			t.Errorf("a job running across the %s restart: rnx log %s: want \"early\\nlate\\n\"; got %v", svc, id, l)
-		}
-		return
+	waitStatus(t, id, "COMPLETED", 10*time.Second)
+	if l := rnx(t, "log", id); l.code != 0 || l.stdout != "early\nlate\n" {
+		t.Errorf("a job running across the %s restart: rnx log %s: want \"early\\nlate\\n\"; got %v", svc, id, l)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	status := jobStatus(t, id)
-	for status == "RUNNING" && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		status = jobStatus(t, id)
+}
+
+// streamScript prints 30 numbered lines, one every 100 ms, then exits 7.
+const streamScript = `i=1; while [ $i -le 30 ]; do echo "line $i"; i=$((i+1)); sleep 0.1; done; exit 7`
+
+// checkStreamingJob checks a job that was streaming output (streamScript)
+// when svc was killed: every line reaches its log, once and in order, and
+// its record ends FAILED with its real exit code, 7.
+func checkStreamingJob(t *testing.T, svc, id string) {
+	t.Helper()
+	waitStatus(t, id, "FAILED", 15*time.Second)
+	var want strings.Builder
+	for i := 1; i <= 30; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
 	}
-	if status == "RUNNING" {
-		t.Fatalf("a job running across the isolator restart is still RUNNING after 10s")
+	if l := rnx(t, "log", id); l.code != 0 || l.stdout != want.String() {
+		t.Errorf("a job streaming across the %s restart: rnx log %s: want lines 1 to 30 once and in order; got %v", svc, id, l)
 	}
-	t.Logf("a job running across the isolator restart ended %s", status)
-	if l := rnx(t, "log", id); l.code != 0 || !strings.HasPrefix(l.stdout, "early\n") {
-		t.Errorf("a job running across the isolator restart: rnx log %s: want its output from before the kill; got %v", id, l)
+	if code := statusField(t, id, "Exit Code"); code != "7" {
+		t.Errorf("a job streaming across the %s restart: exit code %q, want 7", svc, code)
 	}
 }

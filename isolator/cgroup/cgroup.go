@@ -133,23 +133,7 @@ func (p *Parent) CheckIO(dir string) error {
 // Cleanup kills and removes job cgroups left by an earlier run of the
 // daemon. Call it after NewParent, before the first Create.
 func (p *Parent) Cleanup() error {
-	ids, err := p.b.jobs()
-	if err != nil {
-		return fmt.Errorf("list stale job cgroups: %w", err)
-	}
-	var errs []error
-	for _, id := range ids {
-		j, err := p.b.open(id)
-		if err == nil {
-			err = j.Destroy()
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stale cgroup %s: %w", id, err))
-			continue
-		}
-		p.log.Info().Str("job_id", id).Msg("removed stale job cgroup")
-	}
-	return errors.Join(errs...)
+	return p.CleanupExcept(func(string) bool { return false })
 }
 
 // Remove removes every job cgroup and the parent itself, at shutdown.

@@ -61,6 +61,9 @@ type Options struct {
 	StopGrace time.Duration // SIGTERM to SIGKILL; 10 s when zero
 	// MaxRunning caps the jobs running at once; zero means no cap.
 	MaxRunning int
+	// LeaveRunning makes Shutdown leave the jobs of a DetachedRunner
+	// running (a later isolator adopts them) instead of stopping them.
+	LeaveRunning bool
 	// OutputTimeout bounds how long an ended job waits for the rest of its
 	// output to reach logd (30 s when zero).
 	OutputTimeout time.Duration
@@ -72,6 +75,9 @@ type Options struct {
 	// Uploads bounds the files a job is given (upload.go); zero fields
 	// mean the workspace package's defaults.
 	Uploads workspace.Limits
+	// Workspace caps what a job may write to its /work, Tmp its /tmp
+	// (Spec.Work, Spec.Tmp; see workCap).
+	Workspace, Tmp Storage
 }
 
 // Registry owns the jobs. It implements isolatorapi.Isolator.
@@ -156,6 +162,12 @@ func (r *Registry) recover(rec store.Record) {
 	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
 		r.recoverScheduled(rec.Job, log) // see schedule.go
 		return
+	}
+	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_RUNNING && r.adopt(rec, log) { // detached.go
+		return
+	}
+	if dr, ok := r.opts.Runner.(DetachedRunner); ok {
+		dr.Forget(id)
 	}
 	j := &job{rec: rec.Job, log: log, exited: make(chan struct{}), done: make(chan struct{})}
 	close(j.exited)
@@ -321,7 +333,7 @@ func (r *Registry) launch(j *job, spec *jobletv1.JobSpec) (*jobletv1.Job, error)
 	j.proc, j.cg = proc, cg
 	j.rec.StartTime = timestamppb.Now()
 	r.jobs[id] = j
-	if r.closed && j.stopReason == "" { // Shutdown began while the job was starting
+	if r.closed && j.stopReason == "" && !r.leaveRunning(j) { // Shutdown began while the job was starting
 		j.stopReason = ReasonShutdown
 	}
 	if j.stopReason != "" { // a stop asked for while it was starting
@@ -330,7 +342,7 @@ func (r *Registry) launch(j *job, spec *jobletv1.JobSpec) (*jobletv1.Job, error)
 	}
 	snap := proto.Clone(j.rec).(*jobletv1.Job)
 	r.mu.Unlock()
-	if err := r.store.Save(store.Record{Job: snap, Init: init}); err != nil {
+	if err := r.store.Save(store.Record{Job: snap, Init: init, Shim: shimOf(proc)}); err != nil {
 		log.Error().Err(err).Msg("cannot save job record")
 	}
 	log.Info().Int("pid", proc.Pid()).Str("command", spec.GetCommand()).Msg("job started")
@@ -356,19 +368,10 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return nil, nil, nil, fmt.Errorf("create root mount point: %w", err)
 	}
-	outR, outW, err := os.Pipe()
+	outW, errW, fw, err := r.outputPipes(j) // detached.go
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("stdout pipe: %w", err)
+		return nil, nil, nil, err
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, nil, nil, fmt.Errorf("stderr pipe: %w", err)
-	}
-	// The forwarder runs even if the start fails, so the job's log exists
-	// and is closed, and a follower sees its end.
-	fw := output.Start(r.opts.Logd, id, outR, errR, r.outputOptions(j.log))
 	// After the workspace (an IO limit throttles its disk), before the
 	// job's first process: every limit is in place when the job starts.
 	cg, err := r.opts.Cgroups.Create(id, j.rec.GetLimits(), work)
@@ -388,6 +391,8 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 			NetnsPath:  att.NetnsPath,
 			ResolvConf: att.ResolvConf,
 			Hosts:      att.Hosts,
+			Work:       r.workCap(j.rec.GetLimits()),
+			Tmp:        r.opts.Tmp,
 		})
 		if err != nil {
 			if derr := cg.Destroy(); derr != nil {
@@ -396,17 +401,31 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 		}
 	}
 	// The job holds its own copies; ours must go for the readers to see EOF.
-	outW.Close()
-	errW.Close()
-	if err != nil {
+	if fw != nil {
+		outW.Close()
+		errW.Close()
+	}
+	if err != nil && fw != nil {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
 			r.awaitOutput(fw)
 		}()
+	}
+	if err != nil {
 		return nil, nil, nil, err
 	}
 	return proc, cg, fw, nil
+}
+
+// workCap is the cap of the /work of a job with limits l. A job with an IO
+// limit keeps its writes on the workspace's disk, uncapped: the cap keeps
+// them in memory, where the IO limit would no longer apply.
+func (r *Registry) workCap(l *jobletv1.Limits) Storage {
+	if l.GetMaxIoBps() > 0 {
+		return Storage{}
+	}
+	return r.opts.Workspace
 }
 
 // jobEnv is a job's whole environment: nothing of the daemon's leaks in.
@@ -482,10 +501,21 @@ func (r *Registry) release() {
 func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	defer r.wg.Done()
 	res, werr := j.proc.Wait()
+	if errors.Is(werr, ErrDetached) {
+		// The isolator is shutting down and leaves the job to its shim.
+		r.mu.Lock()
+		r.running--
+		r.mu.Unlock()
+		j.log.Info().Msg("left running under its shim")
+		return
+	}
 	usage := r.endCgroup(j)
 	close(j.exited)
 	r.detachLater(j.rec.GetId(), j.log) // the job's processes are gone; network.go
 	outErr := r.awaitOutput(fw)
+	if res.OutputIncomplete {
+		outErr = errOutputIncomplete // detached.go
+	}
 	id := j.rec.GetId() // the id never changes
 	r.removeDirs(id, j.log)
 
@@ -529,6 +559,7 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 		ev = j.log.Warn().AnErr("wait_error", werr).AnErr("output_error", outErr)
 	}
 	ev.Stringer("state", snap.GetState()).Int32("exit_code", snap.GetExitCode()).Msg("job ended")
+	r.releaseShim(j) // detached.go
 	close(j.done)
 }
 
@@ -572,6 +603,9 @@ func (j *job) signalCgroup(sig syscall.Signal) error {
 // awaitOutput waits, for a bounded time, for fw to deliver everything, and
 // abandons it otherwise.
 func (r *Registry) awaitOutput(fw *output.Forwarder) error {
+	if fw == nil { // the job's shim forwards its output
+		return nil
+	}
 	t := time.NewTimer(r.opts.OutputTimeout)
 	defer t.Stop()
 	select {
@@ -715,7 +749,9 @@ func (r *Registry) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	for _, j := range r.jobs {
-		r.requestStop(j, ReasonShutdown)
+		if !r.leaveRunning(j) { // detached.go
+			r.requestStop(j, ReasonShutdown)
+		}
 	}
 	r.mu.Unlock()
 	done := make(chan struct{})

@@ -28,6 +28,15 @@ type Spec struct {
 	NetnsPath  string
 	ResolvConf string
 	Hosts      string
+	// Work caps what the job may write to /work (no cap when MaxBytes is
+	// zero), Tmp its /tmp (the Runner's default when zero).
+	Work, Tmp Storage
+}
+
+// Storage caps a job's writable directory.
+type Storage struct {
+	MaxBytes  int64
+	MaxInodes int64
 }
 
 // Proc is a started job.
@@ -46,4 +55,7 @@ type Proc interface {
 type Result struct {
 	ExitCode int // 128+Signal when killed by a signal
 	Signal   int
+	// OutputIncomplete is set by a Runner whose jobs forward their own
+	// output (DetachedRunner) when logd did not take all of it.
+	OutputIncomplete bool
 }

@@ -17,7 +17,7 @@
 //     /bin, /sbin, /lib, /lib64, recreated as symlinks on merged-/usr hosts),
 //     submounts included; a minimal generated /etc (passwd, group, hosts,
 //     hostname, nsswitch.conf, and the host's resolv.conf); /work, the job's
-//     writable workspace and working directory; a private /tmp (256 MiB);
+//     writable workspace and working directory; a private, capped /tmp;
 //     a minimal /dev (null, zero, full, random, urandom, tty, a private
 //     devpts, /dev/shm); no /sys and no cgroupfs; the root itself read-only;
 //   - a hostname of its own; a network namespace with only loopback up, or,
@@ -30,10 +30,14 @@
 // Mounts are made in the job's private mount namespace after making / private,
 // so nothing propagates to the host and everything vanishes with the job.
 //
-// Known gaps (issue 7): the job runs as root with the full capability set,
-// without a user namespace, no_new_privs or a seccomp filter, so a hostile
-// job with CAP_SYS_ADMIN could undo some of the above (for example remount
-// its binds read-write). Resource limits: the caller creates the job's cgroup
+// The command runs with a small capability set (bounding, permitted,
+// effective and inheritable alike), no_new_privs and a seccomp denylist
+// answering EPERM (confine.go, seccomp.go); /tmp, and /work unless the
+// caller leaves Spec.Work open, are capped tmpfs storage (rootfs.go).
+// Known gap (issue 7): no user namespace yet, so the job's root is the
+// host's uid 0 with those capabilities. See docs/security.md.
+//
+// Resource limits: the caller creates the job's cgroup
 // and passes it as Spec.Cgroup; Start puts the init in it before the init may
 // do anything for the job (the start gate in sync.go).
 package sandbox

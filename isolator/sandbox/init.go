@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,9 @@ func Init() {
 	// handler) and forwarded once the command runs.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
+	// The command is started from this thread once it is confined
+	// (confine.go); it stays locked, so no other goroutine ever runs on it.
+	runtime.LockOSThread()
 
 	report := json.NewEncoder(os.NewFile(fdSync, "sandbox-sync"))
 	pid, err := setup()
@@ -55,6 +59,11 @@ func Init() {
 // the command's pid. Reading the spec is the start gate: the parent writes it
 // only once this process is in the job's cgroup (see sync.go).
 func setup() (int, error) {
+	// Nobody but the host's root may trace the init or open its /proc
+	// files (mem, environ, exe, fd): the command runs as the same uid.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return 0, setupErr("make the init non-dumpable", err)
+	}
 	in := os.NewFile(fdSpec, "sandbox-spec")
 	var spec initSpec
 	err := json.NewDecoder(in).Decode(&spec)
@@ -76,6 +85,9 @@ func setup() (int, error) {
 	}
 	if err := closeExecFrom(3); err != nil {
 		return 0, setupErr("mark descriptors close-on-exec", err)
+	}
+	if err := confineThread(); err != nil {
+		return 0, err
 	}
 	return startCommand(&spec)
 }

@@ -65,7 +65,7 @@ func TestPreparedNetns(t *testing.T) {
 	requiresRoot(t)
 	path := preparedNetns(t)
 	self, _ := os.Readlink("/proc/self/ns/net")
-	spec, marker := newSpec(t, "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; cat /etc/resolv.conf; echo ---; cat /etc/hosts; readlink /proc/1/ns/net")
+	spec, marker := newSpec(t, "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; cat /etc/resolv.conf; echo ---; cat /etc/hosts; readlink /proc/self/ns/net")
 	spec.NetnsPath = path
 	spec.ResolvConf = "nameserver 10.99.0.1\n"
 	spec.Hosts = "127.0.0.1\tlocalhost\n10.99.0.7\t" + spec.Hostname + "\n"

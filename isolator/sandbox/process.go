@@ -43,7 +43,20 @@ type Spec struct {
 	// resolv.conf.
 	ResolvConf string
 	Hosts      string
+	// Work, when its MaxBytes is set, caps what the job may write to /work
+	// (see mountWork); Tmp caps its /tmp (zero fields: DefaultTmp's).
+	Work, Tmp Storage
 }
+
+// Storage caps a writable directory of the job, both kept in memory
+// (tmpfs) and charged to the job's memory cgroup as it fills them.
+type Storage struct {
+	MaxBytes  int64 // bytes
+	MaxInodes int64 // files, directories and links
+}
+
+// DefaultTmp is the cap of a job's /tmp where Spec.Tmp leaves it open.
+var DefaultTmp = Storage{MaxBytes: 256 << 20, MaxInodes: 16384}
 
 // Cgroup is the job's cgroup as Start needs it; *cgroup.Job implements it.
 type Cgroup interface {
@@ -155,6 +168,7 @@ func Start(spec Spec) (*Process, error) {
 		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
 		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
 		Network: spec.Hosts != "", ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
+		Work: spec.Work, Tmp: withDefaults(spec.Tmp, DefaultTmp),
 	})
 	specW.Close()
 
@@ -220,6 +234,17 @@ func validHostname(h string) bool {
 		}
 	}
 	return true
+}
+
+// withDefaults fills the zero fields of s from d.
+func withDefaults(s, d Storage) Storage {
+	if s.MaxBytes <= 0 {
+		s.MaxBytes = d.MaxBytes
+	}
+	if s.MaxInodes <= 0 {
+		s.MaxInodes = d.MaxInodes
+	}
+	return s
 }
 
 // Pid returns the host pid of the job's init.

@@ -169,24 +169,63 @@ func writeEtc(root string, spec *initSpec) error {
 	return nil
 }
 
-// mountWork binds the job's workspace read-write at /work.
+// mountWork makes the job's workspace its /work. Uncapped, it is a
+// read-write bind of the host directory. Capped (spec.Work.MaxBytes set),
+// it is an overlay: the host directory (the uploaded files, never charged
+// to the job) is the lower layer, read-only, and everything the job writes
+// or changes goes to an upper layer on a tmpfs of the cap's size and inode
+// count, so a job cannot fill the host's disk through /work.
 func mountWork(root string, spec *initSpec) error {
 	target := filepath.Join(root, "work")
 	if err := mkdir(target); err != nil {
 		return err
 	}
-	if err := mount(spec.WorkDir, target, "", unix.MS_BIND, ""); err != nil {
+	if spec.Work.MaxBytes <= 0 {
+		if err := mount(spec.WorkDir, target, "", unix.MS_BIND, ""); err != nil {
+			return err
+		}
+		return remount(target, unix.MS_NOSUID|unix.MS_NODEV)
+	}
+	// The upper layer's tmpfs is mounted in the new root only until the
+	// overlay holds it (overlayfs keeps a private clone of the mount), then
+	// detached, so the job never sees it apart from /work.
+	layers := filepath.Join(root, ".work-layers")
+	if err := mkdir(layers); err != nil {
 		return err
 	}
-	return remount(target, unix.MS_NOSUID|unix.MS_NODEV)
+	if err := mount("tmpfs", layers, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, tmpfsData("0755", spec.Work)); err != nil {
+		return err
+	}
+	upper, work := filepath.Join(layers, "upper"), filepath.Join(layers, "work")
+	for _, d := range []string{upper, work} {
+		if err := mkdir(d); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", spec.WorkDir, upper, work)
+	if err := mount("overlay", target, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return err
+	}
+	if err := unix.Unmount(layers, unix.MNT_DETACH); err != nil {
+		return setupErr("detach the workspace's upper layer", err)
+	}
+	if err := os.Remove(layers); err != nil {
+		return setupErr("remove "+layers, err)
+	}
+	return nil
 }
 
-func mountTmp(root string, _ *initSpec) error {
+// tmpfsData is the mount data of a tmpfs of the given mode capped at s.
+func tmpfsData(mode string, s Storage) string {
+	return fmt.Sprintf("mode=%s,size=%d,nr_inodes=%d", mode, s.MaxBytes, s.MaxInodes)
+}
+
+func mountTmp(root string, spec *initSpec) error {
 	target := filepath.Join(root, "tmp")
 	if err := mkdir(target); err != nil {
 		return err
 	}
-	return mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=256m")
+	return mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, tmpfsData("1777", spec.Tmp))
 }
 
 // mountProc mounts a proc for the job's PID namespace, with the dangerous

@@ -66,6 +66,9 @@ type initSpec struct {
 	Network    bool   `json:"network,omitempty"`
 	ResolvConf string `json:"resolv_conf,omitempty"`
 	Hosts      string `json:"hosts,omitempty"`
+	// Work caps /work when its MaxBytes is set; Tmp caps /tmp.
+	Work Storage `json:"work"`
+	Tmp  Storage `json:"tmp"`
 }
 
 // Message types on syncPipe.

@@ -25,6 +25,8 @@ func (sandboxRunner) Start(s jobs.Spec) (jobs.Proc, error) {
 		NetnsPath:  s.NetnsPath,
 		ResolvConf: s.ResolvConf,
 		Hosts:      s.Hosts,
+		Work:       sandbox.Storage(s.Work),
+		Tmp:        sandbox.Storage(s.Tmp),
 	})
 	if err != nil {
 		return nil, err

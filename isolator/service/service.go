@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
@@ -37,9 +38,15 @@ const outputTimeout = 30 * time.Second
 const drainTimeout = 5 * time.Second
 
 // Run is the isolator daemon: it serves the isolator API on env.Listener
-// until ctx is done, then stops every running job and returns.
+// until ctx is done, then returns, leaving running jobs to their shims
+// (stopping them with joblet.stopJobsOnExit).
 func Run(ctx context.Context, env daemon.Env) error {
-	return run(ctx, env, sandboxRunner{})
+	cfg := env.Config
+	runner, err := newShimRunner(filepath.Join(cfg.StateDir("isolator"), "shims"), cfg.SocketPath("logd"), outputTimeout)
+	if err != nil {
+		return err
+	}
+	return run(ctx, env, runner)
 }
 
 func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
@@ -56,12 +63,10 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 	if err != nil {
 		return fmt.Errorf("job cgroups: %w", err)
 	}
-	// Job cgroups of an isolator that crashed: their processes are killed
-	// before the registry ends those jobs' records.
-	if err := cg.Cleanup(); err != nil {
-		return fmt.Errorf("job cgroups: %w", err)
-	}
 	defer func() {
+		if !cfg.Joblet.StopJobsOnExit {
+			return // jobs left running keep their cgroups under the parent
+		}
 		if err := cg.Remove(); err != nil {
 			log.Error().Err(err).Msg("cannot remove the job cgroups")
 		}
@@ -103,12 +108,21 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		Netd:          netdapi.NewClient(nc),
 		StopGrace:     grace,
 		MaxRunning:    cfg.Joblet.MaxConcurrentJobs,
+		LeaveRunning:  !cfg.Joblet.StopJobsOnExit,
 		OutputTimeout: outputTimeout,
 		Log:           log,
 		Uploads:       workspace.Limits{MaxFileBytes: cfg.Uploads.MaxFileBytes, MaxTotalBytes: cfg.Uploads.MaxTotalBytes},
+		Workspace:     jobs.Storage(cfg.Joblet.Workspace),
+		Tmp:           jobs.Storage(cfg.Joblet.Tmp),
 	})
 	if err != nil {
 		return fmt.Errorf("open job registry: %w", err)
+	}
+	// Job cgroups an earlier isolator left, but for the jobs the registry
+	// adopted (running on under their shims): their processes are killed.
+	running := reg.RunningIDs()
+	if err := cg.CleanupExcept(func(id string) bool { return running[id] }); err != nil {
+		return fmt.Errorf("job cgroups: %w", err)
 	}
 
 	srv := grpc.NewServer(
@@ -130,10 +144,12 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		serveErr = fmt.Errorf("serve: %w", serveErr)
 	}
 
-	// Nothing may be left behind: new jobs are refused, running ones are
-	// stopped and recorded STOPPED, then in-flight calls finish.
+	// New jobs are refused; running ones are stopped and recorded STOPPED
+	// (joblet.stopJobsOnExit: nothing may be left behind), or left running
+	// under their shims for the next isolator to adopt; then in-flight
+	// calls finish.
 	hs.Shutdown()
-	log.Info().Msg("stopping running jobs")
+	log.Info().Bool("stop_jobs", cfg.Joblet.StopJobsOnExit).Msg("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), grace+outputTimeout+drainTimeout)
 	defer cancel()
 	if err := reg.Shutdown(sctx); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/shim"
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
@@ -28,10 +29,14 @@ import (
 	"github.com/joblet-dev/joblet/proto/transport"
 )
 
-// TestMain lets the test binary act as a job's init, as the isolator does.
+// TestMain lets the test binary act as a job's init and its shim, as the
+// isolator does.
 func TestMain(m *testing.M) {
 	if sandbox.IsInit() {
 		sandbox.Init()
+	}
+	if shim.IsShim() {
+		shim.Main()
 	}
 	os.Exit(m.Run())
 }
@@ -113,6 +118,8 @@ func testConfig(t *testing.T) config.Config {
 	cfg.Paths.RunDir = filepath.Join(dir, "run")
 	cfg.Paths.StateDir = filepath.Join(dir, "state")
 	cfg.Joblet.StopGracePeriod = time.Second
+	// Nothing a test starts may outlive it (restart_test.go turns it off).
+	cfg.Joblet.StopJobsOnExit = true
 	if err := transport.PrepareDir(cfg.Paths.RunDir, 0); err != nil {
 		t.Fatal(err)
 	}

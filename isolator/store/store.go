@@ -27,6 +27,9 @@ type Record struct {
 	// Init identifies the job's init process on the host, zero once the job
 	// has ended or before it started.
 	Init Proc
+	// Shim identifies the job's shim (its supervisor outside the isolator,
+	// which a restarted isolator adopts), zero for a job without one.
+	Shim Proc
 }
 
 // Proc names a process unambiguously: a pid alone can be reused, a pid with
@@ -41,6 +44,7 @@ type Proc struct {
 type file struct {
 	Job  json.RawMessage `json:"job"`
 	Init Proc            `json:"init"`
+	Shim Proc            `json:"shim,omitzero"`
 }
 
 // Store is the isolator's persisted state in one directory:
@@ -111,7 +115,7 @@ func (s *Store) Save(r Record) error {
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", id, err)
 	}
-	b, err := json.Marshal(file{Job: j, Init: r.Init})
+	b, err := json.Marshal(file{Job: j, Init: r.Init, Shim: r.Shim})
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", id, err)
 	}
@@ -142,7 +146,7 @@ func (s *Store) Load() ([]Record, error) {
 		if err := protojson.Unmarshal(f.Job, j); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", name, err)
 		}
-		recs = append(recs, Record{Job: j, Init: f.Init})
+		recs = append(recs, Record{Job: j, Init: f.Init, Shim: f.Shim})
 	}
 	return recs, nil
 }

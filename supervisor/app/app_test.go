@@ -76,6 +76,9 @@ func TestDaemonConfig(t *testing.T) {
 	if !c.Network.CleanupOnExit {
 		t.Error("network.cleanupOnExit is off: a dev suite would leave bridges and rules behind")
 	}
+	if !c.Joblet.StopJobsOnExit {
+		t.Error("joblet.stopJobsOnExit is off: a dev suite's Ctrl-C would leave jobs running")
+	}
 }
 
 func TestDaemonConfigFileMode(t *testing.T) {

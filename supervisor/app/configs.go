@@ -28,6 +28,9 @@ func daemonConfig(l devenv.Layout, runDir string, id devenv.Identity, port int, 
 		CACert:     string(b.CA.CertPEM),
 	}
 	c.Joblet.StopGracePeriod = grace
+	// A developer's Ctrl-C leaves no job running; a crashed isolator's
+	// jobs still run on under their shims and the restarted one adopts them.
+	c.Joblet.StopJobsOnExit = true
 	// A developer's Ctrl-C leaves no bridge, veth or iptables rule behind;
 	// the networks are saved and come back at the next start.
 	c.Network.CleanupOnExit = true

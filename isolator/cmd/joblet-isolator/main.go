@@ -1,5 +1,6 @@
 // Command joblet-isolator is the isolator daemon: it owns the job registry
-// and runs each job in its sandbox. The same binary is each job's init.
+// and runs each job in its sandbox. The same binary is each job's shim and
+// each job's init.
 package main
 
 import (
@@ -7,12 +8,16 @@ import (
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/service"
+	"github.com/joblet-dev/joblet/isolator/shim"
 	"github.com/joblet-dev/joblet/proto/daemon"
 )
 
 func main() {
 	if sandbox.IsInit() {
 		sandbox.Init() // never returns
+	}
+	if shim.IsShim() {
+		shim.Main() // never returns
 	}
 	os.Exit(daemon.Main("isolator", service.Run))
 }

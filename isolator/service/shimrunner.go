@@ -1,0 +1,88 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/joblet-dev/joblet/isolator/jobs"
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/shim"
+	"github.com/joblet-dev/joblet/isolator/store"
+)
+
+// shimRunner runs every job in the real sandbox under a shim of its own
+// (the shim package), so that jobs outlive a restart of the isolator.
+type shimRunner struct {
+	dir           string // the shims' result files: <dir>/<id>.json
+	logdSocket    string
+	outputTimeout time.Duration
+}
+
+func newShimRunner(dir, logdSocket string, outputTimeout time.Duration) (shimRunner, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return shimRunner{}, fmt.Errorf("create %s: %w", dir, err)
+	}
+	return shimRunner{dir: dir, logdSocket: logdSocket, outputTimeout: outputTimeout}, nil
+}
+
+func (r shimRunner) result(id string) string { return filepath.Join(r.dir, id+".json") }
+
+// pather is what a job cgroup tells its shim: its directories.
+type pather interface{ Paths() map[string]string }
+
+func (r shimRunner) Start(s jobs.Spec) (jobs.Proc, error) {
+	spec := shim.Spec{
+		ID: s.ID, Hostname: s.Hostname, Args: s.Args, Env: s.Env,
+		RootDir: s.RootDir, WorkDir: s.WorkDir,
+		NetnsPath: s.NetnsPath, ResolvConf: s.ResolvConf, Hosts: s.Hosts,
+		Work: sandbox.Storage(s.Work), Tmp: sandbox.Storage(s.Tmp),
+		LogdSocket: r.logdSocket, Result: r.result(s.ID), OutputTimeout: r.outputTimeout,
+	}
+	if s.Cgroup != nil {
+		p, ok := s.Cgroup.(pather)
+		if !ok {
+			return nil, errors.New("the job's cgroup has no paths to give its shim")
+		}
+		spec.Cgroup = p.Paths()
+	}
+	// A result left by an earlier job of the same id cannot exist (ids are
+	// never reused), but a stale file must never be taken for this job's.
+	r.Forget(s.ID)
+	p, err := shim.Start(spec)
+	if err != nil {
+		return nil, err
+	}
+	return shimProc{p}, nil
+}
+
+func (r shimRunner) Adopt(id string, sh, init store.Proc) (jobs.Proc, error) {
+	p, err := shim.Adopt(sh, init, r.result(id))
+	if err != nil {
+		return nil, err
+	}
+	return shimProc{p}, nil
+}
+
+func (r shimRunner) Forget(id string) { _ = os.Remove(r.result(id)) }
+
+// shimProc is a shim.Process seen as a jobs.DetachedProc.
+type shimProc struct{ *shim.Process }
+
+func (p shimProc) Wait() (jobs.Result, error) {
+	r, err := p.Process.Wait()
+	if errors.Is(err, shim.ErrDetached) {
+		return jobs.Result{}, jobs.ErrDetached
+	}
+	return jobs.Result{ExitCode: r.ExitCode, Signal: r.Signal, OutputIncomplete: err == nil && !r.OutputComplete}, err
+}
+
+func (c cgroups) Open(id string) (jobs.Cgroup, error) {
+	j, err := c.Parent.Open(id)
+	if err != nil {
+		return nil, err
+	}
+	return jobCgroup{j}, nil
+}

@@ -1,0 +1,149 @@
+package shim
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/joblet-dev/joblet/isolator/cgroup"
+	"github.com/joblet-dev/joblet/isolator/output"
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/proto/logdapi"
+	"github.com/joblet-dev/joblet/proto/transport"
+)
+
+// memoryLimit is the shim's soft Go heap limit: it holds at most the
+// forwarder's 4 MiB of unsent output, so a lean heap costs nothing.
+const memoryLimit = 16 << 20
+
+// procName is the shim's name in ps and top, NUL-terminated for prctl.
+var procName = []byte(arg0 + "\x00")
+
+// IsShim reports whether this process was started by Start as a job's shim.
+func IsShim() bool {
+	return len(os.Args) == 1 && os.Args[0] == arg0
+}
+
+// Main is a job's shim: it runs the job, forwards its output and records
+// its result (see the package doc). It never returns.
+func Main() {
+	debug.SetMemoryLimit(memoryLimit)
+	// Started from /proc/self/fd/N, its name would be N: name it for ps.
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&procName[0])), 0, 0, 0)
+	// A terminal's or a session's signals are not for the shim: the job is
+	// stopped through its cgroup, and the shim ends with it.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	specIn := os.NewFile(fdSpec, "shim-spec")
+	statusOut := os.NewFile(fdStatus, "shim-status")
+	var spec Spec
+	err := json.NewDecoder(specIn).Decode(&spec)
+	specIn.Close()
+	if err != nil {
+		report(statusOut, errorMessage(fmt.Errorf("shim: read spec: %w", err)))
+		os.Exit(1)
+	}
+	os.Exit(run(spec, statusOut))
+}
+
+// report writes m to the isolator and closes the pipe: it is the only
+// message, and the isolator may be gone by the time the job ends.
+func report(w *os.File, m message) {
+	_ = json.NewEncoder(w).Encode(m) // a write error means the isolator died; the job goes on
+	w.Close()
+}
+
+func run(spec Spec, statusOut *os.File) int {
+	timeout := spec.OutputTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	p, fw, err := start(spec)
+	if err != nil {
+		report(statusOut, errorMessage(err))
+		if fw != nil {
+			// The log exists and is closed, so a follower sees its end.
+			awaitOutput(fw, timeout)
+		}
+		return 1
+	}
+	report(statusOut, message{Type: msgStarted, PID: p.Pid()})
+
+	res := Result{}
+	r, werr := p.Wait()
+	res.ExitCode, res.Signal = r.ExitCode, r.Signal
+	if werr != nil {
+		res.Error = werr.Error()
+	}
+	res.OutputComplete = awaitOutput(fw, timeout) == nil
+	res.EndedAt = time.Now().UTC()
+	if err := WriteResult(spec.Result, res); err != nil {
+		return 2 // the isolator records the job as lost
+	}
+	return 0
+}
+
+// start makes the job's output pipes, starts forwarding them to logd and
+// starts the job in its sandbox. On a start error the forwarder (if made)
+// still runs, to close the job's log.
+func start(spec Spec) (*sandbox.Process, *output.Forwarder, error) {
+	var cg sandbox.Cgroup
+	if len(spec.Cgroup) > 0 {
+		j, err := cgroup.OpenJob(spec.ID, spec.Cgroup)
+		if err != nil {
+			return nil, nil, err
+		}
+		cg = j
+	}
+	// Dial does not wait for logd: delivery retries until it is there.
+	cc, err := transport.Dial(spec.LogdSocket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("shim: logd client: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
+	}
+	fw := output.Start(logdapi.NewClient(cc), spec.ID, outR, errR, output.Options{Log: zerolog.Nop()})
+	p, err := sandbox.Start(sandbox.Spec{
+		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
+		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
+		Stdout: outW, Stderr: errW,
+		Cgroup:    cg,
+		NetnsPath: spec.NetnsPath, ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
+		Work: spec.Work, Tmp: spec.Tmp,
+	})
+	// The job holds its own copies; ours must go for the readers to see EOF.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return nil, fw, err
+	}
+	return p, fw, nil
+}
+
+// awaitOutput waits, for at most d, for fw to deliver everything, and
+// abandons it otherwise.
+func awaitOutput(fw *output.Forwarder, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-fw.Done():
+	case <-t.C:
+		fw.Abandon()
+	}
+	return fw.Err()
+}

@@ -1,0 +1,180 @@
+// Package shim keeps a job running, its output flowing to logd and its exit
+// status recorded while the isolator is down or restarting: each job runs
+// under a small supervisor process of its own, its shim (after
+// containerd's).
+//
+// The shim is the isolator's binary re-executed (from the sealed in-memory
+// copy jobs' inits run from) in shim mode: IsShim is true and the daemon's
+// main calls Main first. It runs in the host's namespaces, in a session of
+// its own, with no parent-death signal, outside the job's cgroup. The
+// isolator and its shim talk over two pipes, then through one file:
+//
+//	isolator (Start)                           shim (Main)
+//	────────────────                           ───────────
+//	fork+exec the sealed copy ───────────────▶ read the Spec (JSON) on fd 3
+//	                                           dial logd, make the output
+//	                                           pipes, start forwarding them,
+//	                                           sandbox.Start (cgroup gate,
+//	                                           netns, init = PID 1 of the job)
+//	read fd 4 ◀──────────────────────────────  {"type":"started","pid":N}
+//	  record shim + init identity                or {"type":"error",...}; close
+//	  watch the shim's pidfd                   wait for the job, then for its
+//	                                           output to reach logd (eof)
+//	                                           write the Result to
+//	                                           <shims>/<id>.json (temp, fsync,
+//	                                           rename, fsync dir), exit 0
+//	pidfd readable: read the Result,
+//	  record the job's end, Release
+//
+// A new isolator finds a running job's shim again by its pid and start
+// time (Adopt): alive, it is watched again; gone, its Result file tells how
+// the job ended; neither, the job is lost.
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/proto/errdefs"
+)
+
+// arg0 is argv[0] of a shim; IsShim looks for it.
+const arg0 = "joblet-shim"
+
+// Descriptor numbers in the shim, in the order of exec.Cmd.ExtraFiles.
+const (
+	fdSpec   = 3 // read end: the Spec as JSON
+	fdStatus = 4 // write end: one message to the isolator
+)
+
+// Spec is what a shim needs to start and follow one job.
+type Spec struct {
+	ID       string   `json:"id"`
+	Hostname string   `json:"hostname"`
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	RootDir  string   `json:"root_dir"`
+	WorkDir  string   `json:"work_dir"`
+	// Cgroup is the job's cgroup directories by controller (cgroup.Job
+	// Paths; the one key "" on v2); empty: no cgroup.
+	Cgroup     map[string]string `json:"cgroup,omitempty"`
+	NetnsPath  string            `json:"netns_path,omitempty"`
+	ResolvConf string            `json:"resolv_conf,omitempty"`
+	Hosts      string            `json:"hosts,omitempty"`
+	// Work and Tmp cap what the job may write to /work and /tmp.
+	Work sandbox.Storage `json:"work"`
+	Tmp  sandbox.Storage `json:"tmp"`
+	// LogdSocket is where the job's output goes; Result where the shim
+	// writes how the job ended.
+	LogdSocket string `json:"logd_socket"`
+	Result     string `json:"result"`
+	// OutputTimeout bounds how long an ended job waits for logd to take
+	// the rest of its output (30 s when zero).
+	OutputTimeout time.Duration `json:"output_timeout,omitempty"`
+}
+
+// Message types on the status pipe.
+const (
+	msgStarted = "started"
+	msgError   = "error"
+)
+
+// message is the one JSON object a shim writes on the status pipe.
+type message struct {
+	Type string `json:"type"`
+	PID  int    `json:"pid,omitempty"` // started: the host pid of the job's init
+	// error: the start error's kind as a gRPC code, and its text.
+	Code codes.Code `json:"code,omitempty"`
+	Msg  string     `json:"msg,omitempty"`
+}
+
+// errorMessage encodes a start error so that its errdefs kind survives.
+func errorMessage(err error) message {
+	code := codes.Internal
+	if st, ok := status.FromError(errdefs.ToGRPC(err)); ok {
+		code = st.Code()
+	}
+	return message{Type: msgError, Code: code, Msg: err.Error()}
+}
+
+// decodeError turns an error message back into an error of its kind; one
+// of no kind stays internal (its text, with paths, is for the log only).
+func decodeError(m message) error {
+	if m.Code == codes.Internal || m.Code == codes.OK {
+		return errors.New(m.Msg)
+	}
+	return errdefs.FromGRPC(status.Error(m.Code, m.Msg))
+}
+
+// Result is how a job ended, as its shim records it.
+type Result struct {
+	ExitCode int       `json:"exit_code"` // 128+Signal when killed by a signal
+	Signal   int       `json:"signal"`
+	EndedAt  time.Time `json:"ended_at"`
+	// OutputComplete is false when logd did not take all of the output in
+	// time.
+	OutputComplete bool `json:"output_complete"`
+	// Error is set when the shim lost track of the job's process (its
+	// exit status is then unknown).
+	Error string `json:"error,omitempty"`
+}
+
+// WriteResult replaces path with r: temporary file, fsync, rename, fsync of
+// the directory, so a reader sees the whole result or none.
+func WriteResult(path string, r Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op once renamed
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write result: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write result: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	return nil
+}
+
+// ReadResult reads the result at path; a missing one is os.ErrNotExist.
+func ReadResult(path string) (Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Result{}, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Result{}, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return r, nil
+}
