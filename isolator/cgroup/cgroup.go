@@ -144,6 +144,19 @@ func (p *Parent) Remove() error {
 	return p.b.removeParent()
 }
 
+// RemoveIfUnused removes the parent at shutdown when no job cgroup is left
+// in it (jobs left running for the next isolator keep it).
+func (p *Parent) RemoveIfUnused() error {
+	ids, err := p.b.jobs()
+	if err != nil {
+		return fmt.Errorf("list job cgroups: %w", err)
+	}
+	if len(ids) > 0 {
+		return nil
+	}
+	return p.b.removeParent()
+}
+
 func subdirs(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {

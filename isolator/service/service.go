@@ -64,10 +64,12 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		return fmt.Errorf("job cgroups: %w", err)
 	}
 	defer func() {
+		remove := cg.Remove
 		if !cfg.Joblet.StopJobsOnExit {
-			return // jobs left running keep their cgroups under the parent
+			// Jobs left running keep their cgroups under the parent.
+			remove = cg.RemoveIfUnused
 		}
-		if err := cg.Remove(); err != nil {
+		if err := remove(); err != nil {
 			log.Error().Err(err).Msg("cannot remove the job cgroups")
 		}
 	}()
