@@ -26,11 +26,28 @@ type Server struct {
 
 	iso  isolatorapi.Isolator
 	logs logdapi.Logd
+	// logdConn, when set, is the connection logs calls logd over; GetJobLogs
+	// then forwards logd's chunks without decoding them.
+	logdConn grpc.ClientConnInterface
+}
+
+// Option changes a Server.
+type Option func(*Server)
+
+// WithLogdConn makes GetJobLogs read from logd over cc directly and pass
+// logd's chunks through as they arrived (see Codec, which the gRPC server
+// must use). cc must be the connection behind the Logd given to New.
+func WithLogdConn(cc grpc.ClientConnInterface) Option {
+	return func(s *Server) { s.logdConn = cc }
 }
 
 // New returns a JobService that forwards to iso and logs.
-func New(iso isolatorapi.Isolator, logs logdapi.Logd) *Server {
-	return &Server{iso: iso, logs: logs}
+func New(iso isolatorapi.Isolator, logs logdapi.Logd, opts ...Option) *Server {
+	s := &Server{iso: iso, logs: logs}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 var _ jobletv1.JobServiceServer = (*Server)(nil)
@@ -107,9 +124,13 @@ func (s *Server) GetJobLogs(r *jobletv1.GetJobLogsRequest, st grpc.ServerStreami
 			return nil
 		}
 	}
-	err = s.logs.Read(ctx, r.GetId(), 0, follow, func(rec logdapi.Record) error {
-		return st.Send(&jobletv1.LogChunk{Stream: rec.Stream, Data: rec.Data, Offset: rec.Offset})
-	})
+	if s.logdConn != nil {
+		err = forwardLogs(ctx, s.logdConn, r.GetId(), follow, st)
+	} else {
+		err = s.logs.Read(ctx, r.GetId(), 0, follow, func(rec logdapi.Record) error {
+			return st.Send(&jobletv1.LogChunk{Stream: rec.Stream, Data: rec.Data, Offset: rec.Offset})
+		})
+	}
 	if errors.Is(err, errdefs.ErrNotFound) && !follow {
 		// The job exists (the isolator said so) but has written nothing yet.
 		return nil

@@ -53,11 +53,27 @@ const (
 	shutdownGrace = 5 * time.Second
 )
 
+// The power-of-two buffer pool: see transport.InstallBufferPool. It is set
+// in init, before any gRPC code runs, because the setting is process-wide.
+func init() { transport.InstallBufferPool() }
+
+// logdConn is the api option that passes logs through, when b has the
+// connection for it.
+func logdConn(b Backends) []api.Option {
+	if b.LogdConn == nil {
+		return nil
+	}
+	return []api.Option{api.WithLogdConn(b.LogdConn)}
+}
+
 // Backends are the helpers the gateway forwards to.
 type Backends struct {
 	Isolator isolatorapi.Isolator
 	Logd     logdapi.Logd
 	Netd     netdapi.Netd
+	// LogdConn, when set, is the connection behind Logd: job logs are then
+	// forwarded from it without decoding (api.WithLogdConn).
+	LogdConn grpc.ClientConnInterface
 }
 
 // Run is the gateway's daemon.Service: it dials the helpers' sockets, listens
@@ -94,6 +110,7 @@ func Run(ctx context.Context, env daemon.Env) error {
 	return Serve(ctx, l, cfg.Security, Backends{
 		Isolator: isolatorapi.NewClient(iso),
 		Logd:     logdapi.NewClient(logd),
+		LogdConn: logd,
 		Netd:     netdapi.NewClient(netd),
 	}, env.Log)
 }
@@ -203,6 +220,8 @@ func NewServer(tc *tls.Config, b Backends, log zerolog.Logger, lim Limits, rev a
 		grpc.ChainUnaryInterceptor(authz.UnaryInterceptor(log, rev)),
 		grpc.ChainStreamInterceptor(authz.StreamInterceptor(log, rev)),
 		grpc.MaxRecvMsgSize(lim.MaxRecvMsgSize),
+		// protobuf, with logd's log chunks passed through undecoded
+		grpc.ForceServerCodecV2(api.Codec{}),
 		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
 		grpc.ConnectionTimeout(lim.HandshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -215,7 +234,7 @@ func NewServer(tc *tls.Config, b Backends, log zerolog.Logger, lim Limits, rev a
 			Timeout:           lim.PingTimeout,
 		}),
 	)
-	jobletv1.RegisterJobServiceServer(srv, api.New(b.Isolator, b.Logd))
+	jobletv1.RegisterJobServiceServer(srv, api.New(b.Isolator, b.Logd, logdConn(b)...))
 	jobletv1.RegisterNetworkServiceServer(srv, api.NewNetworks(b.Netd))
 	return srv
 }

@@ -22,10 +22,16 @@ import (
 //	kindEOF                 the log is closed; empty payload, last frame
 const (
 	hdrLen = 5
-	// maxData is the largest frame payload and the largest chunk a reader is
-	// sent: just under 64 KiB, so that a chunk with its message header still
-	// fits gRPC's 64 KiB buffer tier.
+	// maxData is the largest frame payload: just under 64 KiB, a pipe's worth.
 	maxData = 64<<10 - 256
+	// maxChunk is the largest chunk a reader is sent: consecutive frames of
+	// one stream are merged up to it. Large chunks mean few messages, so
+	// per-message costs (a syscall, a gRPC frame, a codec call on each of
+	// three hops) vanish against the copy; 256 KiB keeps a reader's two
+	// buffers small enough for many followers, and it is just under a power
+	// of two so that a chunk with its message header fits gRPC's 256 KiB
+	// buffer tier (transport.InstallBufferPool).
+	maxChunk = 256<<10 - 256
 )
 
 type kind byte

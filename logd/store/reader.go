@@ -11,7 +11,7 @@ import (
 )
 
 // reader walks one log file for one Read call. Its memory is two buffers of
-// about maxData whatever the log's length.
+// about maxChunk whatever the log's length.
 type reader struct {
 	f    *os.File
 	br   *bufio.Reader
@@ -21,7 +21,7 @@ type reader struct {
 	from int64 // the first offset wanted
 
 	// pending output, merged across frames of one stream into chunks of up
-	// to maxData so that many small writes do not become many messages
+	// to maxChunk so that many small writes do not become many messages
 	pend       []byte
 	pendStream jobletv1.Stream
 	pendOff    int64
@@ -30,11 +30,10 @@ type reader struct {
 func newReader(f *os.File, start mark, from int64) *reader {
 	return &reader{
 		f:    f,
-		br:   bufio.NewReaderSize(nil, maxData+hdrLen),
+		br:   bufio.NewReaderSize(nil, maxChunk+hdrLen),
 		pos:  start.pos,
 		off:  start.off,
 		from: from,
-		pend: make([]byte, 0, maxData),
 	}
 }
 
@@ -64,13 +63,18 @@ func (r *reader) sendTo(end int64, fn func(logdapi.Record) error) error {
 			return fmt.Errorf("read log frame: %w", err)
 		}
 		want := n - skip
-		if len(r.pend) > 0 && (stream != r.pendStream || len(r.pend)+want > maxData) {
+		if len(r.pend) > 0 && (stream != r.pendStream || len(r.pend)+want > maxChunk) {
 			if err := r.flush(fn); err != nil {
 				return err
 			}
 		}
 		if len(r.pend) == 0 {
 			r.pendStream, r.pendOff = stream, start+int64(skip)
+			if r.pend == nil {
+				// A chunk's own buffer, sized for what is left to send, so
+				// that a quiet follower does not hold a large one.
+				r.pend = make([]byte, 0, min(maxChunk, end-r.pos+int64(want)))
+			}
 		}
 		l := len(r.pend)
 		r.pend = r.pend[:l+want]
@@ -81,12 +85,14 @@ func (r *reader) sendTo(end int64, fn func(logdapi.Record) error) error {
 	return r.flush(fn)
 }
 
-// flush hands the pending chunk to fn, which may keep it.
+// flush hands the pending chunk to fn, which may keep it: the reader never
+// writes to a chunk's buffer again, so the bytes read from the file reach
+// gRPC without another copy.
 func (r *reader) flush(fn func(logdapi.Record) error) error {
 	if len(r.pend) == 0 {
 		return nil
 	}
-	rec := logdapi.Record{Stream: r.pendStream, Offset: r.pendOff, Data: append([]byte(nil), r.pend...)}
-	r.pend = r.pend[:0]
+	rec := logdapi.Record{Stream: r.pendStream, Offset: r.pendOff, Data: r.pend}
+	r.pend = nil
 	return fn(rec)
 }

@@ -71,7 +71,7 @@ func flat(t *testing.T, recs []logdapi.Record, from int64) string {
 		if r.Offset != next {
 			t.Fatalf("record at offset %d, want %d", r.Offset, next)
 		}
-		if len(r.Data) == 0 || len(r.Data) > maxData {
+		if len(r.Data) == 0 || len(r.Data) > maxChunk {
 			t.Fatalf("record of %d bytes", len(r.Data))
 		}
 		next += int64(len(r.Data))

@@ -13,10 +13,17 @@ import (
 
 	"github.com/joblet-dev/joblet/proto/clientconfig"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/proto/transport"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 )
+
+// The power-of-two buffer pool (see transport.InstallBufferPool): received
+// log chunks of 32 KiB to 1 MiB would otherwise each take, and clear, a
+// 1 MiB buffer. It is set in init, before any gRPC code runs, because the
+// setting is process-wide.
+func init() { transport.InstallBufferPool() }
 
 // ConnectTimeout bounds one attempt to connect and complete the TLS
 // handshake. gRPC connects lazily, so an unreachable gateway shows up as the
