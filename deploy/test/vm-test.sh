@@ -2,8 +2,12 @@
 # vm-test.sh - prove the .deb on a real systemd host: build it, boot a Debian
 # bookworm VM (systemd as PID 1, cgroup v2) with ../shared/tools/vm-run.sh,
 # and run vm-guest.sh inside, which installs the package and checks the
-# units, socket activation, rnx, journald fields, the gateway's sandbox,
-# an isolator restart with a job running, and purge.
+# units, socket activation, rnx, every resource limit on cgroup v2, job
+# networks (the bridge by name, none, a custom one), a scheduled job,
+# journald fields, the gateway's sandbox, `systemctl restart` of each
+# helper with a job running, and purge. The guest has no NIC: every packet
+# stays on its loopback or its job bridges (iptables, which netd needs, is in
+# vm-run.sh's base image).
 #
 #   deploy/test/vm-test.sh            (make vm-test)
 #
