@@ -224,9 +224,11 @@ func (a *app) status(ctx context.Context, conn *client.Conn, id string) (*joblet
 	return job, err
 }
 
-// waitEnded polls the job's status until it has ended.
+// waitEnded polls the job's status until it has ended. The record usually
+// ends a few tens of milliseconds after the output does, so the first polls
+// come close together (a status call costs about a millisecond).
 func (a *app) waitEnded(ctx context.Context, conn *client.Conn, id string) (*jobletv1.Job, error) {
-	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+	for delay := 5 * time.Millisecond; ; delay = min(delay+5*time.Millisecond, 250*time.Millisecond) {
 		job, err := a.status(ctx, conn, id)
 		if err != nil || render.Ended(job.GetState()) {
 			return job, err
