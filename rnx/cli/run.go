@@ -149,7 +149,9 @@ func (a *app) exitWith(job *jobletv1.Job) error {
 // log stream normally ends when the job does; if it ends earlier (logd
 // restarted) and the offsets allow it, rnx follows again from where it was.
 func (a *app) followToEnd(ctx context.Context, conn *client.Conn, id string, out *output) (*jobletv1.Job, error) {
-	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
+	// The log closes a few milliseconds before the job's record says it has
+	// ended, so the first pauses are short.
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		if err := a.follow(ctx, conn, id, true, out); err != nil {
 			return nil, err
 		}
