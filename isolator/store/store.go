@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/joblet-dev/joblet/proto/atomicfile"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
@@ -175,34 +176,7 @@ func (s *Store) ids() ([]uint64, error) {
 	return ids, nil
 }
 
-// writeFile replaces path with b: temporary file, fsync, rename, fsync of
-// the directory so the rename itself is durable.
+// writeFile replaces path with b durably (see atomicfile).
 func writeFile(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, b, 0o600)
 }
