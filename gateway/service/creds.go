@@ -19,8 +19,12 @@ func (c loggedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthI
 	nc, info, err := c.TransportCredentials.ServerHandshake(conn)
 	if err != nil {
 		c.log.Warn().Str("peer_addr", conn.RemoteAddr().String()).Err(err).Msg("TLS handshake refused")
+		return nc, info, err
 	}
-	return nc, info, err
+	if tc, ok := conn.(*trackedConn); ok { // conns.go
+		tc.handshaken()
+	}
+	return nc, info, nil
 }
 
 func (c loggedCreds) Clone() credentials.TransportCredentials {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
@@ -209,4 +210,56 @@ func waitGone(t *testing.T, pid int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("process %d still running", pid)
+}
+
+// A "reboot": the isolator goes down and the job's shim and init die with
+// it (as when the machine stops), then the isolator starts again on the
+// same state. The job is FAILED with a reason that says what happened,
+// and nothing of it is left: cgroup, workspace, root, shim result, network
+// lease; its log is closed, so followers end; the next job runs.
+func TestJobLostWithItsShim(t *testing.T) {
+	s := startSuite(t, restartConfig(t))
+	j := s.run("sh", "-c", "echo started; sleep 60")
+	id := j.GetId()
+	shimPID, initPID := s.shimPID(id), s.initPID(id)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The shim first: a shim that saw its job end would record a result.
+	for _, pid := range []int{shimPID, initPID} {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill %d: %v", pid, err)
+		}
+		waitGone(t, pid)
+	}
+	state := s.cfg.StateDir("isolator")
+	if left := jobCgroupsLeft(t, cgroupName(s.cfg)); len(left) == 0 {
+		t.Fatal("the killed job's cgroup is not there to clean: the test is not testing")
+	}
+
+	s.restartIsolator()
+	j, _ = s.ended(id)
+	if j.GetState() != jobletv1.JobState_JOB_STATE_FAILED || j.GetReason() != jobs.ReasonShimLost ||
+		j.GetExitCode() != -1 || j.GetEndTime() == nil {
+		t.Errorf("record %v", j)
+	}
+	for _, p := range []string{
+		filepath.Join(state, "work", id), filepath.Join(state, "roots", id), filepath.Join(state, "shims", id+".json"),
+	} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind (%v)", p, err)
+		}
+	}
+	if left := jobCgroupsLeft(t, cgroupName(s.cfg)); len(left) != 0 {
+		t.Errorf("job cgroups left: %v", left)
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(s.netd.left()) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("network lease not given back: %v", s.netd.left())
+		}
+	}
+	next := s.run("echo", "after")
+	if end, out := s.ended(next.GetId()); end.GetState() != jobletv1.JobState_JOB_STATE_COMPLETED || out != "after\n" {
+		t.Errorf("next job %v, output %q", end, out)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/joblet-dev/joblet/proto/atomicfile"
+	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
@@ -100,7 +101,7 @@ func (s *Store) NextID() (string, error) {
 	defer s.mu.Unlock()
 	next := s.lastID + 1
 	if err := writeFile(s.counterPath(), []byte(strconv.FormatUint(next, 10)+"\n")); err != nil {
-		return "", fmt.Errorf("persist id counter: %w", err)
+		return "", fmt.Errorf("persist id counter: %w", errdefs.NoSpace(err, "state", "the job id counter"))
 	}
 	s.lastID = next
 	return strconv.FormatUint(next, 10), nil
@@ -121,7 +122,7 @@ func (s *Store) Save(r Record) error {
 		return fmt.Errorf("encode job %s: %w", id, err)
 	}
 	if err := writeFile(s.recordPath(id), b); err != nil {
-		return fmt.Errorf("save job %s: %w", id, err)
+		return fmt.Errorf("save job %s: %w", id, errdefs.NoSpace(err, "state", "job "+id+"'s record"))
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	goiptables "github.com/coreos/go-iptables/iptables"
 )
@@ -49,8 +50,16 @@ type iptables interface {
 	DeleteChain(table, chain string) error
 }
 
-// Firewall programs the rules.
-type Firewall struct{ ipt iptables }
+// Firewall programs the rules. It is not safe for concurrent use: its
+// owner serialises calls.
+type Firewall struct {
+	ipt iptables
+	// seen is each chain of netd's as listed once it was known to hold
+	// exactly its rules ("table chain" -> iptables -S lines), so that
+	// Intact compares a listing instead of checking rule by rule. Every
+	// change made here forgets it.
+	seen map[string][]string
+}
 
 // New returns a Firewall on the kernel's iptables (IPv4).
 func New() (*Firewall, error) {
@@ -59,6 +68,41 @@ func New() (*Firewall, error) {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
 	return &Firewall{ipt: ipt}, nil
+}
+
+// Intact reports whether netd's chains still hold exactly the rules of nets
+// and the built-in chains still jump to them: the cheap check run
+// periodically to notice rules someone else flushed or changed. In the
+// steady state it costs one listing per chain and one check per jump. An
+// error of iptables counts as not intact; Sync then reports it.
+func (f *Firewall) Intact(nets []Net) bool {
+	want := wanted(nets)
+	for _, c := range chains {
+		key := c.table + " " + c.chain
+		have, err := f.ipt.List(c.table, c.chain)
+		if err != nil {
+			return false
+		}
+		if seen, ok := f.seen[key]; ok {
+			if !slices.Equal(have, seen) {
+				return false
+			}
+			continue
+		}
+		if ok, err := f.holds(c.table, c.chain, want[key]); err != nil || !ok {
+			return false
+		}
+		if f.seen == nil {
+			f.seen = map[string][]string{}
+		}
+		f.seen[key] = have
+	}
+	for _, j := range jumps {
+		if ok, err := f.ipt.Exists(j.table, j.chain, j.spec...); err != nil || !ok {
+			return false
+		}
+	}
+	return true
 }
 
 type rule struct {
@@ -108,12 +152,8 @@ func rules(n Net) []rule {
 // chain that already does is left alone, so the rules of running jobs never
 // blink; one that does not is rebuilt.
 func (f *Firewall) Sync(nets []Net) error {
-	want := map[string][]rule{}
-	for _, n := range nets {
-		for _, r := range rules(n) {
-			want[r.table+" "+r.chain] = append(want[r.table+" "+r.chain], r)
-		}
-	}
+	f.seen = nil
+	want := wanted(nets)
 	for _, c := range chains {
 		key := c.table + " " + c.chain
 		ok, err := f.holds(c.table, c.chain, want[key])
@@ -146,6 +186,17 @@ func (f *Firewall) Sync(nets []Net) error {
 	return nil
 }
 
+// wanted is the rules of nets by "table chain".
+func wanted(nets []Net) map[string][]rule {
+	want := map[string][]rule{}
+	for _, n := range nets {
+		for _, r := range rules(n) {
+			want[r.table+" "+r.chain] = append(want[r.table+" "+r.chain], r)
+		}
+	}
+	return want
+}
+
 // holds reports whether chain exists with exactly the rules want.
 func (f *Firewall) holds(table, chain string, want []rule) (bool, error) {
 	exists, err := f.ipt.ChainExists(table, chain)
@@ -170,6 +221,7 @@ func (f *Firewall) holds(table, chain string, want []rule) (bool, error) {
 
 // Add appends the rules of a new network.
 func (f *Firewall) Add(n Net) error {
+	f.seen = nil
 	for _, r := range rules(n) {
 		if err := f.ipt.Append(r.table, r.chain, r.spec...); err != nil {
 			return fmt.Errorf("append to %s %s: %w", r.table, r.chain, err)
@@ -180,6 +232,7 @@ func (f *Firewall) Add(n Net) error {
 
 // Remove deletes the rules of a network; rules already gone are skipped.
 func (f *Firewall) Remove(n Net) error {
+	f.seen = nil
 	for _, r := range rules(n) {
 		ok, err := f.ipt.Exists(r.table, r.chain, r.spec...)
 		if err != nil {
@@ -199,6 +252,7 @@ func (f *Firewall) Remove(n Net) error {
 // a netd that leaves nothing behind when it stops (dev mode). What is gone
 // already is skipped.
 func (f *Firewall) Purge() error {
+	f.seen = nil
 	for _, j := range jumps {
 		ok, err := f.ipt.Exists(j.table, j.chain, j.spec...)
 		if err != nil {

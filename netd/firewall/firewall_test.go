@@ -240,3 +240,84 @@ func TestPurge(t *testing.T) {
 		}
 	}
 }
+
+// countingIPT counts the read calls made to an iptables, to show what the
+// periodic check costs.
+type countingIPT struct {
+	*fakeIPT
+	reads int
+}
+
+func (c *countingIPT) List(table, chain string) ([]string, error) {
+	c.reads++
+	return c.fakeIPT.List(table, chain)
+}
+
+func (c *countingIPT) Exists(table, chain string, spec ...string) (bool, error) {
+	c.reads++
+	return c.fakeIPT.Exists(table, chain, spec...)
+}
+
+// Intact notices every way the rules can be lost or changed behind netd's
+// back, and in the steady state costs one listing per chain and one check
+// per jump, however many networks there are.
+func TestIntact(t *testing.T) {
+	nets := []Net{bridgeNet, isoNet, customNet}
+	for _, tc := range []struct {
+		name   string
+		mangle func(*fakeIPT)
+	}{
+		{"flush filter", func(f *fakeIPT) {
+			for _, c := range []string{"INPUT", "FORWARD", ChainIn, ChainFwd} {
+				f.chains["filter "+c] = nil
+			}
+		}},
+		{"flush nat", func(f *fakeIPT) { f.chains["nat POSTROUTING"], f.chains["nat "+ChainNAT] = nil, nil }},
+		{"chain deleted", func(f *fakeIPT) { delete(f.chains, "nat "+ChainNAT) }},
+		{"jump deleted", func(f *fakeIPT) { f.Delete("filter", "INPUT", "-j", ChainIn) }},
+		{"rule deleted", func(f *fakeIPT) { f.Delete("filter", ChainFwd, rules(customNet)[1].spec...) }},
+		{"rule replaced", func(f *fakeIPT) { f.chains["filter "+ChainIn][0] = "-i joblet0 -j ACCEPT" }},
+		{"rule added", func(f *fakeIPT) { f.Append("filter", ChainFwd, "-j", "ACCEPT") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ipt := &countingIPT{fakeIPT: newFake()}
+			fw := &Firewall{ipt: ipt}
+			if err := fw.Sync(nets); err != nil {
+				t.Fatal(err)
+			}
+			if !fw.Intact(nets) {
+				t.Fatal("rules just synced are not intact")
+			}
+			ipt.reads = 0
+			if !fw.Intact(nets) {
+				t.Fatal("second check: not intact")
+			}
+			if ipt.reads != len(chains)+len(jumps) {
+				t.Errorf("steady-state check made %d iptables calls, want %d", ipt.reads, len(chains)+len(jumps))
+			}
+			tc.mangle(ipt.fakeIPT)
+			if fw.Intact(nets) {
+				t.Fatalf("rules intact after %s:\n%s", tc.name, ipt.dump())
+			}
+			if err := fw.Sync(nets); err != nil {
+				t.Fatal(err)
+			}
+			if !fw.Intact(nets) {
+				t.Fatalf("not intact after the repair:\n%s", ipt.dump())
+			}
+		})
+	}
+	// A network added or removed through the Firewall is no change behind
+	// its back.
+	ipt := newFake()
+	fw := &Firewall{ipt: ipt}
+	if err := fw.Sync(nets[:2]); err != nil || !fw.Intact(nets[:2]) {
+		t.Fatalf("sync: %v", err)
+	}
+	if err := fw.Add(customNet); err != nil || !fw.Intact(nets) {
+		t.Fatalf("after Add: %v", err)
+	}
+	if err := fw.Remove(customNet); err != nil || !fw.Intact(nets[:2]) {
+		t.Fatalf("after Remove: %v", err)
+	}
+}

@@ -22,7 +22,11 @@ import (
 func ensureBridge(n *network) error {
 	link, err := netlink.LinkByName(n.bridge)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
-		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.bridge}}); err != nil {
+		// A MAC derived from the gateway's address, like a job's: a bridge
+		// someone deleted comes back with the same one, so the jobs' ARP
+		// caches still hold the gateway's right address.
+		attrs := netlink.LinkAttrs{Name: n.bridge, HardwareAddr: macOf(n.gateway())}
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
 			return fmt.Errorf("add bridge %s: %w", n.bridge, err)
 		}
 		link, err = netlink.LinkByName(n.bridge)

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -43,7 +44,11 @@ type Options struct {
 	BridgeCIDR   string // the "bridge" network; DefaultBridgeCIDR if empty
 	IsolatedCIDR string // the "isolated" network; DefaultIsolatedCIDR if empty
 	ResolvConf   string // the host's resolvers; /etc/resolv.conf if empty
-	Log          zerolog.Logger
+	// CheckInterval is how often the kernel is checked for rules, bridges
+	// and veth pairs someone else removed (DefaultCheckInterval if zero;
+	// negative: never, as in tests that change the kernel on purpose).
+	CheckInterval time.Duration
+	Log           zerolog.Logger
 }
 
 type network struct {
@@ -74,6 +79,10 @@ type Manager struct {
 	mu     sync.Mutex
 	nets   map[string]*network
 	leases map[string]state.Lease // by job id
+
+	stopWatch chan struct{} // closed to stop the periodic check (watch.go)
+	watchDone chan struct{}
+	stopOnce  sync.Once
 }
 
 var _ netdapi.Netd = (*Manager)(nil)
@@ -117,6 +126,13 @@ func Open(opts Options) (*Manager, error) {
 	if err := m.reconcile(); err != nil {
 		m.Close()
 		return nil, err
+	}
+	if opts.CheckInterval == 0 {
+		opts.CheckInterval = DefaultCheckInterval
+	}
+	if opts.CheckInterval > 0 {
+		m.stopWatch, m.watchDone = make(chan struct{}), make(chan struct{})
+		go m.watch(opts.CheckInterval, m.stopWatch, m.watchDone)
 	}
 	return m, nil
 }
@@ -206,9 +222,11 @@ func (m *Manager) sortedNets() []*network {
 	return nets
 }
 
-// Close stops the DNS responders. Bridges, rules and jobs' namespaces stay:
-// running jobs keep their network while netd is down.
+// Close stops the periodic check and the DNS responders. Bridges, rules
+// and jobs' namespaces stay: running jobs keep their network while netd is
+// down.
 func (m *Manager) Close() error {
+	m.stopWatching()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
@@ -378,11 +396,14 @@ func (m *Manager) Detach(ctx context.Context, jobID string) error {
 	}
 	delete(m.leases, jobID)
 	m.deleteNames(l)
-	err := m.save()
-	m.mu.Unlock()
-	if err != nil {
+	if err := m.save(); err != nil {
+		// Nothing changed then (a full disk): the caller retries.
+		m.leases[jobID] = l
+		m.setNames(l)
+		m.mu.Unlock()
 		return fmt.Errorf("save state: %w", err)
 	}
+	m.mu.Unlock()
 
 	terr := m.teardown(l)
 	m.mu.Lock()

@@ -18,6 +18,7 @@ const ipForward = "/proc/sys/net/ipv4/ip_forward"
 // recreates the networks, and ends the leases whose namespace is gone.
 // Call it last: the Manager must not be used afterwards.
 func (m *Manager) Purge() error {
+	m.stopWatching() // or it would restore what Purge removes
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error

@@ -27,9 +27,10 @@ func Run(ctx context.Context, env daemon.Env) error {
 		return errors.New("netd needs its socket")
 	}
 	m, err := manager.Open(manager.Options{
-		RunDir:   env.Config.Paths.RunDir,
-		StateDir: env.Config.StateDir("netd"),
-		Log:      env.Log,
+		RunDir:        env.Config.Paths.RunDir,
+		StateDir:      env.Config.StateDir("netd"),
+		CheckInterval: env.Config.Network.CheckInterval,
+		Log:           env.Log,
 	})
 	if err != nil {
 		return fmt.Errorf("open network manager: %w", err)

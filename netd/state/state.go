@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/joblet-dev/joblet/proto/atomicfile"
+	"github.com/joblet-dev/joblet/proto/errdefs"
 )
 
 // Version is the file format's version.
@@ -81,7 +82,7 @@ func (s *Store) Save(st State) error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	if err := atomicfile.WriteFile(s.path(), b, 0o600); err != nil {
-		return fmt.Errorf("save state: %w", err)
+		return fmt.Errorf("save state: %w", errdefs.NoSpace(err, "state", "network state"))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -107,3 +108,25 @@ func hasKind(err error) bool {
 	}
 	return false
 }
+
+// NoSpace turns a write that failed for want of disk space (ENOSPC, or
+// EDQUOT: a quota is a full disk to the writer) into ErrResourceExhausted
+// with a message the user can act on, naming the disk ("state", "log") and
+// what was being saved; any other error is returned unchanged. The cause
+// stays in the chain, so errors.Is(err, syscall.ENOSPC) still holds.
+func NoSpace(err error, disk, what string) error {
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		return err
+	}
+	return &noSpaceError{cause: err, msg: fmt.Sprintf("no space left on the server's %s disk (%s); free some space and try again", disk, what)}
+}
+
+type noSpaceError struct {
+	cause error
+	msg   string
+}
+
+func (e *noSpaceError) Error() string { return e.msg }
+
+// Unwrap gives both the kind and the cause to errors.Is.
+func (e *noSpaceError) Unwrap() []error { return []error{ErrResourceExhausted, e.cause} }

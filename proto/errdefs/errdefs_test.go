@@ -3,6 +3,7 @@ package errdefs
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -31,5 +32,29 @@ func TestUnknownIsInternalAndSafe(t *testing.T) {
 	st, _ := status.FromError(wire)
 	if st.Code() != codes.Internal || st.Message() != "internal error" {
 		t.Fatalf("got %v %q", st.Code(), st.Message())
+	}
+}
+
+func TestNoSpace(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT} {
+		cause := fmt.Errorf("write /var/lib/joblet/x.tmp: %w", errno)
+		err := fmt.Errorf("save job 7: %w", NoSpace(cause, "state", "job 7's record"))
+		if !errors.Is(err, ErrResourceExhausted) || !errors.Is(err, errno) {
+			t.Fatalf("%v: kind or cause lost: %v", errno, err)
+		}
+		want := "save job 7: no space left on the server's state disk (job 7's record); free some space and try again"
+		if err.Error() != want {
+			t.Fatalf("message %q, want %q", err, want)
+		}
+		if st, _ := status.FromError(ToGRPC(err)); st.Code() != codes.ResourceExhausted || st.Message() != want {
+			t.Fatalf("on the wire: %v %q", st.Code(), st.Message())
+		}
+	}
+	other := errors.New("disk on fire")
+	if got := NoSpace(other, "state", "x"); got != other {
+		t.Fatalf("an error of another cause changed: %v", got)
+	}
+	if NoSpace(nil, "state", "x") != nil {
+		t.Fatal("nil became an error")
 	}
 }

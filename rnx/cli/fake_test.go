@@ -49,6 +49,22 @@ type fakeJobs struct {
 	jobs   map[string]*fakeJob
 	specs  []*jobletv1.JobSpec
 	stops  []string
+	// unavailableReads makes that many ListJobs and GetJobStatus calls
+	// fail as unavailable, as while a helper restarts.
+	unavailableReads int
+	reads            int // ListJobs and GetJobStatus calls answered
+}
+
+// read counts a read call, and fails it while unavailableReads lasts.
+func (f *fakeJobs) read() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	if f.unavailableReads > 0 {
+		f.unavailableReads--
+		return status.Error(codes.Unavailable, "isolator is restarting")
+	}
+	return nil
 }
 
 type fakeJob struct {
@@ -206,6 +222,9 @@ func (f *fakeJobs) get(id string) (*fakeJob, error) {
 }
 
 func (f *fakeJobs) GetJobStatus(_ context.Context, req *jobletv1.GetJobStatusRequest) (*jobletv1.GetJobStatusResponse, error) {
+	if err := f.read(); err != nil {
+		return nil, err
+	}
 	fj, err := f.get(req.GetId())
 	if err != nil {
 		return nil, err
@@ -214,6 +233,9 @@ func (f *fakeJobs) GetJobStatus(_ context.Context, req *jobletv1.GetJobStatusReq
 }
 
 func (f *fakeJobs) ListJobs(context.Context, *jobletv1.ListJobsRequest) (*jobletv1.ListJobsResponse, error) {
+	if err := f.read(); err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*jobletv1.Job

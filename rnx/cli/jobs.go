@@ -38,9 +38,13 @@ func (a *app) listCommand() *cobra.Command {
 				return err
 			}
 			defer conn.Close()
-			resp, err := conn.ListJobs(cmd.Context(), &jobletv1.ListJobsRequest{})
+			var resp *jobletv1.ListJobsResponse
+			err = a.retryUnavailable(cmd.Context(), conn, func() (err error) {
+				resp, err = conn.ListJobs(cmd.Context(), &jobletv1.ListJobsRequest{})
+				return err
+			})
 			if err != nil {
-				return conn.Explain(err)
+				return err
 			}
 			if asJSON {
 				return render.ListJSON(a.env.Stdout, resp.GetJobs())

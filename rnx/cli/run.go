@@ -241,12 +241,23 @@ func (a *app) waitEnded(ctx context.Context, conn *client.Conn, id string) (*job
 	}
 }
 
+// The wait between two tries of a call that failed as unavailable: short
+// at first (a helper's restart takes a fraction of a second), doubling up
+// to the maximum, so that a long outage is not met with a flood of calls.
+const (
+	minRetryWait = 100 * time.Millisecond
+	maxRetryWait = 2 * time.Second
+)
+
 // retryUnavailable calls fn until it succeeds, fails otherwise than
 // "unavailable", or reconnectWindow has passed; the error it returns is
 // explained for the user. Only a connection that once worked is retried: a
-// suite that is not running gets a prompt answer.
+// suite that is not running, or one that refuses our certificate, gets a
+// prompt answer. fn must be idempotent
+// (a read, or a follow that resumes where it was).
 func (a *app) retryUnavailable(ctx context.Context, conn *client.Conn, fn func() error) error {
 	var lost time.Time
+	wait := minRetryWait
 	for {
 		err := fn()
 		switch {
@@ -254,7 +265,7 @@ func (a *app) retryUnavailable(ctx context.Context, conn *client.Conn, fn func()
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case status.Code(err) != codes.Unavailable || !conn.WasConnected():
+		case status.Code(err) != codes.Unavailable || !conn.WasConnected() || conn.Refused():
 			return conn.Explain(err)
 		case lost.IsZero():
 			lost = time.Now()
@@ -262,9 +273,10 @@ func (a *app) retryUnavailable(ctx context.Context, conn *client.Conn, fn func()
 		case time.Since(lost) > reconnectWindow:
 			return conn.Explain(err)
 		}
-		if !sleep(ctx, 500*time.Millisecond) {
+		if !sleep(ctx, wait) {
 			return ctx.Err()
 		}
+		wait = min(2*wait, maxRetryWait)
 	}
 }
 

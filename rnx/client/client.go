@@ -106,6 +106,11 @@ func (c *Conn) WasConnected() bool {
 	return c.diag.connected
 }
 
+// Refused reports whether the server ended the latest connection after
+// the TLS handshake without serving anything, as it does with a client
+// certificate it does not accept: trying again cannot help.
+func (c *Conn) Refused() bool { return errors.As(c.diag.get(), new(*refusedError)) }
+
 // Close releases the connection.
 func (c *Conn) Close() error { return c.cc.Close() }
 

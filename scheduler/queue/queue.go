@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/joblet-dev/joblet/proto/errdefs"
 )
 
 // FileName is the queue's file inside its directory.
@@ -175,8 +177,16 @@ func (q *Queue) Next() (Entry, bool) {
 func (q *Queue) Len() int { return len(q.entries) }
 
 // save writes entries as the new queue file; the previous file stays in
-// place until the new one is complete on disk.
+// place until the new one is complete on disk. A full disk is
+// errdefs.ErrResourceExhausted, and leaves the queue as it was.
 func (q *Queue) save(entries []Entry, nextSeq uint64) error {
+	if err := q.write(entries, nextSeq); err != nil {
+		return errdefs.NoSpace(err, "state", "the schedule queue")
+	}
+	return nil
+}
+
+func (q *Queue) write(entries []Entry, nextSeq uint64) error {
 	b, err := json.MarshalIndent(file{Version: version, NextSeq: nextSeq, Entries: entries}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode queue: %w", err)

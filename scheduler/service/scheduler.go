@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -142,8 +141,8 @@ func toAPI(e queue.Entry) schedulerapi.Entry {
 // storeError is what a caller is told when the queue cannot be written; the
 // cause is in the log.
 func storeError(err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return errdefs.Errorf(errdefs.ErrResourceExhausted, "the scheduler's disk is full")
+	if errors.Is(err, errdefs.ErrResourceExhausted) { // a full disk (queue.save)
+		return err
 	}
 	return errdefs.Errorf(errdefs.ErrUnavailable, "the scheduler cannot save its queue")
 }

@@ -1,0 +1,129 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/joblet-dev/joblet/proto/errdefs"
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+)
+
+const envSmallDisk = "JOBLET_TEST_SMALL_DISK"
+
+// smallDisk gives the test a directory on a tmpfs of the given size. The
+// mount must not be seen by, or outlive, anything else: as root, the test
+// runs again, alone, in a private mount namespace (unshare), and this outer
+// run only reports its result (ok false: return at once).
+func smallDisk(t *testing.T, size string) (dir string, ok bool) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a small tmpfs (in a private mount namespace)")
+	}
+	if os.Getenv(envSmallDisk) == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", exe, "-test.run", "^"+t.Name()+"$", "-test.v")
+		cmd.Env = append(os.Environ(), envSmallDisk+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+			t.Fatalf("in a private mount namespace: %v\n%s", err, out)
+		}
+		return "", false
+	}
+	dir = t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0711"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir, true
+}
+
+// fill writes to a file in dir until its filesystem is full, and returns
+// the file, whose removal gives the space back.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("filling %s: %v", dir, err)
+			}
+			return path
+		}
+	}
+}
+
+// With the isolator's state directory on a full disk, a new job is refused
+// with a clear ResourceExhausted error and leaves nothing behind; the
+// records already saved are intact and still answered; once there is space
+// again, jobs run and are recorded as before.
+func TestStateDiskFull(t *testing.T) {
+	dir, ok := smallDisk(t, "512k")
+	if !ok {
+		return
+	}
+	f := newFixture(t, func(o *Options) { o.StateDir = dir })
+	f.dir = dir
+	first := f.run("echo", "one")
+	if end := f.wait(first.GetId()); end.GetState() != jobletv1.JobState_JOB_STATE_COMPLETED {
+		t.Fatalf("first job %v", end)
+	}
+	saved, err := os.ReadFile(filepath.Join(dir, "jobs", first.GetId()+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	filler := fill(t, dir)
+	for range 2 { // refused each time, the same way
+		_, err = f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "echo", Args: []string{"two"}})
+		if !errors.Is(err, errdefs.ErrResourceExhausted) ||
+			!strings.HasPrefix(err.Error(), "no space left on the server's state disk (recording the job)") {
+			t.Fatalf("run on a full disk: %v, want a clear ResourceExhausted", err)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "jobs", first.GetId()+".json")); string(got) != string(saved) {
+		t.Errorf("saved record changed on a full disk:\n%s\nwant:\n%s", got, saved)
+	}
+	if j, err := f.reg.Get(context.Background(), first.GetId()); err != nil || j.GetState() != jobletv1.JobState_JOB_STATE_COMPLETED {
+		t.Errorf("get on a full disk: %v %v", j, err)
+	}
+	if js, err := f.reg.List(context.Background()); err != nil || len(js) != 1 {
+		t.Errorf("list on a full disk: %v %v", js, err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "jobs"))
+	if len(ents) != 1 {
+		t.Errorf("records dir holds %d entries, want the one record (no temporary left)", len(ents))
+	}
+	f.assertNoDirs("2")
+	f.reg.mu.Lock()
+	if f.reg.running != 0 {
+		t.Errorf("%d running slots taken by refused jobs", f.reg.running)
+	}
+	f.reg.mu.Unlock()
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	next := f.run("echo", "three")
+	if end := f.wait(next.GetId()); end.GetState() != jobletv1.JobState_JOB_STATE_COMPLETED {
+		t.Fatalf("job after recovery %v", end)
+	}
+	if out := f.logd.stdoutOf(next.GetId()); out != "three\n" {
+		t.Errorf("output %q", out)
+	}
+}

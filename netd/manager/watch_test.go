@@ -1,0 +1,120 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Someone else flushes the filter and nat tables while jobs run (as a
+// firewall reload or `iptables -F` does), then deletes a network's bridge
+// and a job's veth pair: each time netd puts back exactly what it had
+// within its check interval, and the jobs reach each other, their names
+// and the outside again.
+func TestRestoresWhatOthersRemove(t *testing.T) {
+	e := setup(t)
+	const interval = 500 * time.Millisecond
+	e.opts.CheckInterval = interval
+	m := e.open(t)
+	ctx := context.Background()
+	if _, err := m.CreateNetwork(ctx, "web", "10.70.0.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	srv := attach(t, m, "w1", "web", "srv")
+	cli := attach(t, m, "w2", "web", "")
+	br := attach(t, m, "b1", "bridge", "")
+	want, wantLinks := rules(t), hostLinks(t, "j")
+	slices.Sort(wantLinks)
+
+	// works checks that the jobs reach each other, the outside and their
+	// names; a path just restored may lose its first ARP request, so each
+	// check gets a few tries.
+	works := func(when string) {
+		t.Helper()
+		try := func(what string, f func() error) {
+			t.Helper()
+			var err error
+			for range 4 {
+				if err = f(); err == nil {
+					return
+				}
+			}
+			t.Errorf("%s: %s: %v", when, what, err)
+		}
+		try("job to job", func() error { _, err := dial(cli.NetnsPath, srv.IP+probe, time.Second); return err })
+		for _, a := range []string{cli.NetnsPath, br.NetnsPath} {
+			try("job to the outside from "+a, func() error { _, err := dial(a, extService, time.Second); return err })
+		}
+		try("name", func() error {
+			ip, err := resolve(cli.NetnsPath, cli.Gateway, "srv")
+			if err == nil && ip != srv.IP {
+				return fmt.Errorf("srv is %s, want %s", ip, srv.IP)
+			}
+			return err
+		})
+	}
+	// restored waits until the rules and links are netd's again and
+	// reports how long that took.
+	restored := func(what string) {
+		t.Helper()
+		start := time.Now()
+		deadline := start.Add(3 * interval)
+		for {
+			got := rules(t)
+			links, err := settledLinks() // an error: changing while listed
+			slices.Sort(links)
+			if err == nil && got == want && slices.Equal(links, wantLinks) {
+				t.Logf("%s: restored after %v", what, time.Since(start).Round(time.Millisecond))
+				works("after " + what)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not restored within %v; links %v, rules:\n%s\nwant:\n%s", what, 3*interval, links, got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	works("before")
+
+	for _, table := range []string{"filter", "nat"} {
+		if out, err := exec.Command("iptables", "-w", "-t", table, "-F").CombinedOutput(); err != nil {
+			t.Fatalf("iptables -F: %v %s", err, out)
+		}
+	}
+	if got := rules(t); strings.Contains(got, "joblet:") {
+		t.Fatalf("flush left rules:\n%s", got)
+	}
+	restored("iptables -F of filter and nat")
+
+	for _, table := range []string{"filter", "nat"} {
+		exec.Command("iptables", "-w", "-t", table, "-F").Run()
+		exec.Command("iptables", "-w", "-t", table, "-X").Run()
+	}
+	restored("iptables -F and -X")
+
+	must(t, deleteLink(bridgeName("web")))
+	must(t, deleteLink(vethName("w1")))
+	restored("the web bridge and a job's veth pair deleted")
+}
+
+// settledLinks lists the test host's joblet links (bridges and veths); an
+// error when they changed while being listed.
+func settledLinks() ([]string, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, "j") {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	return names, nil
+}
