@@ -17,7 +17,8 @@ import (
 
 const usage = `usage:
   joblet-certs init [--dir DIR] [--address ADDR] [--user USER] [--template FILE] [--force]
-  joblet-certs client --name NAME --role admin|viewer [--dir DIR] [--address HOST:PORT]`
+  joblet-certs client --name NAME --role admin|viewer [--dir DIR] [--address HOST:PORT]
+  joblet-certs revoke (--cert FILE | --serial HEX) [--file PATH | --dir DIR]`
 
 // Main is joblet-certs: it runs the subcommand in args, writing a client
 // config to stdout and progress to stderr.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -190,7 +191,7 @@ func TestStreamBurst(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cap  uint32
-	}{{"default cap", MaxConcurrentStreams}, {"cap 32", 32}} {
+	}{{"default cap", DefaultLimits().MaxConcurrentStreams}, {"cap 32", 32}} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGateway(t)
 			logd := &countingLogd{Logd: g.logd}
@@ -250,4 +251,115 @@ func TestStreamBurst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdleFlood: 5,000 TCP connections that never start their handshake,
+// with the default limits (512 connections, 10 s handshake timeout), do
+// not keep a normal client out: the oldest idle ones are closed to make
+// room, so the client is served at once, and the gateway holds no more
+// than its cap of them.
+func TestIdleFlood(t *testing.T) {
+	g := startGateway(t)
+	lim := DefaultLimits()
+	const flood = 5000
+	idle := make([]net.Conn, 0, flood)
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	for range flood {
+		c, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatalf("idle connection %d: %v", len(idle)+1, err)
+		}
+		idle = append(idle, c)
+	}
+	client := g.client(t, "alice", certs.RoleAdmin)
+	start := time.Now()
+	if err := listJobs(t, client, 5*time.Second); err != nil {
+		t.Fatalf("a normal client under %d idle connections: %v", flood, err)
+	}
+	took := time.Since(start)
+	// Every idle connection but the latest (cap) ones was closed by the
+	// gateway; reading one of the first shows it.
+	closed := 0
+	for _, c := range idle[:flood-lim.MaxConnections] {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
+			closed++
+		}
+	}
+	t.Logf("served in %v beside %d idle connections; %d of the oldest %d closed by the gateway",
+		took.Round(time.Millisecond), flood, closed, flood-lim.MaxConnections)
+	if closed != flood-lim.MaxConnections {
+		t.Errorf("%d of the oldest %d idle connections closed, want all (cap %d)", closed, flood-lim.MaxConnections, lim.MaxConnections)
+	}
+	if err := listJobs(t, client, 5*time.Second); err != nil {
+		t.Fatalf("the client's next call: %v", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestKilledClientLeavesNothing: an `rnx run` killed while attached (its
+// connection drops mid-stream, as when the process dies) leaves no stream
+// to logd and no goroutine behind in the gateway; the job runs on, as an
+// attached job does by design.
+func TestKilledClientLeavesNothing(t *testing.T) {
+	g := newGateway(t)
+	logd := &countingLogd{Logd: g.logd}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.addr = l.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, l, g.sec, Backends{Isolator: g.iso, Logd: logd, Netd: g.netd}, zerolog.New(g.logs))
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	admin := g.client(t, "alice", certs.RoleAdmin)
+	if err := listJobs(t, admin, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	baseline := runtime.NumGoroutine()
+
+	for round := range 3 {
+		rnx := g.conn(t, g.pair(t, "rnx", certs.RoleAdmin))
+		c := jobletv1.NewJobServiceClient(rnx)
+		run, err := c.RunJob(ctxT(t), &jobletv1.RunJobRequest{Spec: &jobletv1.JobSpec{Command: "sleep"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := run.GetJob().GetId()
+		// rnx run follows the job's output; a second follower as from a
+		// terminal's `rnx log -f` on the same connection.
+		for range 2 {
+			st, err := c.GetJobLogs(context.Background(), &jobletv1.GetJobLogsRequest{Id: id, Follow: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go st.Recv() // blocks until the connection drops
+		}
+		within(t, 5*time.Second, "followers open", func() bool { return logd.cur.Load() == 2 })
+		rnx.Close() // the process is gone: its connection with it
+
+		within(t, 5*time.Second, "the streams to logd to end", func() bool { return logd.cur.Load() == 0 })
+		within(t, 5*time.Second, "the goroutines to go", func() bool { return runtime.NumGoroutine() <= baseline+2 })
+		j, err := admin.GetJobStatus(ctxT(t), &jobletv1.GetJobStatusRequest{Id: id})
+		if err != nil || j.GetJob().GetState() != jobletv1.JobState_JOB_STATE_RUNNING {
+			t.Errorf("round %d: the attached job after its client died: %v %v", round, j, err)
+		}
+	}
+	t.Logf("goroutines: %d before, %d after three killed clients", baseline, runtime.NumGoroutine())
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -33,25 +32,8 @@ import (
 	"github.com/joblet-dev/joblet/proto/transport"
 )
 
-// Limits that keep floods and idle or slow clients from taking the gateway
-// down.
-const (
-	MaxRecvMsgSize       = 4 << 20
-	MaxConcurrentStreams = 256 // per connection
-	MaxConnections       = 512
-	HandshakeTimeout     = 10 * time.Second
-	// Clients may ping no more often than this; a client that does is
-	// disconnected (GOAWAY "too_many_pings").
-	MinPingInterval = 10 * time.Second
-	// A connection with no call for this long is closed.
-	MaxConnectionIdle = 15 * time.Minute
-	// The server pings a quiet connection this often and drops it when the
-	// ping is not answered in PingTimeout.
-	PingInterval = 2 * time.Minute
-	PingTimeout  = 20 * time.Second
-	// On shutdown, calls in flight (log followers) get this long to finish.
-	shutdownGrace = 5 * time.Second
-)
+// On shutdown, calls in flight (log followers) get this long to finish.
+const shutdownGrace = 5 * time.Second
 
 // The power-of-two buffer pool: see transport.InstallBufferPool. It is set
 // in init, before any gRPC code runs, because the setting is process-wide.
@@ -112,35 +94,42 @@ func Run(ctx context.Context, env daemon.Env) error {
 		Logd:     logdapi.NewClient(logd),
 		LogdConn: logd,
 		Netd:     netdapi.NewClient(netd),
-	}, env.Log)
+	}, env.Log, WithLimits(LimitsFrom(cfg.GRPC)))
 }
 
-// Limits are the gRPC server's limits; DefaultLimits are the production
-// values (the constants above). Tests shrink them to see them work.
+// Limits are the gRPC server's limits: the config's grpc section
+// (config.GRPC), with its defaults for fields left out.
 type Limits struct {
 	MaxRecvMsgSize       int
 	MaxConcurrentStreams uint32
 	MaxConnections       int
 	HandshakeTimeout     time.Duration
-	MinPingInterval      time.Duration
-	MaxConnectionIdle    time.Duration
-	PingInterval         time.Duration
-	PingTimeout          time.Duration
+	// Clients may ping no more often than this; a client that does is
+	// disconnected (GOAWAY "too_many_pings").
+	MinPingInterval   time.Duration
+	MaxConnectionIdle time.Duration
+	PingInterval      time.Duration
+	PingTimeout       time.Duration
 }
 
-// DefaultLimits returns the production limits.
-func DefaultLimits() Limits {
+// LimitsFrom returns the limits the config's grpc section asks for, its
+// zero fields taking the defaults. g must have passed config validation.
+func LimitsFrom(g config.GRPC) Limits {
+	g = g.WithDefaults()
 	return Limits{
-		MaxRecvMsgSize:       MaxRecvMsgSize,
-		MaxConcurrentStreams: MaxConcurrentStreams,
-		MaxConnections:       MaxConnections,
-		HandshakeTimeout:     HandshakeTimeout,
-		MinPingInterval:      MinPingInterval,
-		MaxConnectionIdle:    MaxConnectionIdle,
-		PingInterval:         PingInterval,
-		PingTimeout:          PingTimeout,
+		MaxRecvMsgSize:       g.MaxRecvMsgBytes,
+		MaxConcurrentStreams: uint32(g.MaxConcurrentStreams),
+		MaxConnections:       g.MaxConnections,
+		HandshakeTimeout:     g.HandshakeTimeout,
+		MinPingInterval:      g.MinPingInterval,
+		MaxConnectionIdle:    g.MaxConnectionIdle,
+		PingInterval:         g.PingInterval,
+		PingTimeout:          g.PingTimeout,
 	}
 }
+
+// DefaultLimits returns the limits of a config without a grpc section.
+func DefaultLimits() Limits { return LimitsFrom(config.GRPC{}) }
 
 // Option changes how Serve runs the gateway.
 type Option func(*options)
@@ -190,7 +179,7 @@ func Serve(ctx context.Context, l net.Listener, sec config.Security, b Backends,
 	log.Info().Str("addr", l.Addr().String()).Msg("listening")
 
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(netutil.LimitListener(l, o.limits.MaxConnections)) }()
+	go func() { done <- srv.Serve(limitConns(l, o.limits.MaxConnections, log)) }() // conns.go
 	select {
 	case err := <-done:
 		return fmt.Errorf("serve: %w", err)

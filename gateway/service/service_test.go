@@ -408,7 +408,7 @@ func TestErrorsReachTheClientMapped(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "job spec is required")
 
 	// Bigger than the receive limit: refused by gRPC before any handler.
-	huge := strings.Repeat("x", MaxRecvMsgSize+1)
+	huge := strings.Repeat("x", DefaultLimits().MaxRecvMsgSize+1)
 	_, err = c.RunJob(ctx, &jobletv1.RunJobRequest{Spec: &jobletv1.JobSpec{Command: "echo", Args: []string{huge}}})
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("oversized request: %v", err)

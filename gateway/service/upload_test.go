@@ -114,7 +114,7 @@ func TestBadUploadsAreRefused(t *testing.T) {
 			code: codes.InvalidArgument, msg: "at most 1048576 per chunk",
 		},
 		"message over the gateway's maximum": {
-			reqs: []*jobletv1.RunJobUploadRequest{manifestReq(uploadSpec, file), chunkReq(0, make([]byte, MaxRecvMsgSize))},
+			reqs: []*jobletv1.RunJobUploadRequest{manifestReq(uploadSpec, file), chunkReq(0, make([]byte, DefaultLimits().MaxRecvMsgSize))},
 			code: codes.ResourceExhausted, msg: "larger than max",
 		},
 		"chunk before the manifest": {
