@@ -65,19 +65,19 @@ func (r *Registry) RunningIDs() map[string]bool {
 
 // adopt takes over a RUNNING job an earlier isolator started under a shim:
 // its supervisor is followed again (or its recorded result used), and it
-// ends as if this isolator had started it. It reports false when the job
-// cannot be adopted; the caller then ends it as lost.
-func (r *Registry) adopt(rec store.Record, log zerolog.Logger) bool {
+// ends as if this isolator had started it. When the job cannot be adopted
+// it reports false and the reason the caller ends it with, as lost.
+func (r *Registry) adopt(rec store.Record, log zerolog.Logger) (bool, string) {
 	dr, ok := r.opts.Runner.(DetachedRunner)
 	co, ok2 := r.opts.Cgroups.(CgroupOpener)
 	if !ok || !ok2 || rec.Shim.PID <= 0 {
-		return false
+		return false, ReasonRestarted
 	}
 	id := rec.Job.GetId()
 	proc, err := dr.Adopt(id, rec.Shim, rec.Init)
 	if err != nil {
 		log.Warn().Err(err).Int("shim_pid", rec.Shim.PID).Msg("cannot adopt the job's shim")
-		return false
+		return false, ReasonShimLost
 	}
 	cg, err := co.Open(id)
 	if err != nil {
@@ -87,7 +87,7 @@ func (r *Registry) adopt(rec store.Record, log zerolog.Logger) bool {
 		if d, ok := proc.(DetachedProc); ok {
 			d.Detach()
 		}
-		return false
+		return false, ReasonRestarted
 	}
 	j := &job{rec: rec.Job, proc: proc, cg: cg, log: log, exited: make(chan struct{}), done: make(chan struct{})}
 	if j.rec.GetStartTime() == nil {
@@ -98,7 +98,7 @@ func (r *Registry) adopt(rec store.Record, log zerolog.Logger) bool {
 	r.wg.Add(1)
 	log.Info().Int("shim_pid", rec.Shim.PID).Msg("adopted a job running across an isolator restart")
 	go r.supervise(j, nil)
-	return true
+	return true, ""
 }
 
 // leaveRunning reports whether Shutdown leaves j running: it runs under a

@@ -42,8 +42,12 @@ import (
 // Reasons recorded on jobs the isolator ended itself.
 const (
 	ReasonRestarted = "isolator restarted while the job was running"
-	ReasonShutdown  = "isolator shut down"
-	ReasonStopped   = "stopped on request"
+	// ReasonShimLost is the reason of a job whose shim was gone, without
+	// a result, when a new isolator came to adopt it: the machine
+	// rebooted, or the shim was killed.
+	ReasonShimLost = "the host or the isolator's shim stopped while the job ran"
+	ReasonShutdown = "isolator shut down"
+	ReasonStopped  = "stopped on request"
 )
 
 // Options configure a Registry.
@@ -78,6 +82,9 @@ type Options struct {
 	// Workspace caps what a job may write to its /work, Tmp its /tmp
 	// (Spec.Work, Spec.Tmp; see workCap).
 	Workspace, Tmp Storage
+	// UserNS, when set, is the host range every job's root and users map
+	// to (joblet.userNamespace); nil: a job's root is the host's.
+	UserNS *UserNS
 }
 
 // Registry owns the jobs. It implements isolatorapi.Isolator.
@@ -163,8 +170,12 @@ func (r *Registry) recover(rec store.Record) {
 		r.recoverScheduled(rec.Job, log) // see schedule.go
 		return
 	}
-	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_RUNNING && r.adopt(rec, log) { // detached.go
-		return
+	reason := ReasonRestarted
+	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_RUNNING {
+		var adopted bool
+		if adopted, reason = r.adopt(rec, log); adopted { // detached.go
+			return
+		}
 	}
 	if dr, ok := r.opts.Runner.(DetachedRunner); ok {
 		dr.Forget(id)
@@ -183,7 +194,7 @@ func (r *Registry) recover(rec store.Record) {
 		log.Warn().Int("pid", rec.Init.PID).Msg("killed a job left running by the previous isolator")
 	}
 	rec.Job.State = jobletv1.JobState_JOB_STATE_FAILED
-	rec.Job.Reason = ReasonRestarted
+	rec.Job.Reason = reason
 	rec.Job.ExitCode = -1
 	rec.Job.EndTime = timestamppb.Now()
 	r.removeDirs(id, log)
@@ -191,7 +202,7 @@ func (r *Registry) recover(rec store.Record) {
 	if err := r.store.Save(store.Record{Job: rec.Job}); err != nil {
 		log.Error().Err(err).Msg("cannot save job record")
 	}
-	log.Warn().Msg(ReasonRestarted)
+	log.Warn().Msg(reason)
 	// The job's log in logd was never closed; close it so that followers
 	// see its end.
 	r.wg.Add(1)
@@ -393,6 +404,7 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 			Hosts:      att.Hosts,
 			Work:       r.workCap(j.rec.GetLimits()),
 			Tmp:        r.opts.Tmp,
+			UserNS:     r.opts.UserNS,
 		})
 		if err != nil {
 			if derr := cg.Destroy(); derr != nil {
@@ -482,10 +494,7 @@ func (r *Registry) failStart(j *job, err error) (*jobletv1.Job, error) {
 // the log.
 func (r *Registry) stateError(err error) error {
 	r.opts.Log.Error().Err(err).Msg("cannot write the isolator's state")
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return errdefs.Errorf(errdefs.ErrResourceExhausted, "no space left to record the job")
-	}
-	return err
+	return errdefs.NoSpace(err, "state", "recording the job")
 }
 
 // release gives back what Run took for a job that never started.
@@ -509,7 +518,7 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 		j.log.Info().Msg("left running under its shim")
 		return
 	}
-	usage := r.endCgroup(j)
+	usage := r.endCgroup(j, res.Usage)
 	close(j.exited)
 	r.detachLater(j.rec.GetId(), j.log) // the job's processes are gone; network.go
 	outErr := r.awaitOutput(fw)
@@ -570,14 +579,18 @@ func joinReason(reason, more string) string {
 	return reason + "; " + more
 }
 
-// endCgroup reads what the ended job used and removes its cgroup (killing
-// anything left in it first).
-func (r *Registry) endCgroup(j *job) Usage {
+// endCgroup reads what the ended job used, unless measured (its shim's
+// measure), and removes its cgroup (killing anything left in it first).
+func (r *Registry) endCgroup(j *job, measured *Usage) Usage {
 	j.cgMu.Lock()
 	defer j.cgMu.Unlock()
-	u, err := j.cg.Stats()
-	if err != nil {
+	var u Usage
+	if measured != nil {
+		u = *measured
+	} else if u2, err := j.cg.Stats(); err != nil {
 		j.log.Error().Err(err).Msg("cannot read the job's resource usage")
+	} else {
+		u = u2
 	}
 	if err := j.cg.Destroy(); err != nil {
 		j.log.Error().Err(err).Msg("cannot remove the job's cgroup")

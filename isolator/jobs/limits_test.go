@@ -206,3 +206,43 @@ func TestStopThroughTheCgroup(t *testing.T) {
 		t.Errorf("cgroup events %v: KillAll for a job that ended on SIGTERM", ev)
 	}
 }
+
+// measuredRunner is execRunner whose jobs come back with the usage their
+// supervisor measured, as the shim's do.
+type measuredRunner struct{ u Usage }
+
+type measuredProc struct {
+	Proc
+	u Usage
+}
+
+func (r measuredRunner) Start(s Spec) (Proc, error) {
+	p, err := execRunner{}.Start(s)
+	if err != nil {
+		return nil, err
+	}
+	return measuredProc{p, r.u}, nil
+}
+
+func (p measuredProc) Wait() (Result, error) {
+	res, err := p.Proc.Wait()
+	res.Usage = &p.u
+	return res, err
+}
+
+// The usage a job's shim measured is the job's, even when the cgroup has
+// nothing left to tell (a systemd scope is gone with its last process).
+func TestMeasuredUsageWins(t *testing.T) {
+	measured := Usage{CPUTime: 1500 * time.Millisecond, MemoryPeakBytes: 64 << 20, OOMKills: 1}
+	f := newFixture(t, func(o *Options) { o.Runner = measuredRunner{measured} })
+	f.cg.setNext(Usage{}) // what an empty or removed cgroup reads as
+	j, err := runWith(t, f, &jobletv1.Limits{MaxMemoryMb: 64}, "sh", "-c", "kill -KILL $$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := f.wait(j.GetId())
+	if rec.GetState() != failed || rec.GetReason() != "out of memory: killed by the kernel (limit 64 MB)" ||
+		rec.GetUsage().GetCpuTimeUsec() != 1500000 || rec.GetUsage().GetMemoryPeakBytes() != 64<<20 {
+		t.Errorf("record %v, want the measured usage and an OOM failure", rec)
+	}
+}

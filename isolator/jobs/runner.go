@@ -31,12 +31,20 @@ type Spec struct {
 	// Work caps what the job may write to /work (no cap when MaxBytes is
 	// zero), Tmp its /tmp (the Runner's default when zero).
 	Work, Tmp Storage
+	// UserNS, when set, is the user namespace the job's command runs in.
+	UserNS *UserNS
 }
 
 // Storage caps a job's writable directory.
 type Storage struct {
 	MaxBytes  int64
 	MaxInodes int64
+}
+
+// UserNS maps a job's uids and gids 0..Size-1 to HostUID.. and HostGID..
+// on the host.
+type UserNS struct {
+	HostUID, HostGID, Size uint32
 }
 
 // Proc is a started job.
@@ -58,4 +66,8 @@ type Result struct {
 	// OutputIncomplete is set by a Runner whose jobs forward their own
 	// output (DetachedRunner) when logd did not take all of it.
 	OutputIncomplete bool
+	// Usage, when set, is what the job used as measured by its supervisor
+	// (a shim) when the job ended; it is taken over the job's cgroup, which
+	// may be gone by then (a systemd scope ends with its last process).
+	Usage *Usage
 }

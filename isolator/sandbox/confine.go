@@ -10,13 +10,15 @@ import (
 )
 
 // The job's command gets only a small set of capabilities, no way to gain
-// more, and a seccomp filter (seccomp.go). Capabilities, no_new_privs and a
-// seccomp filter all belong to a thread, not a process: the init's main
-// goroutine is locked to its thread (Init), confines that thread, and starts
-// the command from it (Go forks on the calling thread), so the command
-// inherits exactly that state. The init's other threads keep what they had;
-// the init itself is made non-dumpable so that the job cannot reach it
-// through /proc/1 (mem, environ, exe, fd) even as the same uid.
+// more, and a seccomp filter (seccomp.go). Capabilities and no_new_privs
+// belong to a thread, not a process: the init's main goroutine is locked to
+// its thread (Init), confines that thread, and starts the command's exec
+// stage from it (Go forks on the calling thread), so the command inherits
+// exactly that state; the stage adds the seccomp filter (stage.go). With a
+// user namespace the capabilities are the job's in its own user namespace
+// only (userns.go). The init's other threads keep what they had; the init
+// itself is made non-dumpable so that the job cannot reach it through
+// /proc/1 (mem, environ, exe, fd).
 
 // allowedCaps is the bounding, permitted, effective and inheritable set of a
 // job's command: Docker's default set without NET_RAW and MKNOD. None of
@@ -51,7 +53,9 @@ func lastCap() (uintptr, error) {
 }
 
 // confineThread gives the calling thread, and so every process it starts
-// from now on, the job's capabilities, no_new_privs and the seccomp filter.
+// from now on, the job's capabilities and no_new_privs. The thread keeps
+// CAP_SETUID and CAP_SETGID, with which it writes the maps of the command's
+// user namespace.
 func confineThread() error {
 	last, err := lastCap()
 	if err != nil {
@@ -78,12 +82,9 @@ func confineThread() error {
 		return setupErr("clear ambient capabilities", err)
 	}
 	// Neither setuid binaries nor file capabilities can give more back, and
-	// it is what allows an unprivileged seccomp filter.
+	// it is what allows the exec stage's unprivileged seccomp filter.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return setupErr("set no_new_privs", err)
-	}
-	if err := installSeccomp(); err != nil {
-		return setupErr("install seccomp filter", err)
 	}
 	return nil
 }

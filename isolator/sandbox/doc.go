@@ -30,12 +30,14 @@
 // Mounts are made in the job's private mount namespace after making / private,
 // so nothing propagates to the host and everything vanishes with the job.
 //
-// The command runs with a small capability set (bounding, permitted,
-// effective and inheritable alike), no_new_privs and a seccomp denylist
-// answering EPERM (confine.go, seccomp.go); /tmp, and /work unless the
-// caller leaves Spec.Work open, are capped tmpfs storage (rootfs.go).
-// Known gap (issue 7): no user namespace yet, so the job's root is the
-// host's uid 0 with those capabilities. See docs/security.md.
+// The command is started through the exec stage (stage.go): with
+// Spec.UserNS, in a user namespace of its own mapping its root to an
+// unprivileged host range (userns.go), while the init and every other
+// namespace of the job stay the host user namespace's. It runs with a
+// small capability set (bounding, permitted, effective and inheritable
+// alike), no_new_privs and a seccomp denylist answering EPERM (confine.go,
+// seccomp.go); /tmp, and /work unless the caller leaves Spec.Work open, are
+// capped tmpfs storage (rootfs.go). See docs/security.md.
 //
 // Resource limits: the caller creates the job's cgroup
 // and passes it as Spec.Cgroup; Start puts the init in it before the init may

@@ -74,7 +74,15 @@ func copySelf() (string, error) {
 // processes of the same binary (a job's shim) without a copy of their own.
 func Executable() (string, error) { return sealedSelf() }
 
-// IsInit reports whether this process was started by Start as a job's init.
+// IsInit reports whether this process was started by Start as a job's
+// init, or by the init as a job's exec stage (stage.go), or by CheckUserNS
+// as its probe: main must then call Init.
 func IsInit() bool {
-	return len(os.Args) == 1 && os.Args[0] == initArg0
+	switch {
+	case len(os.Args) == 1:
+		return os.Args[0] == initArg0 || os.Args[0] == probeArg0
+	case len(os.Args) >= 3:
+		return os.Args[0] == execArg0
+	}
+	return false
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -20,6 +19,12 @@ import (
 // Init runs the job's init; it never returns. main calls it first thing when
 // IsInit reports true.
 func Init() {
+	switch os.Args[0] {
+	case execArg0:
+		execStage()
+	case probeArg0:
+		probeStage()
+	}
 	// Installed before anything else so that a signal to PID 1 from the host
 	// is caught (the kernel drops signals to a namespace init without a
 	// handler) and forwarded once the command runs.
@@ -74,14 +79,25 @@ func setup() (int, error) {
 	if len(spec.Args) == 0 {
 		return 0, setupErr("read spec", errors.New("no command"))
 	}
+	if spec.UserNS != nil {
+		// Before /proc/sys is made read-only: root in the job is not root
+		// in its network namespace (see userns.go), and should still bind
+		// ports below 1024 there.
+		if err := unprivilegedPorts(); err != nil {
+			return 0, setupErr("open low ports to the job's user namespace", err)
+		}
+	}
 	if err := buildRoot(&spec); err != nil {
 		return 0, err
 	}
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return 0, setupErr("set hostname", err)
 	}
-	if err := loopbackUp(); err != nil {
-		return 0, setupErr("bring up lo", err)
+	if spec.FreshNetns {
+		// netd brings up lo in the namespaces it prepares.
+		if err := loopbackUp(); err != nil {
+			return 0, setupErr("bring up lo", err)
+		}
 	}
 	if err := closeExecFrom(3); err != nil {
 		return 0, setupErr("mark descriptors close-on-exec", err)
@@ -92,7 +108,8 @@ func setup() (int, error) {
 	return startCommand(&spec)
 }
 
-// startCommand starts the job's command from inside the new root.
+// startCommand starts the job's command from inside the new root, through
+// the exec stage (stage.go).
 func startCommand(spec *initSpec) (int, error) {
 	path, err := lookPath(spec.Args[0], pathOf(spec.Env))
 	if err != nil {
@@ -102,24 +119,17 @@ func startCommand(spec *initSpec) (int, error) {
 	stderr := os.NewFile(fdStderr, "stderr")
 	defer stdout.Close()
 	defer stderr.Close()
-	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   spec.Args,
-		Env:    append([]string{}, spec.Env...), // never nil: nil means "inherit"
-		Stdout: stdout,
-		Stderr: stderr,
-		// Stdin nil: /dev/null of the new root. Setsid: a session of its own
-		// and no controlling terminal.
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	return startStage(spec, path, stdout, stderr)
+}
+
+// unprivilegedPorts lets any uid bind any port in the job's network
+// namespace (the one the init is in): the ports are the job's alone.
+func unprivilegedPorts() error {
+	err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0\n"), 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no IPv4
 	}
-	if err := cmd.Start(); err != nil {
-		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			err = errno
-		}
-		return 0, &stepError{class: classExec, step: "exec " + path, err: err}
-	}
-	return cmd.Process.Pid, nil
+	return err
 }
 
 // defaultPath is used to find the command when Env sets no PATH.

@@ -46,6 +46,11 @@ type Spec struct {
 	// Work, when its MaxBytes is set, caps what the job may write to /work
 	// (see mountWork); Tmp caps its /tmp (zero fields: DefaultTmp's).
 	Work, Tmp Storage
+	// UserNS, when set, runs the command in a user namespace mapping its
+	// root to that unprivileged host range, and gives it WorkDir (see
+	// userns.go). Without it the command is the host's root, with the
+	// reduced capabilities of confine.go.
+	UserNS *UserNS
 }
 
 // Storage caps a writable directory of the job, both kept in memory
@@ -82,9 +87,9 @@ type Process struct {
 	dec  *json.Decoder
 }
 
-// Cloneflags of the job's init: every namespace but the user namespace
-// (issue 7). The network namespace is a fresh one, or the one of
-// Spec.NetnsPath (joined in netns.go).
+// Cloneflags of the job's init: every namespace but the user namespace,
+// which only the command gets (userns.go). The network namespace is a
+// fresh one, or the one of Spec.NetnsPath (joined in netns.go).
 const cloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS |
 	unix.CLONE_NEWIPC
 
@@ -101,6 +106,13 @@ var initEnv = []string{}
 func Start(spec Spec) (*Process, error) {
 	if err := validate(&spec); err != nil {
 		return nil, err
+	}
+	if spec.UserNS != nil {
+		// Before the init exists: nothing of the job may run while it is
+		// being handed over.
+		if err := spec.UserNS.ownTree(spec.WorkDir); err != nil {
+			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
+		}
 	}
 	exe, err := sealedSelf()
 	if err != nil {
@@ -168,7 +180,10 @@ func Start(spec Spec) (*Process, error) {
 		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
 		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
 		Network: spec.Hosts != "", ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
-		Work: spec.Work, Tmp: withDefaults(spec.Tmp, DefaultTmp),
+		FreshNetns: spec.NetnsPath == "",
+		Work:       spec.Work,
+		Tmp:        withDefaults(spec.Tmp, DefaultTmp),
+		UserNS:     spec.UserNS,
 	})
 	specW.Close()
 
@@ -215,6 +230,11 @@ func validate(spec *Spec) error {
 	}
 	if spec.NetnsPath != "" && !filepath.IsAbs(spec.NetnsPath) {
 		return bad("network namespace %q is not an absolute path", spec.NetnsPath)
+	}
+	if spec.UserNS != nil {
+		if err := spec.UserNS.Validate(); err != nil {
+			return bad("%v", err)
+		}
 	}
 	return nil
 }

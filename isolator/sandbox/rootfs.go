@@ -202,6 +202,12 @@ func mountWork(root string, spec *initSpec) error {
 			return err
 		}
 	}
+	// /work's own owner and mode are the upper layer's root's.
+	if u := spec.UserNS; u != nil {
+		if err := os.Chown(upper, int(u.HostUID), int(u.HostGID)); err != nil {
+			return setupErr("give /work to the job's root", err)
+		}
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", spec.WorkDir, upper, work)
 	if err := mount("overlay", target, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return err
@@ -220,12 +226,21 @@ func tmpfsData(mode string, s Storage) string {
 	return fmt.Sprintf("mode=%s,size=%d,nr_inodes=%d", mode, s.MaxBytes, s.MaxInodes)
 }
 
+// jobOwned adds to a tmpfs's mount data the owner of its root: the job's
+// root with a user namespace (the host's root appears there as nobody).
+func jobOwned(data string, spec *initSpec) string {
+	if u := spec.UserNS; u != nil {
+		return fmt.Sprintf("%s,uid=%d,gid=%d", data, u.HostUID, u.HostGID)
+	}
+	return data
+}
+
 func mountTmp(root string, spec *initSpec) error {
 	target := filepath.Join(root, "tmp")
 	if err := mkdir(target); err != nil {
 		return err
 	}
-	return mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, tmpfsData("1777", spec.Tmp))
+	return mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, jobOwned(tmpfsData("1777", spec.Tmp), spec))
 }
 
 // mountProc mounts a proc for the job's PID namespace, with the dangerous
@@ -263,12 +278,14 @@ func mountProc(root string, _ *initSpec) error {
 }
 
 // mountDev builds a minimal /dev from binds of a few host device nodes.
-func mountDev(root string, _ *initSpec) error {
+func mountDev(root string, spec *initSpec) error {
 	dev := filepath.Join(root, "dev")
 	if err := mkdir(dev); err != nil {
 		return err
 	}
-	if err := mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
+	// nodev too: the device nodes below are bind mounts with flags of their
+	// own, so a node the job makes in this tmpfs opens nothing.
+	if err := mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
 		return err
 	}
 	for _, name := range devices {
@@ -294,7 +311,7 @@ func mountDev(root string, _ *initSpec) error {
 	if err := mkdir(shm); err != nil {
 		return err
 	}
-	if err := mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=64m"); err != nil {
+	if err := mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, jobOwned("mode=1777,size=64m", spec)); err != nil {
 		return err
 	}
 	links := [][2]string{

@@ -117,7 +117,15 @@ func (j *job) wait() sandbox.Result {
 // run runs args in a new sandbox and returns its stdout and result.
 func run(t *testing.T, args ...string) (string, sandbox.Result) {
 	t.Helper()
+	return runAs(t, nil, args...)
+}
+
+// runAs runs args in a new sandbox with the user namespace u (none if
+// nil) and returns its stdout and result.
+func runAs(t *testing.T, u *sandbox.UserNS, args ...string) (string, sandbox.Result) {
+	t.Helper()
 	spec, marker := newSpec(t, args...)
+	spec.UserNS = u
 	j, err := start(t, spec, marker)
 	if err != nil {
 		t.Fatalf("Start(%q): %v", args, err)

@@ -26,14 +26,16 @@ func probeBinary(t *testing.T) string {
 	return path
 }
 
-// runProbe runs the probe in a job and returns its lines as name → result.
-func runProbe(t *testing.T) map[string]string {
+// runProbe runs the probe in a job with the user namespace u (none if nil)
+// and returns its lines as name → result.
+func runProbe(t *testing.T, u *sandbox.UserNS) map[string]string {
 	t.Helper()
 	bin, err := os.ReadFile(probeBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	spec, marker := newSpec(t, "/work/probe")
+	spec.UserNS = u
 	if err := os.WriteFile(filepath.Join(spec.WorkDir, "probe"), bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +57,15 @@ func runProbe(t *testing.T) map[string]string {
 
 func TestCapabilitiesAndNoNewPrivs(t *testing.T) {
 	requiresRoot(t)
-	out, res := run(t, "grep", "-E", "^(Cap|NoNewPrivs|Seccomp:)", "/proc/self/status")
+	for _, u := range []*sandbox.UserNS{nil, &testUserNS} {
+		t.Run(fmt.Sprintf("userns=%v", u != nil), func(t *testing.T) { capabilitiesAndNoNewPrivs(t, u) })
+	}
+}
+
+// capabilitiesAndNoNewPrivs checks the command's capabilities, as its own
+// user namespace sees them, and what they do not allow.
+func capabilitiesAndNoNewPrivs(t *testing.T, u *sandbox.UserNS) {
+	out, res := runAs(t, u, "grep", "-E", "^(Cap|NoNewPrivs|Seccomp:)", "/proc/self/status")
 	if res.ExitCode != 0 {
 		t.Fatalf("grep: %+v", res)
 	}
@@ -87,7 +97,7 @@ func TestCapabilitiesAndNoNewPrivs(t *testing.T) {
 		"echo b > /proc/sysrq-trigger",
 		"chroot / true && test -w /proc/sys/kernel/hostname",
 	} {
-		if _, res := run(t, "sh", "-c", cmd); res.ExitCode == 0 {
+		if _, res := runAs(t, u, "sh", "-c", cmd); res.ExitCode == 0 {
 			t.Errorf("%q succeeded inside a job", cmd)
 		}
 	}
@@ -98,7 +108,7 @@ func TestCapabilitiesAndNoNewPrivs(t *testing.T) {
 		"ls / >/dev/null && sh -c 'exit 0'",
 		"setpriv --reuid=65534 --regid=65534 --clear-groups id -u | grep -qx 65534",
 	} {
-		if _, res := run(t, "sh", "-c", cmd); res.ExitCode != 0 {
+		if _, res := runAs(t, u, "sh", "-c", cmd); res.ExitCode != 0 {
 			t.Errorf("%q failed inside a job: %+v", cmd, res)
 		}
 	}
@@ -106,7 +116,13 @@ func TestCapabilitiesAndNoNewPrivs(t *testing.T) {
 
 func TestSeccompProbe(t *testing.T) {
 	requiresRoot(t)
-	got := runProbe(t)
+	for _, u := range []*sandbox.UserNS{nil, &testUserNS} {
+		t.Run(fmt.Sprintf("userns=%v", u != nil), func(t *testing.T) { seccompProbe(t, u) })
+	}
+}
+
+func seccompProbe(t *testing.T, u *sandbox.UserNS) {
+	got := runProbe(t, u)
 	for _, name := range []string{
 		"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
 		"mount", "umount2", "pivot_root", "fsopen", "open_tree", "swapon", "swapoff", "reboot",

@@ -28,7 +28,9 @@ import (
 //	                                           make / private, build root,
 //	                                           pivot_root, hostname, lo up,
 //	                                           mark fds > 2 close-on-exec,
-//	                                           start the command
+//	                                           start the command (through the
+//	                                           exec stage, in its user
+//	                                           namespace: stage.go)
 //	read syncPipe ◀──────────────────────────  {"type":"started"}
 //	  Start returns                              or {"type":"error",...}, exit 1
 //	                                           reap children, forward signals
@@ -66,9 +68,14 @@ type initSpec struct {
 	Network    bool   `json:"network,omitempty"`
 	ResolvConf string `json:"resolv_conf,omitempty"`
 	Hosts      string `json:"hosts,omitempty"`
+	// FreshNetns is set when the init is in a network namespace of its own
+	// (not netd's), whose loopback it brings up.
+	FreshNetns bool `json:"fresh_netns,omitempty"`
 	// Work caps /work when its MaxBytes is set; Tmp caps /tmp.
 	Work Storage `json:"work"`
 	Tmp  Storage `json:"tmp"`
+	// UserNS, when set, is the command's user namespace (userns.go).
+	UserNS *UserNS `json:"user_ns,omitempty"`
 }
 
 // Message types on syncPipe.

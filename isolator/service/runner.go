@@ -27,6 +27,7 @@ func (sandboxRunner) Start(s jobs.Spec) (jobs.Proc, error) {
 		Hosts:      s.Hosts,
 		Work:       sandbox.Storage(s.Work),
 		Tmp:        sandbox.Storage(s.Tmp),
+		UserNS:     (*sandbox.UserNS)(s.UserNS),
 	})
 	if err != nil {
 		return nil, err

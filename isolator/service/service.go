@@ -19,6 +19,7 @@ import (
 	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/limits"
+	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/workspace"
 	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
@@ -59,7 +60,13 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 	if err := policy.Validate(host); err != nil {
 		return fmt.Errorf("job limits in the configuration: %w", err)
 	}
-	cg, err := cgroup.NewParent(log, cgroup.Options{Name: cgroupName(cfg)})
+	userNS, err := userNamespace(cfg.Joblet.UserNamespace)
+	if err != nil {
+		return err
+	}
+	cg, err := cgroup.NewParent(log, cgroup.Options{
+		Name: cgroupName(cfg), Driver: cfg.Joblet.CgroupDriver, Slice: cfg.Joblet.CgroupSlice,
+	})
 	if err != nil {
 		return fmt.Errorf("job cgroups: %w", err)
 	}
@@ -116,6 +123,7 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		Uploads:       workspace.Limits{MaxFileBytes: cfg.Uploads.MaxFileBytes, MaxTotalBytes: cfg.Uploads.MaxTotalBytes},
 		Workspace:     jobs.Storage(cfg.Joblet.Workspace),
 		Tmp:           jobs.Storage(cfg.Joblet.Tmp),
+		UserNS:        userNS,
 	})
 	if err != nil {
 		return fmt.Errorf("open job registry: %w", err)
@@ -160,6 +168,19 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 	stopServer(srv, drainTimeout)
 	log.Info().Msg("isolator stopped")
 	return serveErr
+}
+
+// userNamespace checks joblet.userNamespace on this host and kernel, once
+// at start, and returns what jobs get: nil when it is disabled.
+func userNamespace(c config.UserNamespace) (*jobs.UserNS, error) {
+	if !c.Enabled {
+		return nil, nil
+	}
+	u := jobs.UserNS{HostUID: c.HostUID, HostGID: c.HostGID, Size: c.Size}
+	if err := sandbox.CheckUserNS(sandbox.UserNS(u)); err != nil {
+		return nil, fmt.Errorf("joblet.userNamespace: %w; fix the range, or set joblet.userNamespace.enabled: false to run jobs as the host's root with reduced capabilities", err)
+	}
+	return &u, nil
 }
 
 // cgroupName is the name of the parent of the job cgroups, under the

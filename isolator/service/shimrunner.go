@@ -30,23 +30,23 @@ func newShimRunner(dir, logdSocket string, outputTimeout time.Duration) (shimRun
 
 func (r shimRunner) result(id string) string { return filepath.Join(r.dir, id+".json") }
 
-// pather is what a job cgroup tells its shim: its directories.
-type pather interface{ Paths() map[string]string }
-
 func (r shimRunner) Start(s jobs.Spec) (jobs.Proc, error) {
 	spec := shim.Spec{
 		ID: s.ID, Hostname: s.Hostname, Args: s.Args, Env: s.Env,
 		RootDir: s.RootDir, WorkDir: s.WorkDir,
 		NetnsPath: s.NetnsPath, ResolvConf: s.ResolvConf, Hosts: s.Hosts,
 		Work: sandbox.Storage(s.Work), Tmp: sandbox.Storage(s.Tmp),
+		UserNS:     (*sandbox.UserNS)(s.UserNS),
 		LogdSocket: r.logdSocket, Result: r.result(s.ID), OutputTimeout: r.outputTimeout,
 	}
 	if s.Cgroup != nil {
-		p, ok := s.Cgroup.(pather)
+		// The shim's start makes the cgroup around the shim if it must
+		// (the systemd driver's scope) and gives the shim its directories.
+		p, ok := s.Cgroup.(shim.Placer)
 		if !ok {
-			return nil, errors.New("the job's cgroup has no paths to give its shim")
+			return nil, errors.New("the job's cgroup cannot be placed for its shim")
 		}
-		spec.Cgroup = p.Paths()
+		spec.Placer = p
 	}
 	// A result left by an earlier job of the same id cannot exist (ids are
 	// never reused), but a stale file must never be taken for this job's.
@@ -76,7 +76,11 @@ func (p shimProc) Wait() (jobs.Result, error) {
 	if errors.Is(err, shim.ErrDetached) {
 		return jobs.Result{}, jobs.ErrDetached
 	}
-	return jobs.Result{ExitCode: r.ExitCode, Signal: r.Signal, OutputIncomplete: err == nil && !r.OutputComplete}, err
+	res := jobs.Result{ExitCode: r.ExitCode, Signal: r.Signal, OutputIncomplete: err == nil && !r.OutputComplete}
+	if u := r.Usage; u != nil {
+		res.Usage = &jobs.Usage{CPUTime: u.CPUTime, MemoryPeakBytes: u.MemoryPeakBytes, OOMKills: u.OOMKills}
+	}
+	return res, err
 }
 
 func (c cgroups) Open(id string) (jobs.Cgroup, error) {

@@ -65,7 +65,7 @@ func run(spec Spec, statusOut *os.File) int {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	p, fw, err := start(spec)
+	p, fw, cg, err := start(spec)
 	if err != nil {
 		report(statusOut, errorMessage(err))
 		if fw != nil {
@@ -82,6 +82,11 @@ func run(spec Spec, statusOut *os.File) int {
 	if werr != nil {
 		res.Error = werr.Error()
 	}
+	if cg != nil {
+		if u, err := cg.Stats(); err == nil {
+			res.Usage = &u
+		} // else the isolator reads the cgroup itself, if it still exists
+	}
 	res.OutputComplete = awaitOutput(fw, timeout) == nil
 	res.EndedAt = time.Now().UTC()
 	if err := WriteResult(spec.Result, res); err != nil {
@@ -91,31 +96,32 @@ func run(spec Spec, statusOut *os.File) int {
 }
 
 // start makes the job's output pipes, starts forwarding them to logd and
-// starts the job in its sandbox. On a start error the forwarder (if made)
-// still runs, to close the job's log.
-func start(spec Spec) (*sandbox.Process, *output.Forwarder, error) {
+// starts the job in its sandbox, in its cgroup (nil: none). On a start
+// error the forwarder (if made) still runs, to close the job's log.
+func start(spec Spec) (*sandbox.Process, *output.Forwarder, *cgroup.Job, error) {
 	var cg sandbox.Cgroup
+	var job *cgroup.Job
 	if len(spec.Cgroup) > 0 {
 		j, err := cgroup.OpenJob(spec.ID, spec.Cgroup)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		cg = j
+		cg, job = j, j
 	}
 	// Dial does not wait for logd: delivery retries until it is there.
 	cc, err := transport.Dial(spec.LogdSocket)
 	if err != nil {
-		return nil, nil, fmt.Errorf("shim: logd client: %w", err)
+		return nil, nil, nil, fmt.Errorf("shim: logd client: %w", err)
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)
+		return nil, nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
+		return nil, nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
 	}
 	fw := output.Start(logdapi.NewClient(cc), spec.ID, outR, errR, output.Options{Log: zerolog.Nop()})
 	p, err := sandbox.Start(sandbox.Spec{
@@ -125,14 +131,15 @@ func start(spec Spec) (*sandbox.Process, *output.Forwarder, error) {
 		Cgroup:    cg,
 		NetnsPath: spec.NetnsPath, ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
 		Work: spec.Work, Tmp: spec.Tmp,
+		UserNS: spec.UserNS,
 	})
 	// The job holds its own copies; ours must go for the readers to see EOF.
 	outW.Close()
 	errW.Close()
 	if err != nil {
-		return nil, fw, err
+		return nil, fw, nil, err
 	}
-	return p, fw, nil
+	return p, fw, job, nil
 }
 
 // awaitOutput waits, for at most d, for fw to deliver everything, and

@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/proto/atomicfile"
 	"github.com/joblet-dev/joblet/proto/errdefs"
@@ -72,6 +73,8 @@ type Spec struct {
 	// Work and Tmp cap what the job may write to /work and /tmp.
 	Work sandbox.Storage `json:"work"`
 	Tmp  sandbox.Storage `json:"tmp"`
+	// UserNS is the job's user namespace; nil: none.
+	UserNS *sandbox.UserNS `json:"user_ns,omitempty"`
 	// LogdSocket is where the job's output goes; Result where the shim
 	// writes how the job ended.
 	LogdSocket string `json:"logd_socket"`
@@ -79,6 +82,17 @@ type Spec struct {
 	// OutputTimeout bounds how long an ended job waits for logd to take
 	// the rest of its output (30 s when zero).
 	OutputTimeout time.Duration `json:"output_timeout,omitempty"`
+	// Placer, when set, makes the job's cgroup once the shim exists, with
+	// the shim's pid, before the shim reads this Spec; what it returns
+	// becomes Cgroup. Not sent to the shim.
+	Placer Placer `json:"-"`
+}
+
+// Placer is a job's cgroup that is made for a running shim (cgroup.Job):
+// with the systemd driver the shim is the first process of the job's
+// scope, which cannot exist before it.
+type Placer interface {
+	Place(shimPID int) (map[string]string, error)
 }
 
 // Message types on the status pipe.
@@ -125,6 +139,11 @@ type Result struct {
 	// Error is set when the shim lost track of the job's process (its
 	// exit status is then unknown).
 	Error string `json:"error,omitempty"`
+	// Usage is what the job used, read from its cgroup once the job's init
+	// ended; nil when it could not be read. The shim reads it because the
+	// cgroup may not outlive the shim: with the systemd driver, systemd
+	// removes the job's scope as soon as the shim, its last process, exits.
+	Usage *cgroup.Usage `json:"usage,omitempty"`
 }
 
 // WriteResult replaces path with r: temporary file, fsync, rename, fsync of

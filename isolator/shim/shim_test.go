@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/errdefs"
 )
@@ -37,6 +38,16 @@ func TestResultFileRoundTrip(t *testing.T) {
 	}
 	if _, err := ReadResult(filepath.Join(dir, "8.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing result: %v", err)
+	}
+	// The job's usage, which the scope of the systemd driver takes with it,
+	// travels in the result.
+	u := cgroup.Usage{CPUTime: 1500 * time.Millisecond, MemoryPeakBytes: 67 << 20, OOMKills: 1}
+	want.Usage = &u
+	if err := WriteResult(path, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ReadResult(path); got.Usage == nil || *got.Usage != u || got.ExitCode != 7 {
+		t.Fatalf("with usage: %+v, want usage %+v", got, u)
 	}
 	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
