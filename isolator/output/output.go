@@ -16,9 +16,11 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
@@ -27,8 +29,9 @@ import (
 
 // Options tune a Forwarder; zero values take the defaults.
 type Options struct {
-	ReadBytes   int           // largest single read from a pipe (64 KiB)
-	BatchBytes  int           // most bytes sent in one Append (256 KiB)
+	PipeBytes   int           // capacity a pipe given to Start is grown to (1 MiB)
+	ReadBytes   int           // largest single read from a pipe (1 MiB)
+	BatchBytes  int           // most bytes sent in one Append (1 MiB)
 	BufferBytes int           // unsent bytes at which reading stops (4 MiB)
 	MinBackoff  time.Duration // first wait after a failed Append (100 ms)
 	MaxBackoff  time.Duration // longest wait between attempts (2 s)
@@ -37,11 +40,14 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
+	if o.PipeBytes <= 0 {
+		o.PipeBytes = 1 << 20
+	}
 	if o.ReadBytes <= 0 {
-		o.ReadBytes = 64 << 10
+		o.ReadBytes = 1 << 20
 	}
 	if o.BatchBytes <= 0 {
-		o.BatchBytes = 256 << 10
+		o.BatchBytes = 1 << 20
 	}
 	if o.BufferBytes <= 0 {
 		o.BufferBytes = 4 << 20
@@ -99,6 +105,7 @@ func Start(logd logdapi.Logd, jobID string, stdout, stderr io.ReadCloser, opts O
 	}
 	f.open = len(streams) // before any reader runs and counts down
 	for kind, r := range streams {
+		growPipe(r, opts.PipeBytes)
 		go f.read(kind, r)
 	}
 	go f.send()
@@ -132,6 +139,26 @@ func (f *Forwarder) Size() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.next
+}
+
+// growPipe makes r's pipe hold n bytes, if r is a pipe and the kernel
+// allows it (fs.pipe-max-size, 1 MiB by default, binds only non-root). At
+// the default 64 KiB a job writing fast fills the pipe in a moment and then
+// sleeps and wakes for every few KiB the forwarder reads; with a larger pipe
+// it writes on while a batch is being delivered, and each read takes more.
+func growPipe(r io.Reader, n int) {
+	sc, ok := r.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		// Not a pipe (EBADF) or over the limit (EPERM): keep the pipe as it is.
+		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, n)
+	})
 }
 
 func (f *Forwarder) read(kind jobletv1.Stream, r io.ReadCloser) {

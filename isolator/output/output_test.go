@@ -7,9 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
@@ -277,4 +280,39 @@ func TestCloseOnly(t *testing.T) {
 	if _, _, closed := logd.streams(t); !closed {
 		t.Fatal("log not closed")
 	}
+}
+
+// A pipe handed to Start is grown, so a fast job writes on while a batch is
+// delivered.
+func TestGrowPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	size := func() int {
+		t.Helper()
+		rc, err := r.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		var ferr error
+		if err := rc.Control(func(fd uintptr) { n, ferr = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }); err != nil {
+			t.Fatal(err)
+		}
+		if ferr != nil {
+			t.Fatal(ferr)
+		}
+		return n
+	}
+	if before := size(); before >= 1<<20 {
+		t.Fatalf("a new pipe already holds %d bytes", before)
+	}
+	growPipe(r, 1<<20)
+	if after := size(); after != 1<<20 {
+		t.Fatalf("pipe holds %d bytes after growPipe, want %d", after, 1<<20)
+	}
+	growPipe(strings.NewReader("not a pipe"), 1<<20) // no effect, no panic
 }

@@ -28,6 +28,12 @@ import (
 // every call, followers included, is cut.
 const stopGrace = 2 * time.Second
 
+// writeWindow is the HTTP/2 flow-control window logd grants each writer:
+// one forwarder batch (isolator/output), so a batch is never held up by
+// window updates. It bounds what one connection can have in flight, not
+// what is allocated.
+const writeWindow = 1 << 20
+
 // Run serves logd on env.Listener until ctx is done.
 func Run(ctx context.Context, env daemon.Env) error {
 	if env.Listener == nil {
@@ -40,7 +46,11 @@ func Run(ctx context.Context, env daemon.Env) error {
 		return fmt.Errorf("open log store: %w", err)
 	}
 
-	srv := grpc.NewServer(grpc.Creds(transport.PeerCreds(env.Config.Gateway.UID)), grpc.ForceServerCodecV2(codec{}))
+	srv := grpc.NewServer(grpc.Creds(transport.PeerCreds(env.Config.Gateway.UID)), grpc.ForceServerCodecV2(codec{}),
+		// A shim sends its job's output in batches of about a MiB: at gRPC's
+		// 64 KiB starting window each batch waits on a dozen window updates
+		// until the dynamic estimate has grown, so start at the batch size.
+		grpc.InitialWindowSize(writeWindow), grpc.InitialConnWindowSize(writeWindow))
 	logdapi.Register(srv, logged{Logd: st, log: env.Log})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

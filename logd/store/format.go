@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
 
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
@@ -73,11 +76,69 @@ func (k kind) stream() (s jobletv1.Stream, ok bool) {
 	return 0, false
 }
 
-// appendFrame appends one frame to buf.
-func appendFrame(buf []byte, k kind, payload []byte) []byte {
-	buf = append(buf, byte(k))
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(payload)))
-	return append(buf, payload...)
+// frameWriter gathers frames as a list of buffers, each frame a small header
+// followed by its payload where it already is, and writes them with pwritev.
+type frameWriter struct {
+	hdrs []byte   // every header, back to back
+	iov  [][]byte // header, payload, header, payload, ...
+	size int64    // bytes in iov
+}
+
+// add queues one frame. payload must not change until writeAt returns.
+func (w *frameWriter) add(k kind, payload []byte) {
+	if w.hdrs == nil {
+		w.hdrs = make([]byte, 0, 16*hdrLen)
+	}
+	if cap(w.hdrs)-len(w.hdrs) < hdrLen {
+		// A new array: the headers already in iov keep pointing at the old one.
+		w.hdrs = make([]byte, 0, 2*cap(w.hdrs))
+	}
+	h := len(w.hdrs)
+	w.hdrs = append(w.hdrs, byte(k))
+	w.hdrs = binary.BigEndian.AppendUint32(w.hdrs, uint32(len(payload)))
+	w.iov = append(w.iov, w.hdrs[h:h+hdrLen:h+hdrLen])
+	if len(payload) > 0 {
+		w.iov = append(w.iov, payload)
+	}
+	w.size += int64(hdrLen + len(payload))
+}
+
+// maxIOV is the most buffers one pwritev takes (the kernel's UIO_MAXIOV).
+const maxIOV = 1024
+
+// writeAt writes every queued frame at file position pos, as few pwritev
+// calls as the kernel allows.
+func (w *frameWriter) writeAt(f *os.File, pos int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	iov := w.iov
+	var werr error
+	cerr := rc.Control(func(fd uintptr) {
+		for len(iov) > 0 && werr == nil {
+			var n int
+			n, werr = unix.Pwritev(int(fd), iov[:min(len(iov), maxIOV)], pos)
+			if errors.Is(werr, unix.EINTR) {
+				werr = nil
+				continue
+			}
+			if werr == nil && n == 0 {
+				werr = io.ErrShortWrite
+			}
+			pos += int64(n)
+			// Drop what was written: whole buffers, then part of one.
+			for n > 0 && len(iov) > 0 {
+				if n < len(iov[0]) {
+					iov[0] = iov[0][n:]
+					break
+				}
+				n -= len(iov[0])
+				iov = iov[1:]
+			}
+		}
+	})
+	return errors.Join(cerr, werr)
 }
 
 // acceptedPayload encodes a kindAccepted payload.

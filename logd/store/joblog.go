@@ -22,14 +22,6 @@ import (
 // from the top. A 1 GiB log needs about a thousand marks.
 const indexEvery = 1 << 20
 
-// retainBuf is the largest write buffer put back in bufPool.
-const retainBuf = 1 << 20
-
-// bufPool holds the buffers appends build their frames in, shared by all
-// logs so that memory follows the number of appends in flight rather than
-// the number of jobs.
-var bufPool = sync.Pool{New: func() any { return new([]byte) }}
-
 // jobLog is one job's log: its file and what is known about it. The file
 // holds the bytes; memory holds only sizes, a sparse index and, while the
 // log is open, the write descriptor.
@@ -166,19 +158,15 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 		return l.st.size, err
 	}
 
-	bp := bufPool.Get().(*[]byte)
-	next, buf := l.st, (*bp)[:0]
-	defer func() {
-		if cap(buf) <= retainBuf {
-			*bp = buf[:0]
-			bufPool.Put(bp)
-		}
-	}()
+	// The frames go out as one pwritev of their headers and the records'
+	// own bytes: the output is not copied into a write buffer first.
+	var fw frameWriter
 	var marks []mark
 	lastMark := int64(0)
 	if len(l.index) > 0 {
 		lastMark = l.index[len(l.index)-1].pos
 	}
+	next := l.st
 	for _, r := range recs {
 		if r.Offset+int64(len(r.Data)) <= next.size {
 			continue // already have it
@@ -192,17 +180,17 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 		k, _ := kindOf(r.Stream)
 		for p := data[:keep]; len(p) > 0; {
 			n := min(len(p), maxData)
-			if pos := next.end + int64(len(buf)); pos-lastMark >= indexEvery {
+			if pos := next.end + fw.size; pos-lastMark >= indexEvery {
 				marks = append(marks, mark{off: next.stored, pos: pos})
 				lastMark = pos
 			}
-			buf = appendFrame(buf, k, p[:n])
+			fw.add(k, p[:n])
 			next.stored += int64(n)
 			p = p[n:]
 		}
 		if keep < int64(len(data)) {
 			notice := fmt.Appendf(nil, "\n[joblet: output truncated at %d bytes]\n", limit)
-			buf = appendFrame(buf, kindMarker, notice)
+			fw.add(kindMarker, notice)
 			next.stored += int64(len(notice))
 			next.truncated = true
 		}
@@ -213,14 +201,14 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 	rewrite := false
 	if next.truncated && next.size != l.st.size {
 		if next.acceptedAt == 0 {
-			buf = appendFrame(buf, kindAccepted, acceptedPayload(next.size))
-			next.acceptedAt = next.end + int64(len(buf)) - acceptedLen
+			fw.add(kindAccepted, acceptedPayload(next.size))
+			next.acceptedAt = next.end + fw.size - acceptedLen
 		} else {
 			rewrite = true
 		}
 	}
 	if eof && !next.closed {
-		buf = appendFrame(buf, kindEOF, nil)
+		fw.add(kindEOF, nil)
 		next.closed = true
 	}
 
@@ -229,8 +217,8 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, err)
 		}
 	}
-	if len(buf) > 0 {
-		_, err := l.f.WriteAt(buf, next.end)
+	if fw.size > 0 {
+		err := fw.writeAt(l.f, next.end)
 		if err == nil && next.closed && !l.st.closed {
 			err = l.f.Sync() // the job is over: make its output durable now
 		}
@@ -239,7 +227,7 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 			_ = l.f.Truncate(l.st.end)
 			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, err)
 		}
-		next.end += int64(len(buf))
+		next.end += fw.size
 	}
 
 	if next == l.st {

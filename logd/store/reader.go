@@ -11,7 +11,8 @@ import (
 )
 
 // reader walks one log file for one Read call. Its memory is two buffers of
-// about maxChunk whatever the log's length.
+// at most about maxChunk whatever the log's length, each sized to what there
+// is to read, so the many short reads of short jobs stay small.
 type reader struct {
 	f    *os.File
 	br   *bufio.Reader
@@ -30,7 +31,6 @@ type reader struct {
 func newReader(f *os.File, start mark, from int64) *reader {
 	return &reader{
 		f:    f,
-		br:   bufio.NewReaderSize(nil, maxChunk+hdrLen),
 		pos:  start.pos,
 		off:  start.off,
 		from: from,
@@ -40,7 +40,12 @@ func newReader(f *os.File, start mark, from int64) *reader {
 // sendTo passes fn everything from the reader's position up to end, a frame
 // boundary, splitting the frame that holds the first offset wanted.
 func (r *reader) sendTo(end int64, fn func(logdapi.Record) error) error {
-	r.br.Reset(io.NewSectionReader(r.f, r.pos, end-r.pos))
+	src := io.NewSectionReader(r.f, r.pos, end-r.pos)
+	if want := min(end-r.pos, maxChunk+hdrLen); r.br == nil || int64(r.br.Size()) < want && r.br.Size() < maxChunk+hdrLen {
+		r.br = bufio.NewReaderSize(src, int(want))
+	} else {
+		r.br.Reset(src)
+	}
 	for r.pos < end {
 		k, n, err := readHeader(r.br, &r.hdr)
 		if err != nil {

@@ -47,6 +47,7 @@ type options struct {
 	outDir  string
 	perfDir string
 	quick   bool
+	only    string // comma-separated step names; empty runs them all
 }
 
 // Main runs the benchmark with command-line args and returns the exit code.
@@ -57,6 +58,7 @@ func Main(args []string) int {
 	fs.StringVar(&o.outDir, "out", "", "write latest.md and latest.json here (bench/results)")
 	fs.StringVar(&o.perfDir, "perf", "", "record perf CPU profiles of the services per scenario into this directory (skews the figures)")
 	fs.BoolVar(&o.quick, "quick", false, "run every scenario small (a smoke test, not a measurement)")
+	fs.StringVar(&o.only, "only", "", "run only these scenarios, comma-separated: "+strings.Join(stepNames, ",")+" (rest memory and the memory rows always run)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -72,14 +74,37 @@ func Main(args []string) int {
 		}
 		return code
 	}
-	if err := run(o); err != nil {
+	only, err := parseOnly(o.only)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "joblet-bench: %v\n", err)
+		return 2
+	}
+	if err := run(o, only); err != nil {
 		fmt.Fprintf(os.Stderr, "joblet-bench: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func run(o options) error {
+// stepNames are the scenarios -only can pick, in the order they run.
+var stepNames = []string{"start", "rnx", "load", "logs", "upload", "overhead"}
+
+// parseOnly turns -only into the set of steps to run; nil means every step.
+func parseOnly(list string) (map[string]bool, error) {
+	if list == "" {
+		return nil, nil
+	}
+	only := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		if !slices.Contains(stepNames, n) {
+			return nil, fmt.Errorf("-only: unknown scenario %q (known: %s)", n, strings.Join(stepNames, ","))
+		}
+		only[n] = true
+	}
+	return only, nil
+}
+
+func run(o options, only map[string]bool) error {
 	if err := nsexec.Prepare(); err != nil {
 		return err
 	}
@@ -105,7 +130,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	b := &bench{sizes: sizes, suite: s, rep: rep, prof: profile.Recorder{Dir: o.perfDir}}
+	b := &bench{sizes: sizes, suite: s, rep: rep, prof: profile.Recorder{Dir: o.perfDir}, only: only}
 	runErr := b.all()
 	logf("stopping the suite")
 	problems := s.Stop(b.cgroupParents)
@@ -116,6 +141,9 @@ func run(o options) error {
 	}
 	if o.quick {
 		rep.Notes = append(rep.Notes, "quick run: small sizes, a smoke test only")
+	}
+	if only != nil {
+		rep.Notes = append(rep.Notes, "only some scenarios were run (-only "+o.only+")")
 	}
 	for _, p := range problems {
 		rep.Notes = append(rep.Notes, "SHUTDOWN: "+p)
@@ -148,6 +176,7 @@ type bench struct {
 	prof          profile.Recorder
 	client        jobletv1.JobServiceClient
 	cgroupParents []string
+	only          map[string]bool // nil: every step
 
 	rest, afterLoad, afterLog memorySnapshot
 }
@@ -163,18 +192,23 @@ func (b *bench) all() error {
 	b.client = jobletv1.NewJobServiceClient(cc)
 	ctx := context.Background()
 	steps := []struct {
+		key  string // the name -only knows it by; "" always runs
 		name string
 		f    func(context.Context) error
 	}{
-		{"rest memory", b.restMemory},
-		{"start latency", b.startLatency},
-		{"rnx run", b.rnxRun},
-		{"1000 jobs", b.load},
-		{"log throughput", b.logs},
-		{"upload", b.upload},
-		{"running-job overhead", b.overhead},
+		{"", "rest memory", b.restMemory},
+		{"start", "start latency", b.startLatency},
+		{"rnx", "rnx run", b.rnxRun},
+		{"load", "1000 jobs", b.load},
+		{"logs", "log throughput", b.logs},
+		{"upload", "upload", b.upload},
+		{"", "memory", b.memoryRows},
+		{"overhead", "running-job overhead", b.overhead},
 	}
 	for _, st := range steps {
+		if st.key != "" && b.only != nil && !b.only[st.key] {
+			continue
+		}
 		logf("%s", st.name)
 		t0 := time.Now()
 		if err := st.f(ctx); err != nil {
