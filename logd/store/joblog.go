@@ -214,7 +214,7 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 
 	if rewrite {
 		if _, err := l.f.WriteAt(acceptedPayload(next.size), next.acceptedAt); err != nil {
-			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, err)
+			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, noSpace(err, jobID))
 		}
 	}
 	if fw.size > 0 {
@@ -225,7 +225,7 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 		if err != nil {
 			// Keep the file a clean run of whole frames.
 			_ = l.f.Truncate(l.st.end)
-			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, err)
+			return l.st.size, fmt.Errorf("write log of job %s: %w", jobID, noSpace(err, jobID))
 		}
 		next.end += fw.size
 	}
@@ -329,4 +329,10 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// noSpace gives a full log disk its kind (ResourceExhausted) and a message
+// the writer and the user can act on; other errors stay as they are.
+func noSpace(err error, jobID string) error {
+	return errdefs.NoSpace(err, "log", "output of job "+jobID)
 }

@@ -251,7 +251,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 
 	err = l.load(s.dir, !exists, s.log.With().Str(logging.KeyJobID, jobID).Logger())
 	if err != nil {
-		l.err = fmt.Errorf("load log of job %s: %w", jobID, err)
+		l.err = fmt.Errorf("load log of job %s: %w", jobID, noSpace(err, jobID))
 		err = l.err
 	}
 	l.mu.Unlock()
