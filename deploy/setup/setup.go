@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/joblet-dev/joblet/deploy/certs"
+	"github.com/joblet-dev/joblet/proto/atomicfile"
 	"github.com/joblet-dev/joblet/proto/clientconfig"
 	"github.com/joblet-dev/joblet/proto/config"
 )
@@ -157,12 +158,7 @@ func clientFile(ca *certs.CA, path, address, commonName, role string) error {
 
 // writeFile writes b to path with mode, replacing the file atomically.
 func writeFile(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(path, b, mode); err != nil {
 		return fmt.Errorf("install %s: %w", path, err)
 	}
 	return nil

@@ -3,7 +3,10 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestWriteFileReplaces(t *testing.T) {
@@ -48,5 +51,46 @@ func TestWriteFileFailureLeavesOldContent(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 2 {
 		t.Fatalf("directory holds %d entries, want 2 (a temporary file was left)", len(entries))
+	}
+}
+
+func TestWriteFileOwned(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: gives the file another owner")
+	}
+	path := filepath.Join(t.TempDir(), "config.yml")
+	if err := WriteFileOwned(path, []byte("x"), 0o640, 0, 65534); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 || st.Gid != 65534 || st.Mode&0o777 != 0o640 {
+		t.Fatalf("owner %d:%d mode %o, want 0:65534 640", st.Uid, st.Gid, st.Mode&0o777)
+	}
+}
+
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "queue.json")
+	if err := WriteFile(path, []byte("kept"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".queue.json.tmp123", ".queue.json.tmp", ".other.json.tmp9"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("torn"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveTemps(path); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{".other.json.tmp9", "queue.json"}; !slices.Equal(names, want) {
+		t.Fatalf("left %v, want %v (only queue.json's leftovers removed)", names, want)
 	}
 }

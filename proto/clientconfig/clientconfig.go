@@ -9,6 +9,8 @@ import (
 	"sort"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/joblet-dev/joblet/proto/atomicfile"
 )
 
 // DefaultNode is the node used when none is named.
@@ -86,12 +88,8 @@ func Save(c *Config, path string) error {
 	if err != nil {
 		return fmt.Errorf("encode client config: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write client config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("install client config: %w", err)
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("save client config: %w", err)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/joblet-dev/joblet/proto/atomicfile"
 )
 
 // Config is the daemon configuration file.
@@ -337,18 +339,8 @@ func Save(c Config, path string, mode os.FileMode, gid int) error {
 	if err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return fmt.Errorf("write config: %w", err)
-	}
-	if err := os.Chown(tmp, 0, gid); err != nil {
-		return fmt.Errorf("chown config: %w", err)
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return fmt.Errorf("chmod config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("install config: %w", err)
+	if err := atomicfile.WriteFileOwned(path, b, mode, 0, gid); err != nil {
+		return fmt.Errorf("save config: %w", err)
 	}
 	return nil
 }

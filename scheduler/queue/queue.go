@@ -13,17 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/joblet-dev/joblet/proto/atomicfile"
 	"github.com/joblet-dev/joblet/proto/errdefs"
 )
 
 // FileName is the queue's file inside its directory.
 const FileName = "queue.json"
-
-// tmpPrefix starts the name of every temporary file; Load removes leftovers.
-const tmpPrefix = "." + FileName + ".tmp-"
 
 // Entry is one job waiting to start.
 type Entry struct {
@@ -65,7 +62,7 @@ func Load(dir string) (*Queue, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create queue directory: %w", err)
 	}
-	if err := removeTemps(dir); err != nil {
+	if err := atomicfile.RemoveTemps(filepath.Join(dir, FileName)); err != nil {
 		return nil, err
 	}
 	q := &Queue{dir: dir, nextSeq: 1}
@@ -95,23 +92,6 @@ func Load(dir string) (*Queue, error) {
 	q.entries = f.Entries
 	slices.SortFunc(q.entries, before)
 	return q, nil
-}
-
-// removeTemps deletes temporary files left by a write that a crash cut
-// short; the queue file itself is intact.
-func removeTemps(dir string) error {
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("read queue directory: %w", err)
-	}
-	for _, de := range des {
-		if strings.HasPrefix(de.Name(), tmpPrefix) {
-			if err := os.Remove(filepath.Join(dir, de.Name())); err != nil {
-				return fmt.Errorf("remove torn queue file: %w", err)
-			}
-		}
-	}
-	return nil
 }
 
 // Add queues jobID to start at due and persists the queue. It is
@@ -191,42 +171,8 @@ func (q *Queue) write(entries []Entry, nextSeq uint64) error {
 	if err != nil {
 		return fmt.Errorf("encode queue: %w", err)
 	}
-	tmp, err := os.CreateTemp(q.dir, tmpPrefix)
-	if err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(q.dir, FileName), b, 0o600); err != nil {
 		return fmt.Errorf("write queue: %w", err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(b); err != nil {
-		return fmt.Errorf("write queue: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync queue: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write queue: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(q.dir, FileName)); err != nil {
-		return fmt.Errorf("install queue: %w", err)
-	}
-	done = true
-	return syncDir(q.dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open queue directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync queue directory: %w", err)
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func TestTornTempIgnored(t *testing.T) {
 	dir := t.TempDir()
 	q := load(t, dir)
 	add(t, q, "a", t0)
-	torn := filepath.Join(dir, tmpPrefix+"123")
+	torn := filepath.Join(dir, "."+FileName+".tmp123")
 	if err := os.WriteFile(torn, []byte(`{"version":1,"entries":[{"job_id":"x"`), 0o600); err != nil {
 		t.Fatal(err)
 	}
