@@ -9,9 +9,10 @@ import (
 	"io/fs"
 	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/joblet-dev/joblet/proto/atomicfile"
 )
 
 // maxSerialHex is the longest serial number: RFC 5280 allows 20 octets.
@@ -66,9 +67,14 @@ func Revoke(path string, serial *big.Int, note string) (added bool, err error) {
 		b.WriteString("  # " + note)
 	}
 	b.WriteByte('\n')
-	st, _ := fi.Sys().(*syscall.Stat_t)
-	if err := replace(path, b.Bytes(), fi.Mode().Perm(), st); err != nil {
-		return false, err
+	// The new file keeps the old one's mode and owner from the moment it
+	// appears: a gateway that could not read it would keep the old list.
+	uid, gid := -1, -1
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid, gid = int(st.Uid), int(st.Gid)
+	}
+	if err := atomicfile.WriteFileOwned(path, b.Bytes(), fi.Mode().Perm(), uid, gid); err != nil {
+		return false, fmt.Errorf("revocation file: %w", err)
 	}
 	return true, nil
 }
@@ -111,46 +117,4 @@ func listed(b []byte, key string) bool {
 		}
 	}
 	return false
-}
-
-// replace writes data to a temporary file beside path with path's mode and
-// owner, syncs it and renames it over path, then syncs the directory.
-func replace(path string, data []byte, perm os.FileMode, owner *syscall.Stat_t) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("revocation file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil && owner != nil {
-		// Before the rename: a gateway that cannot read the new file would
-		// keep the old list.
-		err = f.Chown(int(owner.Uid), int(owner.Gid))
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("install %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -4,76 +4,21 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/proto/testkit/smalldisk"
 )
-
-const envSmallDisk = "JOBLET_TEST_SMALL_DISK"
-
-// smallDisk gives the test a directory on a tmpfs of the given size. The
-// mount must not be seen by, or outlive, anything else: as root, the test
-// runs again, alone, in a private mount namespace (unshare), and this outer
-// run only reports its result (ok false: return at once).
-func smallDisk(t *testing.T, size string) (dir string, ok bool) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts a small tmpfs (in a private mount namespace)")
-	}
-	if os.Getenv(envSmallDisk) == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", exe, "-test.run", "^"+t.Name()+"$", "-test.v")
-		cmd.Env = append(os.Environ(), envSmallDisk+"=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-			t.Fatalf("in a private mount namespace: %v\n%s", err, out)
-		}
-		return "", false
-	}
-	dir = t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0711"); err != nil {
-		t.Fatalf("mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir, true
-}
-
-// fill writes to a file in dir until its filesystem is full, and returns
-// the file, whose removal gives the space back.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return path
-		}
-	}
-}
 
 // With the isolator's state directory on a full disk, a new job is refused
 // with a clear ResourceExhausted error and leaves nothing behind; the
 // records already saved are intact and still answered; once there is space
 // again, jobs run and are recorded as before.
 func TestStateDiskFull(t *testing.T) {
-	dir, ok := smallDisk(t, "512k")
+	dir, ok := smalldisk.Dir(t, "512k")
 	if !ok {
 		return
 	}
@@ -88,7 +33,7 @@ func TestStateDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	filler := fill(t, dir)
+	filler := smalldisk.Fill(t, dir)
 	for range 2 { // refused each time, the same way
 		_, err = f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "echo", Args: []string{"two"}})
 		if !errors.Is(err, errdefs.ErrResourceExhausted) ||

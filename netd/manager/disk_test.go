@@ -9,29 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/joblet-dev/joblet/proto/errdefs"
+	"github.com/joblet-dev/joblet/proto/testkit/smalldisk"
 )
-
-// fill writes to a file in dir until the filesystem is full, and returns
-// the file, whose removal gives the space back.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	must(t, err)
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return path
-		}
-	}
-}
 
 // With netd's state directory on a full disk (a 256 KiB tmpfs, in the
 // test's private mount namespace), a new network or job is refused with a
@@ -41,8 +21,7 @@ func fill(t *testing.T, dir string) string {
 func TestStateDiskFull(t *testing.T) {
 	e := setup(t)
 	must(t, os.MkdirAll(e.opts.StateDir, 0o700))
-	must(t, unix.Mount("tmpfs", e.opts.StateDir, "tmpfs", 0, "size=256k,mode=0700"))
-	t.Cleanup(func() { unix.Unmount(e.opts.StateDir, unix.MNT_DETACH) })
+	smalldisk.Mount(t, e.opts.StateDir, "256k")
 	e.opts.CheckInterval = -1
 	m := e.open(t)
 	ctx := context.Background()
@@ -54,7 +33,7 @@ func TestStateDiskFull(t *testing.T) {
 	must(t, err)
 	rulesBefore, linksBefore := rules(t), strings.Join(hostLinks(t, "j"), " ")
 
-	filler := fill(t, e.opts.StateDir)
+	filler := smalldisk.Fill(t, e.opts.StateDir)
 	full := func(what string, err error) {
 		t.Helper()
 		if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), "no space left on the server's state disk") {

@@ -3,70 +3,14 @@ package service
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/joblet-dev/joblet/proto/errdefs"
+	"github.com/joblet-dev/joblet/proto/testkit/smalldisk"
 )
-
-const envSmallDisk = "JOBLET_TEST_SMALL_DISK"
-
-// smallDisk gives the test a directory on a tmpfs of the given size. The
-// mount must not be seen by, or outlive, anything else: as root, the test
-// runs again, alone, in a private mount namespace (unshare), and this outer
-// run only reports its result (ok false: return at once).
-func smallDisk(t *testing.T, size string) (dir string, ok bool) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts a small tmpfs (in a private mount namespace)")
-	}
-	if os.Getenv(envSmallDisk) == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", exe, "-test.run", "^"+t.Name()+"$", "-test.v")
-		cmd.Env = append(os.Environ(), envSmallDisk+"=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-			t.Fatalf("in a private mount namespace: %v\n%s", err, out)
-		}
-		return "", false
-	}
-	dir = t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		t.Fatalf("mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir, true
-}
-
-// fill writes to a file in dir until its filesystem is full, and returns
-// the file, whose removal gives the space back.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return path
-		}
-	}
-}
 
 // With the scheduler's queue on a full disk: a new schedule and a cancel
 // are refused with a clear ResourceExhausted error, the queue in memory and
@@ -75,7 +19,7 @@ func fill(t *testing.T, dir string) string {
 // the isolator takes the hand-off again as a success). Once there is
 // space, everything is saved and a restart finds the queue right.
 func TestQueueDiskFull(t *testing.T) {
-	dir, ok := smallDisk(t, "256k")
+	dir, ok := smalldisk.Dir(t, "256k")
 	if !ok {
 		return
 	}
@@ -89,7 +33,7 @@ func TestQueueDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	filler := fill(t, dir)
+	filler := smalldisk.Fill(t, dir)
 	full := func(what string, err error) {
 		t.Helper()
 		if !errors.Is(err, errdefs.ErrResourceExhausted) ||
