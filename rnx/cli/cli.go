@@ -179,3 +179,13 @@ func (a *app) printError(err error) {
 	}
 	fmt.Fprintf(a.env.Stderr, "rnx: %s\n", termsafe.String(strings.Join(parts, "; ")))
 }
+
+// withConn connects to the node, calls fn with the connection and closes it.
+func (a *app) withConn(fn func(*client.Conn) error) error {
+	conn, err := a.connect()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return fn(conn)
+}

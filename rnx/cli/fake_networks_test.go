@@ -21,6 +21,9 @@ type fakeNetworks struct {
 	jobletv1.UnimplementedNetworkServiceServer
 	mu   sync.Mutex
 	nets []*jobletv1.Network // built-ins first, then by name
+	// unavailableLists makes that many ListNetworks calls fail as a
+	// restarting netd would (Unavailable); lists counts every call.
+	unavailableLists, lists int
 }
 
 func newFakeNetworks() *fakeNetworks {
@@ -87,6 +90,11 @@ func (f *fakeNetworks) CreateNetwork(ctx context.Context, req *jobletv1.CreateNe
 func (f *fakeNetworks) ListNetworks(context.Context, *jobletv1.ListNetworksRequest) (*jobletv1.ListNetworksResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lists++
+	if f.unavailableLists > 0 {
+		f.unavailableLists--
+		return nil, status.Error(codes.Unavailable, "netd is restarting")
+	}
 	resp := &jobletv1.ListNetworksResponse{}
 	for _, n := range f.nets {
 		resp.Networks = append(resp.Networks, proto.CloneOf(n))

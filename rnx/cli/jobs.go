@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/spf13/cobra"
+
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/rnx/client"
 	"github.com/joblet-dev/joblet/rnx/render"
 	"github.com/joblet-dev/joblet/rnx/termsafe"
-	"github.com/spf13/cobra"
 )
 
 // jobID is what a job id may look like; the server has the final word, this
@@ -33,23 +35,20 @@ func (a *app) listCommand() *cobra.Command {
 		Short: "List all jobs",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			conn, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			var resp *jobletv1.ListJobsResponse
-			err = a.retryUnavailable(cmd.Context(), conn, func() (err error) {
-				resp, err = conn.ListJobs(cmd.Context(), &jobletv1.ListJobsRequest{})
-				return err
+			return a.withConn(func(conn *client.Conn) error {
+				var resp *jobletv1.ListJobsResponse
+				err := a.retryUnavailable(cmd.Context(), conn, func() (err error) {
+					resp, err = conn.ListJobs(cmd.Context(), &jobletv1.ListJobsRequest{})
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return render.ListJSON(a.env.Stdout, resp.GetJobs())
+				}
+				return render.Table(a.env.Stdout, resp.GetJobs())
 			})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return render.ListJSON(a.env.Stdout, resp.GetJobs())
-			}
-			return render.Table(a.env.Stdout, resp.GetJobs())
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
@@ -63,19 +62,16 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show one job's status, times, limits and exit code",
 		Args:  idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			conn, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			job, err := a.status(cmd.Context(), conn, args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return render.StatusJSON(a.env.Stdout, job)
-			}
-			return render.Status(a.env.Stdout, job, a.env.Now())
+			return a.withConn(func(conn *client.Conn) error {
+				job, err := a.status(cmd.Context(), conn, args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return render.StatusJSON(a.env.Stdout, job)
+				}
+				return render.Status(a.env.Stdout, job, a.env.Now())
+			})
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object")
@@ -96,17 +92,14 @@ due and returns, or, with an explicit --follow (-f), waits for it to start
 and follows it.`,
 		Args: idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			conn, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			explicit := cmd.Flags().Changed("follow") && follow && !noFollow
-			if more, err := a.awaitScheduled(cmd.Context(), conn, args[0], explicit); err != nil || !more {
-				return err
-			}
-			out := a.newOutput()
-			return errors.Join(a.follow(cmd.Context(), conn, args[0], follow && !noFollow, out), out.flush())
+			return a.withConn(func(conn *client.Conn) error {
+				explicit := cmd.Flags().Changed("follow") && follow && !noFollow
+				if more, err := a.awaitScheduled(cmd.Context(), conn, args[0], explicit); err != nil || !more {
+					return err
+				}
+				out := a.newOutput()
+				return errors.Join(a.follow(cmd.Context(), conn, args[0], follow && !noFollow, out), out.flush())
+			})
 		}),
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", true, "follow the output until the job ends")
@@ -120,17 +113,14 @@ func (a *app) stopCommand() *cobra.Command {
 		Short: "Stop a job (SIGTERM, then SIGKILL after the server's grace period)",
 		Args:  idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			conn, err := a.connect()
-			if err != nil {
+			return a.withConn(func(conn *client.Conn) error {
+				resp, err := conn.StopJob(cmd.Context(), &jobletv1.StopJobRequest{Id: args[0]})
+				if err != nil {
+					return conn.Explain(err)
+				}
+				_, err = fmt.Fprintln(a.env.Stdout, stopMessage(resp.GetJob()))
 				return err
-			}
-			defer conn.Close()
-			resp, err := conn.StopJob(cmd.Context(), &jobletv1.StopJobRequest{Id: args[0]})
-			if err != nil {
-				return conn.Explain(err)
-			}
-			_, err = fmt.Fprintln(a.env.Stdout, stopMessage(resp.GetJob()))
-			return err
+			})
 		}),
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	"github.com/joblet-dev/joblet/rnx/client"
 	"github.com/joblet-dev/joblet/rnx/render"
 	"github.com/joblet-dev/joblet/rnx/termsafe"
-	"github.com/spf13/cobra"
 )
 
 // networkModes is the help text that says what each kind of network gives a
@@ -52,16 +54,13 @@ letter. The range must not overlap another network or the host's own.`,
 			return nil
 		},
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			conn, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := conn.CreateNetwork(cmd.Context(), &jobletv1.CreateNetworkRequest{Name: args[0], Cidr: cidr})
-			if err != nil {
-				return conn.Explain(err)
-			}
-			return render.NetworkCreated(a.env.Stdout, resp.GetNetwork())
+			return a.withConn(func(conn *client.Conn) error {
+				resp, err := conn.CreateNetwork(cmd.Context(), &jobletv1.CreateNetworkRequest{Name: args[0], Cidr: cidr})
+				if err != nil {
+					return conn.Explain(err)
+				}
+				return render.NetworkCreated(a.env.Stdout, resp.GetNetwork())
+			})
 		}),
 	}
 	cmd.Flags().StringVar(&cidr, "cidr", "", "the network's IPv4 range, e.g. 10.1.0.0/24")
@@ -75,19 +74,20 @@ func (a *app) networkListCommand() *cobra.Command {
 		Short: "List the built-in and custom networks",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			conn, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := conn.ListNetworks(cmd.Context(), &jobletv1.ListNetworksRequest{})
-			if err != nil {
-				return conn.Explain(err)
-			}
-			if asJSON {
-				return render.NetworksJSON(a.env.Stdout, resp.GetNetworks())
-			}
-			return render.NetworkTable(a.env.Stdout, resp.GetNetworks())
+			return a.withConn(func(conn *client.Conn) error {
+				var resp *jobletv1.ListNetworksResponse
+				err := a.retryUnavailable(cmd.Context(), conn, func() (err error) {
+					resp, err = conn.ListNetworks(cmd.Context(), &jobletv1.ListNetworksRequest{})
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return render.NetworksJSON(a.env.Stdout, resp.GetNetworks())
+				}
+				return render.NetworkTable(a.env.Stdout, resp.GetNetworks())
+			})
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
@@ -100,16 +100,13 @@ func (a *app) networkRemoveCommand() *cobra.Command {
 		Short: "Remove a custom network that no job uses",
 		Args:  exactArgs(1, "one NAME"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			conn, err := a.connect()
-			if err != nil {
+			return a.withConn(func(conn *client.Conn) error {
+				if _, err := conn.RemoveNetwork(cmd.Context(), &jobletv1.RemoveNetworkRequest{Name: args[0]}); err != nil {
+					return conn.Explain(err)
+				}
+				_, err := fmt.Fprintf(a.env.Stdout, "Network %s removed\n", termsafe.String(args[0]))
 				return err
-			}
-			defer conn.Close()
-			if _, err := conn.RemoveNetwork(cmd.Context(), &jobletv1.RemoveNetworkRequest{Name: args[0]}); err != nil {
-				return conn.Explain(err)
-			}
-			_, err = fmt.Fprintf(a.env.Stdout, "Network %s removed\n", termsafe.String(args[0]))
-			return err
+			})
 		}),
 	}
 }

@@ -71,3 +71,23 @@ func TestLogFollowSurvivesGatewayRestart(t *testing.T) {
 		t.Errorf("stderr = %q, want %q", r.stderr, want)
 	}
 }
+
+// network list is a read too: it retries while netd restarts.
+func TestNetworkListRetriesUnavailable(t *testing.T) {
+	s := newSuite(t)
+	s.nets.mu.Lock()
+	s.nets.unavailableLists = 2
+	s.nets.mu.Unlock()
+	r := s.rnx(t, "network", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "isolated") {
+		t.Fatalf("network list: %+v", r)
+	}
+	if !strings.Contains(r.stderr, "netd is restarting; retrying for up to 1m0s") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("stderr %q, want one retry note", r.stderr)
+	}
+	s.nets.mu.Lock()
+	defer s.nets.mu.Unlock()
+	if s.nets.lists != 3 {
+		t.Errorf("%d calls, want 3 (2 refused, then the answer)", s.nets.lists)
+	}
+}
