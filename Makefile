@@ -9,16 +9,17 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 TOOLS := $(CURDIR)/.tools
 PROTOS = $(shell cd proto && find . -name '*.proto' -not -path './gen/*' | sed 's|^\./||' | sort)
 
-.PHONY: all build run test unit e2e vet fmt-check proto proto-check deps bench clean deb vm-test fuzz
+.PHONY: all build run test unit e2e vet fmt-check proto proto-check deps bench clean deb vm-test fuzz reliability build-race
 
 all: build
 
-## build: compile every binary into bin/
+## build: compile every binary into bin/ (static, as the .deb ships them: no dynamic loader at each
+## start of a job's shim, init and exec stage)
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do name=$${b%%:*}; mod=$${b##*:}; \
 		echo "go build $$name"; \
-		$(GO) build -trimpath -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
+		CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
 
 ## run: start the whole suite in embedded mode, in the foreground (root)
 run: deps build
@@ -56,6 +57,20 @@ fuzz:
 e2e: build
 	cd e2e && JOBLET_E2E_REQUIRED=$${JOBLET_E2E_REQUIRED:-1} $(GO) test -count=1 -timeout 15m ./...
 
+## reliability: issue 10's fault, flood, soak and restart tests in their long form (5,000 soak jobs),
+## plus every other e2e test, against daemons built with the race detector (bin-race/; see docs/reliability.md)
+BIN_RACE := bin-race
+build-race:
+	@mkdir -p $(BIN_RACE)
+	@for b in $(BINARIES); do name=$${b%%:*}; mod=$${b##*:}; \
+		echo "go build -race $$name"; \
+		$(GO) build -race -trimpath -o $(BIN_RACE)/$$name ./$$mod/cmd/$$name || exit 1; done
+
+reliability: build-race
+	cd e2e && JOBLET_BIN_DIR=$(CURDIR)/$(BIN_RACE) JOBLET_RELIABILITY=full JOBLET_E2E_REQUIRED=1 \
+		$(GO) test -count=1 -v -timeout 60m ./... 2>&1 | tee $(CURDIR)/$(BIN_RACE)/reliability.log; \
+		exit $${PIPESTATUS[0]}
+
 ## proto: regenerate the Go code from the .proto files
 proto:
 	@GOBIN=$(TOOLS) $(GO) install $(PROTOC_GEN_GO) && GOBIN=$(TOOLS) $(GO) install $(PROTOC_GEN_GO_GRPC)
@@ -92,4 +107,4 @@ vm-test:
 	deploy/test/vm-test.sh
 
 clean:
-	rm -rf $(BIN) $(TOOLS) $(DIST)
+	rm -rf $(BIN) $(BIN_RACE) $(TOOLS) $(DIST)

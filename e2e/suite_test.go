@@ -60,8 +60,19 @@ type suite struct {
 	started   time.Time
 	exited    chan struct{} // closed when the supervisor has exited
 
+	// netns, when set, is the network namespace (a path such as
+	// /run/netns/NAME) the suite and every rnx aimed at it run in; empty
+	// for the package's suite, which runs in the test binary's own.
+	netns string
+
 	mu       sync.Mutex
 	seenPIDs map[int]string // every service pid seen in pids.json, for the leak check
+}
+
+// suiteOptions says how launchSuite starts a suite other than the package's one.
+type suiteOptions struct {
+	devDir string // the dev dir to use (made if missing); empty: a fresh temp dir
+	netns  string // see suite.netns
 }
 
 func TestMain(m *testing.M) {
@@ -134,9 +145,26 @@ func preconditions() (binDir, reason string) {
 	return abs, ""
 }
 
-// startSuite starts bin/joblet in a fresh dev dir and waits for its ready line.
+// startSuite starts the package's suite: bin/joblet in a fresh dev dir,
+// once it printed its ready line.
 func startSuite(binDir string) (*suite, error) {
-	devDir, err := os.MkdirTemp("/tmp", "joblet-e2e-")
+	s, err := launchSuite(binDir, suiteOptions{})
+	if err != nil {
+		return nil, err
+	}
+	theSuite = s
+	return s, nil
+}
+
+// launchSuite starts bin/joblet as opt says and waits for its ready line.
+func launchSuite(binDir string, opt suiteOptions) (*suite, error) {
+	devDir := opt.devDir
+	var err error
+	if devDir == "" {
+		devDir, err = os.MkdirTemp("/tmp", "joblet-e2e-")
+	} else {
+		err = os.MkdirAll(devDir, 0o755)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dev dir: %w", err)
 	}
@@ -159,9 +187,10 @@ func startSuite(binDir string) (*suite, error) {
 		stderrLog: logFile.Name(),
 		exited:    make(chan struct{}),
 		seenPIDs:  map[int]string{},
+		netns:     opt.netns,
 	}
 
-	cmd := exec.Command(filepath.Join(binDir, "joblet"))
+	cmd := s.command(filepath.Join(binDir, "joblet"))
 	cmd.Env = append(os.Environ(),
 		"JOBLET_DEV_DIR="+devDir,
 		"JOBLET_PORT="+strconv.Itoa(port),
@@ -225,8 +254,16 @@ func startSuite(binDir string) (*suite, error) {
 		_ = s.shutdown()
 		return nil, fmt.Errorf("ready, but: %w", err)
 	}
-	theSuite = s
 	return s, nil
+}
+
+// command is exec.Command, run in the suite's network namespace when it
+// has one of its own (nsenter execs the program, so the pid is the same).
+func (s *suite) command(name string, args ...string) *exec.Cmd {
+	if s.netns == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + s.netns, "--", name}, args...)...)
 }
 
 func freePort() (int, error) {
@@ -329,6 +366,13 @@ func (s *suite) shutdown() []string {
 		}
 	}
 
+	// Daemons built with -race (make reliability) report data races on
+	// stderr, which is the suite's log, and go on: a race is a failure.
+	if b, err := os.ReadFile(s.stderrLog); err == nil && strings.Contains(string(b), "WARNING: DATA RACE") {
+		problems = append(problems, fmt.Sprintf("the race detector reported %d data races in the services (see %s)",
+			strings.Count(string(b), "WARNING: DATA RACE"), s.stderrLog))
+	}
+
 	mounts, err := mountsUnder(s.devDir)
 	if err != nil {
 		problems = append(problems, err.Error())
@@ -353,7 +397,7 @@ func (s *suite) jobCgroups(isolator int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(s.binDir, "rnx"), "list", "--json")
+	cmd := s.command(filepath.Join(s.binDir, "rnx"), "list", "--json")
 	cmd.Env = append(os.Environ(), "RNX_CONFIG="+s.adminConfig())
 	out, err := cmd.Output()
 	if err != nil {
