@@ -197,6 +197,10 @@ func (a *app) stopOnSignal(ctx context.Context, conn *client.Conn, id string, si
 // restarts.
 const reconnectWindow = time.Minute
 
+// firstContactWindow is how long rnx retries a gateway it has not reached
+// yet in this run (see retryUnavailable).
+const firstContactWindow = 3 * time.Second
+
 // follow copies a job's output to out until the stream ends, reconnecting
 // (without repeating output) if the connection is lost.
 func (a *app) follow(ctx context.Context, conn *client.Conn, id string, follow bool, out *output) error {
@@ -250,13 +254,16 @@ const (
 )
 
 // retryUnavailable calls fn until it succeeds, fails otherwise than
-// "unavailable", or reconnectWindow has passed; the error it returns is
-// explained for the user. Only a connection that once worked is retried: a
-// suite that is not running, or one that refuses our certificate, gets a
-// prompt answer. fn must be idempotent
-// (a read, or a follow that resumes where it was).
+// "unavailable", or its window has passed; the error it returns is
+// explained for the user. A connection that once worked is retried for
+// reconnectWindow; one that never did only for firstContactWindow, which
+// covers a gateway restarting (well under a second) while a suite that is
+// not running still gets a prompt answer. A gateway that refuses our
+// certificate is never retried. fn must be idempotent (a read, or a follow
+// that resumes where it was).
 func (a *app) retryUnavailable(ctx context.Context, conn *client.Conn, fn func() error) error {
 	var lost time.Time
+	window := reconnectWindow
 	wait := minRetryWait
 	for {
 		err := fn()
@@ -265,12 +272,15 @@ func (a *app) retryUnavailable(ctx context.Context, conn *client.Conn, fn func()
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case status.Code(err) != codes.Unavailable || !conn.WasConnected() || conn.Refused():
+		case status.Code(err) != codes.Unavailable || conn.Refused():
 			return conn.Explain(err)
 		case lost.IsZero():
 			lost = time.Now()
-			fmt.Fprintf(a.env.Stderr, "rnx: %s; retrying for up to %s\n", termsafe.String(conn.Explain(err).Error()), reconnectWindow)
-		case time.Since(lost) > reconnectWindow:
+			if !conn.WasConnected() {
+				window = firstContactWindow
+			}
+			fmt.Fprintf(a.env.Stderr, "rnx: %s; retrying for up to %s\n", termsafe.String(conn.Explain(err).Error()), window)
+		case time.Since(lost) > window:
 			return conn.Explain(err)
 		}
 		if !sleep(ctx, wait) {
