@@ -30,7 +30,7 @@ import (
 // Options tune a Forwarder; zero values take the defaults.
 type Options struct {
 	PipeBytes   int           // capacity a pipe given to Start is grown to (1 MiB)
-	ReadBytes   int           // largest single read from a pipe (1 MiB)
+	ReadBytes   int           // largest single read from a pipe (1 MiB less 4 KiB, see defaultReadBytes)
 	BatchBytes  int           // most bytes sent in one Append (1 MiB)
 	BufferBytes int           // unsent bytes at which reading stops (4 MiB)
 	MinBackoff  time.Duration // first wait after a failed Append (100 ms)
@@ -44,7 +44,7 @@ func (o *Options) defaults() {
 		o.PipeBytes = 1 << 20
 	}
 	if o.ReadBytes <= 0 {
-		o.ReadBytes = 1 << 20
+		o.ReadBytes = defaultReadBytes
 	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 1 << 20
@@ -63,11 +63,23 @@ func (o *Options) defaults() {
 	}
 }
 
+// firstReadBytes is the size of a stream's first read buffer, grown up to
+// Options.ReadBytes while the job writes faster than it is read.
+const firstReadBytes = 64 << 10
+
+// defaultReadBytes keeps one read, sent as one message with its few bytes
+// of header, within the 1 MiB top size class of gRPC's buffer pool
+// (transport.InstallBufferPool): a message just over it is a fresh,
+// zeroed allocation on both sides of every Append.
+const defaultReadBytes = 1<<20 - 4<<10
+
 // ErrAbandoned is the error of a Forwarder that was told to give up before
 // everything was delivered.
 var ErrAbandoned = errors.New("output forwarding abandoned")
 
-// Forwarder sends one job's output to logd.
+// Forwarder sends one job's output to logd. The records it passes to
+// Append are its own again once Append returns: it reads more output into
+// their buffers.
 type Forwarder struct {
 	logd  logdapi.Logd
 	jobID string
@@ -79,6 +91,7 @@ type Forwarder struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond // signalled on any change below
+	spare    [][]byte   // delivered read buffers of ReadBytes, for the readers to reuse
 	queue    []logdapi.Record
 	queued   int   // bytes in queue
 	next     int64 // offset of the next byte read
@@ -163,12 +176,25 @@ func growPipe(r io.Reader, n int) {
 
 func (f *Forwarder) read(kind jobletv1.Stream, r io.ReadCloser) {
 	defer r.Close()
-	buf := make([]byte, f.opts.ReadBytes)
+	// Small at first, grown while reads fill it: most jobs write little,
+	// and a shim per job holding ReadBytes per stream is memory per job.
+	buf := make([]byte, min(firstReadBytes, f.opts.ReadBytes))
 	for {
 		n, err := r.Read(buf)
-		if n > 0 {
+		switch {
+		case n == 0:
+		case 2*n < len(buf):
 			// A copy sized to the data: queued bytes are what memory costs.
 			f.enqueue(kind, bytes.Clone(buf[:n]))
+		default:
+			// At least half full: queued as it is (no copy), and the next
+			// read goes to a delivered buffer or a new one.
+			f.enqueue(kind, buf[:n])
+			if n == len(buf) && n < f.opts.ReadBytes {
+				buf = make([]byte, min(4*n, f.opts.ReadBytes))
+			} else {
+				buf = f.nextBuffer(len(buf))
+			}
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -181,6 +207,35 @@ func (f *Forwarder) read(kind jobletv1.Stream, r io.ReadCloser) {
 	f.open--
 	f.cond.Broadcast()
 	f.mu.Unlock()
+}
+
+// nextBuffer returns a read buffer of size n: a delivered one when there
+// is one of that size (the largest, ReadBytes), else a new one.
+func (f *Forwarder) nextBuffer(n int) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k := len(f.spare); k > 0 && n == f.opts.ReadBytes {
+		b := f.spare[k-1]
+		f.spare = f.spare[:k-1]
+		return b
+	}
+	return make([]byte, n)
+}
+
+// maxSpare bounds the delivered buffers kept: one per stream covers a
+// reader's next read while its last one waits in the queue.
+const maxSpare = 2
+
+// recycle keeps up to maxSpare of the delivered records' read buffers of
+// ReadBytes for reuse: a job writing fast then reads into the same few
+// buffers instead of allocating (and collecting) one per read. Called with
+// f.mu held.
+func (f *Forwarder) recycle(recs []logdapi.Record) {
+	for _, r := range recs {
+		if cap(r.Data) == f.opts.ReadBytes && len(f.spare) < maxSpare {
+			f.spare = append(f.spare, r.Data[:cap(r.Data)])
+		}
+	}
 }
 
 // enqueue gives data its offset and queues it, first waiting for room:
@@ -206,7 +261,7 @@ func (f *Forwarder) send() {
 	f.stopped = true
 	f.complete = err == nil
 	f.err = err
-	f.queue, f.queued = nil, 0
+	f.queue, f.queued, f.spare = nil, 0, nil
 	f.cond.Broadcast()
 	f.mu.Unlock()
 	close(f.done)
@@ -234,6 +289,9 @@ func (f *Forwarder) sendAll() error {
 		}
 
 		f.mu.Lock()
+		// Delivered: logd has the bytes, gRPC no longer holds the slices.
+		f.recycle(batch)
+		clear(f.queue[:n]) // the backing array must not pin the data
 		f.queue = f.queue[n:]
 		f.queued -= size
 		f.cond.Broadcast()

@@ -48,7 +48,9 @@ func (l *fakeLogd) Append(_ context.Context, _ string, recs []logdapi.Record, eo
 			return l.size, errdefs.Errorf(errdefs.ErrFailedPrecondition, "gap at %d, log is %d", r.Offset, l.size)
 		}
 		if skip := l.size - r.Offset; skip < int64(len(r.Data)) {
-			l.recs = append(l.recs, logdapi.Record{Stream: r.Stream, Data: r.Data[skip:], Offset: l.size})
+			// A copy, as the real client's encoding makes: the forwarder
+			// reuses a record's buffer once Append has returned.
+			l.recs = append(l.recs, logdapi.Record{Stream: r.Stream, Data: bytes.Clone(r.Data[skip:]), Offset: l.size})
 			l.size += int64(len(r.Data)) - skip
 		}
 	}

@@ -35,6 +35,10 @@ func IsShim() bool {
 // Main is a job's shim: it runs the job, forwards its output and records
 // its result (see the package doc). It never returns.
 func Main() {
+	// Before any gRPC code runs: the job's output goes out in messages of
+	// up to 1 MiB, which gRPC's default pool does not keep, so each would
+	// be a fresh, zeroed allocation (and garbage).
+	transport.InstallBufferPool()
 	debug.SetMemoryLimit(memoryLimit)
 	// Started from /proc/self/fd/N, its name would be N: name it for ps.
 	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&procName[0])), 0, 0, 0)
@@ -113,6 +117,10 @@ func start(spec Spec) (*sandbox.Process, *output.Forwarder, *cgroup.Job, error) 
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("shim: logd client: %w", err)
 	}
+	// Connect now, while the job starts, not on the first output: a short
+	// job would otherwise end before its log is even opened, and wait for
+	// the connection before its result is recorded.
+	cc.Connect()
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)

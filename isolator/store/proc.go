@@ -21,7 +21,10 @@ func Identify(pid int) (Proc, error) {
 	return Proc{PID: pid, StartTicks: ticks, BootID: boot}, nil
 }
 
-// Alive says whether p is still the process it was when identified.
+// Alive says whether p is still the process it was when identified, and
+// has not exited. A zombie has: it stays until its parent reaps it, which
+// for an orphan (a shim whose isolator died with it) is whenever the
+// host's init gets to it, and it must not pass for a running shim or job.
 func (p Proc) Alive() bool {
 	if p.PID <= 0 {
 		return false
@@ -29,29 +32,36 @@ func (p Proc) Alive() bool {
 	if boot, err := bootID(); err != nil || boot != p.BootID {
 		return false
 	}
-	ticks, err := startTicks(p.PID)
-	return err == nil && ticks == p.StartTicks
+	state, ticks, err := stat(p.PID)
+	return err == nil && ticks == p.StartTicks && state != "Z" && state != "X"
 }
 
-// startTicks is when pid started, in clock ticks since boot (field 22 of
-// /proc/<pid>/stat). The command name before it may hold spaces and
-// parentheses, so fields are counted from the last ')'.
+// startTicks is when pid started, in clock ticks since boot.
 func startTicks(pid int) (uint64, error) {
+	_, ticks, err := stat(pid)
+	return ticks, err
+}
+
+// stat reads pid's state (field 3 of /proc/<pid>/stat: "R", "S", "Z", ...)
+// and when it started (field 22). The command name before them may hold
+// spaces and parentheses, so fields are counted from the last ')'.
+func stat(pid int) (state string, ticks uint64, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return "", 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	const startField = 22 - 3 // the fields after ')' start at field 3
 	if len(f) <= startField {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return "", 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
-	return strconv.ParseUint(f[startField], 10, 64)
+	ticks, err = strconv.ParseUint(f[startField], 10, 64)
+	return f[0], ticks, err
 }
 
 func bootID() (string, error) {

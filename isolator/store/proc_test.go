@@ -3,7 +3,9 @@ package store
 import (
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestIdentify(t *testing.T) {
@@ -42,4 +44,40 @@ func TestIdentify(t *testing.T) {
 	if p.Alive() {
 		t.Fatal("an exited process is alive")
 	}
+}
+
+// A process that has exited but is not reaped yet (an orphaned shim that
+// the host's init has not got to) is not alive, though its pid and start
+// time are still there.
+func TestZombieNotAlive(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Identify(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Alive() {
+		t.Fatal("a running child is not alive")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		state, ticks, err := stat(p.PID)
+		if err != nil || ticks != p.StartTicks {
+			t.Fatalf("the unreaped child is gone from /proc (%v)", err)
+		}
+		if state == "Z" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed child is still in state %s", state)
+		}
+	}
+	if p.Alive() {
+		t.Error("a zombie passed for a live process")
+	}
+	_ = cmd.Wait()
 }

@@ -1,7 +1,9 @@
 // Package store persists the isolator's job records and its id counter under
 // the isolator's state directory. Every write goes to a temporary file that is
-// fsynced and renamed over the old one, so a crash leaves either the old or the
-// new version, never a torn one.
+// renamed over the old one, so a crash leaves either the old or the new
+// version, never a torn one. Save and the id counter wait for the disk
+// (fsync of the file and of its directory), so a machine crash cannot lose
+// them either; Update does not (see there).
 package store
 
 import (
@@ -51,14 +53,21 @@ type file struct {
 
 // Store is the isolator's persisted state in one directory:
 //
-//	<dir>/last-id        the last job id handed out
+//	<dir>/last-id        no job id up to it may be handed out again
 //	<dir>/jobs/<id>.json one record per job
 type Store struct {
 	dir string
 
-	mu     sync.Mutex // serialises id allocation
-	lastID uint64
+	mu       sync.Mutex // serialises id allocation
+	lastID   uint64     // the last id handed out
+	reserved uint64     // the counter on disk: NextID hands out ids up to it without a write
 }
+
+// idBlock is how many ids one durable write of the counter reserves: the
+// counter is a step ahead of the ids handed out, so most jobs start without
+// waiting for the disk. A crash skips the rest of the block (ids are never
+// reused, and need not be consecutive); Close writes the exact counter.
+const idBlock = 64
 
 // Open opens (creating if needed) the store in dir. The id counter is read
 // back and raised past any record found, so an id is never handed out twice
@@ -85,6 +94,7 @@ func Open(dir string) (*Store, error) {
 	for _, id := range ids {
 		s.lastID = max(s.lastID, id)
 	}
+	s.reserved = s.lastID
 	return s, nil
 }
 
@@ -94,21 +104,60 @@ func (s *Store) recordPath(id string) string {
 	return filepath.Join(s.dir, "jobs", id+".json")
 }
 
-// NextID returns a new job id. The counter is on disk before the id is
-// returned, so the id is never handed out again, even after a crash.
+// NextID returns a new job id. The counter on disk is at or past the id
+// before it is returned (a block of idBlock ids is reserved at a time), so
+// the id is never handed out again, even after a crash.
 func (s *Store) NextID() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := s.lastID + 1
-	if err := writeFile(s.counterPath(), []byte(strconv.FormatUint(next, 10)+"\n")); err != nil {
-		return "", fmt.Errorf("persist id counter: %w", errdefs.NoSpace(err, "state", "the job id counter"))
+	if next > s.reserved {
+		ceiling := next + idBlock - 1
+		if err := s.writeCounter(ceiling); err != nil {
+			return "", err
+		}
+		s.reserved = ceiling
 	}
 	s.lastID = next
 	return strconv.FormatUint(next, 10), nil
 }
 
-// Save writes r, replacing the job's previous record.
-func (s *Store) Save(r Record) error {
+// Close writes the last id handed out as the counter, so that the next
+// Store goes on right after it instead of after the reserved block. The
+// Store stays usable.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reserved == s.lastID {
+		return nil
+	}
+	if err := s.writeCounter(s.lastID); err != nil {
+		return err
+	}
+	s.reserved = s.lastID
+	return nil
+}
+
+func (s *Store) writeCounter(v uint64) error {
+	if err := writeFile(s.counterPath(), []byte(strconv.FormatUint(v, 10)+"\n")); err != nil {
+		return fmt.Errorf("persist id counter: %w", errdefs.NoSpace(err, "state", "the job id counter"))
+	}
+	return nil
+}
+
+// Save writes r, replacing the job's previous record, and waits for the
+// disk.
+func (s *Store) Save(r Record) error { return s.save(r, writeFile) }
+
+// Update writes r like Save but does not wait for the disk: an isolator
+// crash cannot lose it (it is in the page cache), a machine crash can, and
+// then the previous record stays, whole. It is for what a reboot makes
+// moot anyway, such as the identity of a running job's processes: they do
+// not survive it either, and the previous record (RUNNING) ends the job as
+// lost just the same.
+func (s *Store) Update(r Record) error { return s.save(r, replaceFile) }
+
+func (s *Store) save(r Record, write func(string, []byte) error) error {
 	id := r.Job.GetId()
 	if _, err := strconv.ParseUint(id, 10, 64); err != nil {
 		return fmt.Errorf("save job record: bad id %q", id)
@@ -121,7 +170,7 @@ func (s *Store) Save(r Record) error {
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", id, err)
 	}
-	if err := writeFile(s.recordPath(id), b); err != nil {
+	if err := write(s.recordPath(id), b); err != nil {
 		return fmt.Errorf("save job %s: %w", id, errdefs.NoSpace(err, "state", "job "+id+"'s record"))
 	}
 	return nil
@@ -180,4 +229,29 @@ func (s *Store) ids() ([]uint64, error) {
 // writeFile replaces path with b durably (see atomicfile).
 func writeFile(path string, b []byte) error {
 	return atomicfile.WriteFile(path, b, 0o600)
+}
+
+// replaceFile replaces path with b atomically, without waiting for the
+// disk: a temporary file in the same directory renamed over path.
+func replaceFile(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("install %s: %w", path, err)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -102,15 +103,31 @@ func TestIDsNeverReused(t *testing.T) {
 		t.Fatalf("first id %s, want 1", id)
 	}
 	next(s)
-	// Reopen: the counter continues.
+	// Reopen after Close: the counter continues right after the last id.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if s, err = Open(dir); err != nil {
 		t.Fatal(err)
 	}
 	if id := next(s); id != "3" {
 		t.Fatalf("after reopen got %s, want 3", id)
 	}
+	// Reopen without Close, as after a crash: the rest of the reserved
+	// block is skipped, nothing handed out is reused.
+	for range idBlock + 5 { // across a block boundary
+		next(s)
+	}
+	last := next(s)
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	id := next(s)
+	if n, _ := strconv.Atoi(id); n <= mustAtoi(t, last) || n > mustAtoi(t, last)+idBlock {
+		t.Fatalf("after a crash at %s got %s, want within the next %d", last, id, idBlock)
+	}
 	// A lost counter file is rebuilt from the records.
-	if err := s.Save(Record{Job: &jobletv1.Job{Id: "3"}}); err != nil {
+	if err := s.Save(Record{Job: &jobletv1.Job{Id: id}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filepath.Join(dir, "last-id")); err != nil {
@@ -119,8 +136,45 @@ func TestIDsNeverReused(t *testing.T) {
 	if s, err = Open(dir); err != nil {
 		t.Fatal(err)
 	}
-	if id := next(s); id != "4" {
-		t.Fatalf("after losing the counter got %s, want 4", id)
+	if got, want := next(s), strconv.Itoa(mustAtoi(t, id)+1); got != want {
+		t.Fatalf("after losing the counter got %s, want %s", got, want)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestUpdate: Update replaces a record like Save, leaving no temporary
+// file, and Load reads it back.
+func TestUpdate(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(Record{Job: &jobletv1.Job{Id: "7", Command: "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	shim := Proc{PID: 42, StartTicks: 9, BootID: "b"}
+	if err := s.Update(Record{Job: &jobletv1.Job{Id: "7", Command: "true"}, Shim: shim}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Load()
+	if err != nil || len(recs) != 1 || recs[0].Shim != shim || recs[0].Job.GetCommand() != "true" {
+		t.Fatalf("Load = %v, %v", recs, err)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "jobs"))
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("jobs dir: %v, %v; want the one record", ents, err)
+	}
+	if err := s.Update(Record{Job: &jobletv1.Job{Id: "x"}}); err == nil {
+		t.Fatal("bad id accepted")
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
@@ -130,14 +131,26 @@ func run(name, cfgPath string, log zerolog.Logger, svc Service, o options) error
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx = logging.With(ctx, log)
+	var profOnce sync.Once
+	stopProfile := startProfiling(name, log)
+	defer profOnce.Do(stopProfile)
+	go releaseWhenIdle(ctx) // idle.go
 
 	if !plugged {
 		log.Info().Msg("starting")
+		// STOPPING goes out as soon as the stop is asked for, while the
+		// service winds down; the process does not exit before it is sent.
+		notified := make(chan struct{})
 		go func() {
 			<-ctx.Done()
 			notify(log, sdnotify.SdNotifyStopping)
+			close(notified)
 		}()
-		return svc(ctx, env)
+		err := svc(ctx, env)
+		if ctx.Err() != nil {
+			<-notified
+		}
+		return err
 	}
 	// Launched by the supervisor: go-plugin owns stdout for its handshake and
 	// tells us when to stop; the service runs beside it.
@@ -149,6 +162,7 @@ func run(name, cfgPath string, log zerolog.Logger, svc Service, o options) error
 		// ends with it: plugin.Serve would otherwise keep an empty process
 		// alive, and the supervisor would neither see an exit nor restart it.
 		err := <-done
+		profOnce.Do(stopProfile)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error().Err(err).Msg("service failed")
 			os.Exit(1)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/joblet-dev/joblet/proto/daemon"
 	"github.com/joblet-dev/joblet/supervisor/child"
 	"github.com/joblet-dev/joblet/supervisor/devenv"
 )
@@ -21,6 +22,10 @@ func pluginDir(runDir, name string) string { return filepath.Join(runDir, "plugi
 // as.
 func childSpecs(pl placement, l devenv.Layout, bins map[string]string, id devenv.Identity, set settings, logFormat string) ([]child.Spec, error) {
 	env := []string{"PATH=" + safePath, EnvLogFormat + "=" + logFormat}
+	if d := os.Getenv(daemon.EnvPprofDir); d != "" {
+		// Development profiling (proto/daemon): passed on when asked for.
+		env = append(env, daemon.EnvPprofDir+"="+d)
+	}
 	specs := []child.Spec{
 		{Name: Logd, Path: bins[Logd], Args: []string{"--config", l.ConfigPath()}, StopTimeout: stopMargin},
 		{Name: Netd, Path: bins[Netd], Args: []string{"--config", l.ConfigPath()}, StopTimeout: stopMargin},

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// EnvPprofDir, when set, makes every daemon profile itself (development
+// only): a CPU profile of its whole run, written as
+// cpu-<service>-<pid>.pprof when it stops, and a heap profile
+// heap-<service>-<pid>-<time>.pprof when it stops and on each SIGUSR1. The
+// directory must exist and be writable by every service (the gateway runs
+// unprivileged). Read them with `go tool pprof`.
+const EnvPprofDir = "JOBLET_PPROF_DIR"
+
+// profiler is a daemon's self-profiling, started by startProfiling.
+type profiler struct {
+	dir, name string
+	log       zerolog.Logger
+	cpu       *os.File
+	sigs      chan os.Signal
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// startProfiling starts profiling when EnvPprofDir is set; the returned
+// stop writes the profiles. Without it, stop does nothing.
+func startProfiling(name string, log zerolog.Logger) (stop func()) {
+	dir := os.Getenv(EnvPprofDir)
+	if dir == "" {
+		return func() {}
+	}
+	p := &profiler{dir: dir, name: name, log: log, sigs: make(chan os.Signal, 1), done: make(chan struct{})}
+	f, err := os.Create(p.path("cpu", ""))
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		} else {
+			p.cpu = f
+		}
+	}
+	if err != nil {
+		log.Warn().Err(err).Msg("no CPU profile")
+	}
+	signal.Notify(p.sigs, syscall.SIGUSR1)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			select {
+			case <-p.sigs:
+				p.writeHeap()
+			case <-p.done:
+				return
+			}
+		}
+	}()
+	log.Info().Str("dir", dir).Msg("profiling: CPU until stopped, heap on SIGUSR1 and at stop")
+	return p.stop
+}
+
+func (p *profiler) path(kind, suffix string) string {
+	return filepath.Join(p.dir, fmt.Sprintf("%s-%s-%d%s.pprof", kind, p.name, os.Getpid(), suffix))
+}
+
+// writeHeap writes a heap profile of the live objects after a collection,
+// so it shows what is retained rather than garbage not yet collected.
+func (p *profiler) writeHeap() {
+	runtime.GC()
+	name := p.path("heap", "-"+time.Now().UTC().Format("150405.000"))
+	f, err := os.Create(name)
+	if err == nil {
+		err = pprof.WriteHeapProfile(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		p.log.Warn().Err(err).Msg("no heap profile")
+		return
+	}
+	p.log.Info().Str("file", name).Msg("heap profile written")
+}
+
+func (p *profiler) stop() {
+	signal.Stop(p.sigs)
+	close(p.done)
+	p.wg.Wait()
+	if p.cpu != nil {
+		pprof.StopCPUProfile()
+		if err := p.cpu.Close(); err != nil {
+			p.log.Warn().Err(err).Msg("CPU profile")
+		}
+	}
+	p.writeHeap()
+}

@@ -1,0 +1,49 @@
+package daemon
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// TestProfiling: with EnvPprofDir set, SIGUSR1 writes a heap profile and
+// stop writes the CPU profile and a last heap profile, all gzipped pprof.
+func TestProfiling(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(EnvPprofDir, dir)
+	stop := startProfiling("svc", zerolog.Nop())
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m, _ := filepath.Glob(filepath.Join(dir, "heap-svc-*.pprof")); len(m) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heap profile after SIGUSR1")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Millisecond) // heap file names carry the time in ms
+	stop()
+	heaps, _ := filepath.Glob(filepath.Join(dir, "heap-svc-*.pprof"))
+	cpus, _ := filepath.Glob(filepath.Join(dir, "cpu-svc-*.pprof"))
+	if len(heaps) != 2 || len(cpus) != 1 {
+		t.Fatalf("heap profiles %v, CPU profiles %v; want 2 and 1", heaps, cpus)
+	}
+	for _, f := range append(heaps, cpus...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+			t.Errorf("%s is not a gzipped profile", f)
+		}
+	}
+}
