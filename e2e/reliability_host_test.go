@@ -171,8 +171,9 @@ func TestReliabilityReboot(t *testing.T) {
 	if st := second.field(t, running, "Status"); st != "FAILED" {
 		t.Errorf("the job running at the reboot is %s, want FAILED", st)
 	}
-	if reason := second.field(t, running, "Reason"); reason == "" {
-		t.Errorf("the job running at the reboot has no reason: %s", second.rnx(t, "status", running).stdout)
+	// The isolator's jobs.ReasonShimLost: the job's shim left no result.
+	if reason := second.field(t, running, "Reason"); !strings.Contains(reason, "the host or the isolator's shim stopped") {
+		t.Errorf("the job running at the reboot does not say it was lost with the host: %s", second.rnx(t, "status", running).stdout)
 	} else {
 		t.Logf("the job running at the reboot: FAILED, reason %q", reason)
 	}
@@ -193,10 +194,11 @@ func TestReliabilityReboot(t *testing.T) {
 }
 
 // crash SIGKILLs the supervisor, then every process of the suite (its
-// services and shims, and every process in its jobs' cgroups) until none
-// is left, and then drops what a reboot would: the mounts under the dev
-// dir (netd's namespace pins), the run dir, and the suite's (now empty)
-// cgroups. It returns how many processes it killed.
+// services, the jobs' shims, which run from a sealed copy of the
+// isolator's binary under a name of their own, and every process in its
+// jobs' cgroups) until none is left, and then drops what a reboot would:
+// the mounts under the dev dir (netd's namespace pins), the run dir, and
+// the suite's (now empty) cgroups. It returns how many processes it killed.
 func (s *suite) crash(t *testing.T) int {
 	t.Helper()
 	pids, err := s.pids()
@@ -209,25 +211,47 @@ func (s *suite) crash(t *testing.T) int {
 	}
 	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
 	own := "joblet-" + hex.EncodeToString(sum[:6])
+	supervisor := s.cmd.Process.Pid
 	// All at once, as a power cut would: every process of the suite is
 	// frozen first (SIGSTOP), so none sees another die (the supervisor's
 	// children get SIGTERM when it dies; a shim records its job's end), then
-	// all are SIGKILLed.
+	// all are SIGKILLed. The supervisor is frozen first and its tree is
+	// walked until a pass finds nothing new: a frozen parent keeps its
+	// children's ppid, so a shim is found under the isolator that started
+	// it.
 	victims := func() map[int]string {
 		m := s.strayProcesses()
+		for _, pid := range descendants(supervisor) {
+			if _, ok := m[pid]; !ok {
+				m[pid] = "descendant"
+			}
+		}
 		for _, pid := range pidsInCgroup(own) {
 			m[pid] = "job"
 		}
 		return m
 	}
-	all := victims()
-	all[s.cmd.Process.Pid] = "supervisor"
-	for pid := range all {
+	all := map[int]uint64{} // pid → start time, so a reused pid is never taken for it
+	freeze := func(pid int) bool {
+		if _, seen := all[pid]; seen {
+			return false
+		}
+		start, ok := startTime(pid)
+		if !ok {
+			return false
+		}
+		all[pid] = start
 		_ = syscall.Kill(pid, syscall.SIGSTOP)
+		return true
 	}
-	for pid := range victims() { // anything started in the meantime
-		all[pid] = "late"
-		_ = syscall.Kill(pid, syscall.SIGSTOP)
+	freeze(supervisor)
+	for fresh := true; fresh; {
+		fresh = false
+		for pid := range victims() {
+			if freeze(pid) {
+				fresh = true
+			}
+		}
 	}
 	killed := 0
 	for pid := range all {
@@ -238,6 +262,11 @@ func (s *suite) crash(t *testing.T) int {
 	<-s.exited
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		v := victims()
+		for pid, start := range all {
+			if st, ok := startTime(pid); ok && st == start && processAlive(pid) {
+				v[pid] = "frozen"
+			}
+		}
 		if len(v) == 0 {
 			break
 		}
@@ -266,6 +295,59 @@ func (s *suite) crash(t *testing.T) int {
 		removeEmptyTree(filepath.Join(b, own))
 	}
 	return killed
+}
+
+// descendants lists the processes under root: its children, theirs, and
+// so on.
+func descendants(root int) []int {
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := statFields(pid); len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil {
+				children[ppid] = append(children[ppid], pid)
+			}
+		}
+	}
+	var out []int
+	for queue := []int{root}; len(queue) > 0; queue = queue[1:] {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+// startTime is when pid started (field 22 of /proc/PID/stat, in clock
+// ticks since boot); false when there is no such process.
+func startTime(pid int) (uint64, bool) {
+	f := statFields(pid)
+	const field = 22 - 3 // statFields starts at field 3
+	if len(f) <= field {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(f[field], 10, 64)
+	return n, err == nil
+}
+
+// statFields are the fields of /proc/PID/stat after the command name
+// (which may hold spaces), starting with the state (field 3); nil when
+// the process is gone.
+func statFields(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
 }
 
 // pidsInCgroup lists the live processes whose cgroup path (in any

@@ -43,6 +43,11 @@ type DetachedProc interface {
 // ErrDetached is what a DetachedProc's Wait returns after Detach.
 var ErrDetached = errors.New("detached from the job")
 
+// ErrShimLost is what a DetachedProc's Wait returns when the supervisor
+// ended without recording how the job ended (it was killed, or the host
+// went down); the job is then ended with ReasonShimLost.
+var ErrShimLost = errors.New("the job's supervisor ended without a result")
+
 // CgroupOpener is implemented by Cgroups that can open the cgroup an
 // earlier isolator made for a job, to adopt it.
 type CgroupOpener interface {

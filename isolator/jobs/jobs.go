@@ -42,9 +42,9 @@ import (
 // Reasons recorded on jobs the isolator ended itself.
 const (
 	ReasonRestarted = "isolator restarted while the job was running"
-	// ReasonShimLost is the reason of a job whose shim was gone, without
-	// a result, when a new isolator came to adopt it: the machine
-	// rebooted, or the shim was killed.
+	// ReasonShimLost is the reason of a job whose shim ended without a
+	// result: it was gone when a new isolator came to adopt it (the
+	// machine rebooted), or it was killed.
 	ReasonShimLost = "the host or the isolator's shim stopped while the job ran"
 	ReasonShutdown = "isolator shut down"
 	ReasonStopped  = "stopped on request"
@@ -85,6 +85,10 @@ type Options struct {
 	// UserNS, when set, is the host range every job's root and users map
 	// to (joblet.userNamespace); nil: a job's root is the host's.
 	UserNS *UserNS
+
+	// NetdPatience is how long a job's start waits for netd while it is
+	// unavailable (restarting) before the job fails; 10 s when zero.
+	NetdPatience time.Duration
 }
 
 // Registry owns the jobs. It implements isolatorapi.Isolator.
@@ -131,6 +135,9 @@ func Open(opts Options) (*Registry, error) {
 	}
 	if opts.OutputTimeout <= 0 {
 		opts.OutputTimeout = 30 * time.Second
+	}
+	if opts.NetdPatience <= 0 {
+		opts.NetdPatience = attachPatience
 	}
 	// Traversable (not readable) by others: a sandbox that maps its root to
 	// an unprivileged uid still reaches its own workspace.
@@ -353,7 +360,10 @@ func (r *Registry) launch(j *job, spec *jobletv1.JobSpec) (*jobletv1.Job, error)
 	}
 	snap := proto.Clone(j.rec).(*jobletv1.Job)
 	r.mu.Unlock()
-	if err := r.store.Save(store.Record{Job: snap, Init: init, Shim: shimOf(proc)}); err != nil {
+	// Without waiting for the disk: the processes named here do not
+	// survive a machine crash, and the RUNNING record on disk already ends
+	// the job as lost after one (store.Update).
+	if err := r.store.Update(store.Record{Job: snap, Init: init, Shim: shimOf(proc)}); err != nil {
 		log.Error().Err(err).Msg("cannot save job record")
 	}
 	log.Info().Int("pid", proc.Pid()).Str("command", spec.GetCommand()).Msg("job started")
@@ -521,6 +531,11 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	usage := r.endCgroup(j, res.Usage)
 	close(j.exited)
 	r.detachLater(j.rec.GetId(), j.log) // the job's processes are gone; network.go
+	if fw == nil && errors.Is(werr, ErrShimLost) {
+		// The shim died before closing the job's log: close it, so that
+		// followers see the job's end.
+		fw = output.Start(r.opts.Logd, j.rec.GetId(), nil, nil, r.outputOptions(j.log))
+	}
 	outErr := r.awaitOutput(fw)
 	if res.OutputIncomplete {
 		outErr = errOutputIncomplete // detached.go
@@ -537,6 +552,8 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	// a command that died of SIGKILL died of that, not of a stop.
 	oomKilled := usage.OOMKills > 0 && res.Signal == int(unix.SIGKILL)
 	switch {
+	case errors.Is(werr, ErrShimLost):
+		rec.State, rec.ExitCode, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, -1, ReasonShimLost
 	case werr != nil:
 		rec.State, rec.ExitCode, rec.Reason = jobletv1.JobState_JOB_STATE_FAILED, -1, "lost track of the job's process"
 	case j.stopReason != "":
@@ -774,6 +791,10 @@ func (r *Registry) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		// Every record is written: the next isolator's ids follow on.
+		if err := r.store.Close(); err != nil {
+			r.opts.Log.Warn().Err(err).Msg("cannot write the job id counter; the next ids skip a few")
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("jobs still ending at shutdown: %w", ctx.Err())

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -361,13 +362,27 @@ func TestIDsNeverReusedAcrossReopen(t *testing.T) {
 	f := newFixture(t, nil)
 	f.wait(f.run("true").GetId())
 	f.wait(f.run("true").GetId())
-	f.open()
-	if j := f.run("true"); j.GetId() != "3" {
-		t.Fatalf("id after reopen %s, want 3", j.GetId())
+	// After a clean shutdown the ids go on where they were.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.reg.Shutdown(ctx); err != nil {
+		t.Fatal(err)
 	}
-	jobs, _ := f.reg.List(context.Background())
-	if len(jobs) != 3 {
-		t.Fatalf("reopened registry has %d jobs, want 3", len(jobs))
+	f.open()
+	f.wait(f.run("true").GetId())
+	if j, _ := f.reg.Get(ctx, "3"); j.GetState() != completed {
+		t.Fatalf("id after a clean reopen: job 3 is %v, want the new job", j)
+	}
+	// As after a crash (no shutdown): the rest of the ids reserved on
+	// disk are skipped, and none is handed out again.
+	f.open()
+	j := f.run("true")
+	if n, _ := strconv.Atoi(j.GetId()); n <= 3 {
+		t.Fatalf("id after a crash %s, want past 3", j.GetId())
+	}
+	jobs, _ := f.reg.List(ctx)
+	if len(jobs) != 4 {
+		t.Fatalf("reopened registry has %d jobs, want 4", len(jobs))
 	}
 }
 

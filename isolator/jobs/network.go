@@ -22,7 +22,14 @@ import (
 
 // Timeouts and retries of the calls to netd.
 const (
-	attachTimeout   = 30 * time.Second
+	attachTimeout = 30 * time.Second
+	// attachPatience is how long an Attach is retried while netd is
+	// unavailable (Options.NetdPatience): the supervisor has a netd that
+	// died back well within a second, and a job (with its upload, received
+	// already) should not fail for that.
+	attachPatience  = 10 * time.Second
+	attachFirstWait = 50 * time.Millisecond
+	attachMaxWait   = time.Second
 	detachTimeout   = 10 * time.Second
 	detachFirstWait = 100 * time.Millisecond
 	detachMaxWait   = 5 * time.Second
@@ -58,7 +65,16 @@ func (r *Registry) attach(j *job, spec *jobletv1.JobSpec) (netdapi.Attachment, e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), attachTimeout)
 	defer cancel()
+	// Attach is idempotent (netd answers a repeated one with the job's
+	// lease), so a retry after a call that did reach netd is harmless.
+	start, wait := time.Now(), attachFirstWait
 	a, err := r.opts.Netd.Attach(ctx, id, network, spec.GetName())
+	for errors.Is(err, errdefs.ErrUnavailable) && time.Since(start)+wait <= r.opts.NetdPatience {
+		j.log.Info().Err(err).Stringer("retry_in", wait).Msg("netd unavailable; retrying the network attach")
+		time.Sleep(wait)
+		wait = min(2*wait, attachMaxWait)
+		a, err = r.opts.Netd.Attach(ctx, id, network, spec.GetName())
+	}
 	if err != nil {
 		return netdapi.Attachment{}, netdError(network, err)
 	}

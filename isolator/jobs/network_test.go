@@ -19,6 +19,7 @@ import (
 type fakeNetd struct {
 	mu          sync.Mutex
 	attachErr   error    // returned by Attach
+	attachFails int      // how many Attach calls fail (netd down) before one works
 	detachFails int      // how many Detach calls fail (netd down) before one works
 	calls       []string // "attach 1 bridge api", "detach 1"
 	attached    map[string]bool
@@ -32,6 +33,10 @@ func (n *fakeNetd) Attach(_ context.Context, id, network, name string) (netdapi.
 	n.calls = append(n.calls, strings.TrimSpace("attach "+id+" "+network+" "+name))
 	if n.attachErr != nil {
 		return netdapi.Attachment{}, n.attachErr
+	}
+	if n.attachFails > 0 {
+		n.attachFails--
+		return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrUnavailable, "netd is down")
 	}
 	n.attached[id] = true
 	host := name
@@ -164,8 +169,10 @@ func TestNetworkRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			netd := newFakeNetd()
 			netd.attachErr = tc.err
-			f := newFixture(t, func(o *Options) { o.Netd = netd })
+			f := newFixture(t, func(o *Options) { o.Netd, o.NetdPatience = netd, 300*time.Millisecond })
+			began := time.Now()
 			_, err := f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "true", Network: "nope"})
+			took := time.Since(began)
 			if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("err %v, want %v with %q", err, tc.kind, tc.message)
 			}
@@ -178,10 +185,39 @@ func TestNetworkRefused(t *testing.T) {
 				t.Errorf("cgroup events %v, want none", ev)
 			}
 			f.assertNoDirs(id)
-			if got := netd.callsOf(id); len(got) != 2 || got[1] != "detach "+id {
+			got := netd.callsOf(id)
+			attaches := len(got) - 1
+			if attaches < 1 || got[attaches] != "detach "+id {
 				t.Errorf("netd calls %v, want attach then detach", got)
 			}
+			// Only an unavailable netd is waited for, and no longer than
+			// NetdPatience.
+			if down := errors.Is(tc.err, errdefs.ErrUnavailable); down != (attaches > 1) || took > 800*time.Millisecond {
+				t.Errorf("%d attaches in %v", attaches, took)
+			}
 		})
+	}
+}
+
+// A job started while netd restarts waits for it, and runs.
+func TestAttachWaitsForNetd(t *testing.T) {
+	netd := newFakeNetd()
+	netd.attachFails = 3
+	f := newFixture(t, func(o *Options) { o.Netd = netd })
+	j, err := f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "echo", Args: []string{"on the network"}})
+	if err != nil {
+		t.Fatalf("run while netd restarts: %v", err)
+	}
+	id := j.GetId()
+	if j.GetNetwork() != "bridge" || j.GetIpAddress() != "10.9.0."+id {
+		t.Errorf("record %v", j)
+	}
+	if end := f.wait(id); end.GetState() != completed {
+		t.Errorf("record %v", end)
+	}
+	netd.waitDetached(t, id)
+	if got := netd.callsOf(id); len(got) != 5 || got[3] != "attach "+id+" bridge" {
+		t.Errorf("netd calls %v, want 4 attaches (3 while netd was down) and a detach", got)
 	}
 }
 

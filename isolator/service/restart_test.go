@@ -212,6 +212,27 @@ func waitGone(t *testing.T, pid int) {
 	t.Fatalf("process %d still running", pid)
 }
 
+// A shim killed while its isolator follows the job leaves no result: the
+// job ends FAILED with ReasonShimLost (not a bare "lost track"), and what
+// was left of it (its init, its cgroup) is killed and removed.
+func TestShimKilledWhileFollowed(t *testing.T) {
+	s := startSuite(t, testConfig(t))
+	j := s.run("sh", "-c", "echo started; sleep 60")
+	id := j.GetId()
+	shimPID, initPID := s.shimPID(id), s.initPID(id)
+	if err := syscall.Kill(shimPID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the shim %d: %v", shimPID, err)
+	}
+	j, _ = s.ended(id)
+	if j.GetState() != jobletv1.JobState_JOB_STATE_FAILED || j.GetReason() != jobs.ReasonShimLost || j.GetExitCode() != -1 {
+		t.Errorf("record %v", j)
+	}
+	waitGone(t, initPID) // killed with the job's cgroup; reaped by the host's init
+	if left := jobCgroupsLeft(t, cgroupName(s.cfg)); len(left) != 0 {
+		t.Errorf("job cgroups left: %v", left)
+	}
+}
+
 // A "reboot": the isolator goes down and the job's shim and init die with
 // it (as when the machine stops), then the isolator starts again on the
 // same state. The job is FAILED with a reason that says what happened,

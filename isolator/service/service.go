@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -33,6 +34,13 @@ import (
 // outputTimeout bounds how long an ended job waits for logd to take the
 // rest of its output.
 const outputTimeout = 30 * time.Second
+
+// netdReconnect is how the connection to netd is made again after netd
+// went away: tries from 100 ms apart, growing to at most a second.
+var netdReconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 5 * time.Second,
+}
 
 // drainTimeout bounds how long in-flight calls may take once the jobs have
 // been stopped at shutdown.
@@ -94,9 +102,12 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		return fmt.Errorf("scheduler client: %w", err)
 	}
 	defer sc.Close()
-	// Nor for netd: a job started while it is down is refused as
-	// unavailable, and detaches are retried until it is back.
-	nc, err := transport.Dial(cfg.SocketPath("netd"))
+	// Nor for netd: a job started while it is down waits a little for it
+	// (jobs/network.go), and detaches are retried until it is back. The
+	// socket is local and netd is back within a second after a crash, so
+	// the reconnect backoff is short: a job waits for netd, not for the
+	// channel's next try.
+	nc, err := transport.Dial(cfg.SocketPath("netd"), grpc.WithConnectParams(netdReconnect))
 	if err != nil {
 		return fmt.Errorf("netd client: %w", err)
 	}

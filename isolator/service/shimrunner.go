@@ -73,8 +73,11 @@ type shimProc struct{ *shim.Process }
 
 func (p shimProc) Wait() (jobs.Result, error) {
 	r, err := p.Process.Wait()
-	if errors.Is(err, shim.ErrDetached) {
+	switch {
+	case errors.Is(err, shim.ErrDetached):
 		return jobs.Result{}, jobs.ErrDetached
+	case errors.Is(err, shim.ErrNoResult):
+		return jobs.Result{}, fmt.Errorf("%w: %w", jobs.ErrShimLost, err)
 	}
 	res := jobs.Result{ExitCode: r.ExitCode, Signal: r.Signal, OutputIncomplete: err == nil && !r.OutputComplete}
 	if u := r.Usage; u != nil {
