@@ -163,6 +163,10 @@ func userError(ctx context.Context, helper string, err error) error {
 		return errdefs.ToGRPC(errdefs.Errorf(errdefs.ErrUnavailable, "the %s service is unavailable; try again shortly", helper))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), knownKind(err):
 		return errdefs.ToGRPC(err)
+	case status.Code(err) == codes.Canceled, status.Code(err) == codes.DeadlineExceeded:
+		// The client went away (or its deadline passed) and the helper
+		// call ended with it: nothing failed.
+		return err
 	}
 	// Anything else (a helper's internal error, an unexpected status) could
 	// carry internals: log it, tell the client only that it failed.

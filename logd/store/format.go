@@ -28,13 +28,14 @@ const (
 	// maxData is the largest frame payload: just under 64 KiB, a pipe's worth.
 	maxData = 64<<10 - 256
 	// maxChunk is the largest chunk a reader is sent: consecutive frames of
-	// one stream are merged up to it. Large chunks mean few messages, so
-	// per-message costs (a syscall, a gRPC frame, a codec call on each of
-	// three hops) vanish against the copy; 256 KiB keeps a reader's two
-	// buffers small enough for many followers, and it is just under a power
-	// of two so that a chunk with its message header fits gRPC's 256 KiB
-	// buffer tier (transport.InstallBufferPool).
-	maxChunk = 256<<10 - 256
+	// one stream are merged up to it. It also bounds what a follower that
+	// stops reading holds here (its chunk blocked in Send, one queued in
+	// gRPC, its read buffer): 100 stalled followers cost logd about 3 MiB
+	// with 64 KiB chunks against 70 MiB with 256 KiB ones, while the
+	// attached-run throughput measured the same (bench/README.md). Just
+	// under a power of two, so that a chunk with its message header fits
+	// gRPC's 64 KiB buffer tier (transport.InstallBufferPool).
+	maxChunk = 64<<10 - 256
 )
 
 type kind byte
