@@ -15,16 +15,22 @@
 # for the first image build (cached in /var/tmp/vm-run-cache). Exit status:
 # the guest suite's (0 = every check passed), 125 when the VM did not run.
 # VM_RUN overrides the path of vm-run.sh; VM_TIMEOUT its time limit.
+# VM_TEST_REQUIRED=1 (CI) makes a missing vm-run.sh or qemu a failure
+# instead of a skip.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 vmrun=${VM_RUN:-$root/../shared/tools/vm-run.sh}
-if [[ ! -x $vmrun ]]; then
-	echo "vm-test: SKIP: $vmrun not found (it boots the test VM)" >&2
+skip() {
+	if [[ ${VM_TEST_REQUIRED:-} == 1 ]]; then
+		echo "vm-test: FAIL: $* (VM_TEST_REQUIRED=1)" >&2
+		exit 1
+	fi
+	echo "vm-test: SKIP: $*" >&2
 	exit 0
-fi
+}
+[[ -x $vmrun ]] || skip "$vmrun not found (it boots the test VM)"
 if ! command -v qemu-system-x86_64 >/dev/null && [[ $(id -u) != 0 ]]; then
-	echo "vm-test: SKIP: qemu-system-x86_64 is missing and only root may install it" >&2
-	exit 0
+	skip "qemu-system-x86_64 is missing and only root may install it"
 fi
 
 cd "$root"

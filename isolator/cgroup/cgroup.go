@@ -33,8 +33,14 @@ const killTimeout = 10 * time.Second
 // Options tune NewParent.
 type Options struct {
 	// Name of the parent cgroup; DefaultName when empty. Tests use their
-	// own so they never touch a running daemon's jobs.
+	// own so they never touch a running daemon's jobs. With the systemd
+	// driver, jobs' scopes are <Name>-<id>.scope.
 	Name string
+	// Driver is DriverAuto (when empty), DriverCgroupfs or DriverSystemd.
+	Driver string
+	// Slice holds the jobs' scopes with the systemd driver; <Name>.slice
+	// when empty.
+	Slice string
 }
 
 // Parent is the cgroup under which every job cgroup lives.
@@ -54,7 +60,9 @@ type backend interface {
 }
 
 // NewParent detects the cgroup version, finds the isolator's own cgroup
-// (/proc/self/cgroup) and creates the parent cgroup beneath it. Call it once
+// (/proc/self/cgroup) and chooses the driver (Options.Driver): with
+// cgroupfs it creates the parent cgroup beneath its own, with systemd it
+// checks that systemd answers (jobs get scopes of their own). Call it once
 // at start, as root, then Cleanup.
 func NewParent(log zerolog.Logger, opts Options) (*Parent, error) {
 	name := opts.Name
@@ -70,12 +78,28 @@ func NewParent(log zerolog.Logger, opts Options) (*Parent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read own cgroup: %w", err)
 		}
-		v, err := newV2(log, fs2Root+own[""], name, mkdir)
+		sd, err := useSystemd(opts.Driver, true, own[""])
 		if err != nil {
 			return nil, err
 		}
-		b = v
+		if sd {
+			s, err := newSystemd(log, name, opts.Slice, fs2Root, dialSystemd, mkdir)
+			if err != nil {
+				return nil, err
+			}
+			log.Info().Str("slice", s.slice).Msg("cgroup driver systemd: each job gets a transient scope")
+			b = s
+		} else {
+			v, err := newV2(log, fs2Root+own[""], name, mkdir)
+			if err != nil {
+				return nil, err
+			}
+			b = v
+		}
 	} else {
+		if _, err := useSystemd(opts.Driver, false, ""); err != nil {
+			return nil, err
+		}
 		v, err := newV1(name)
 		if err != nil {
 			return nil, err
@@ -117,7 +141,7 @@ func (p *Parent) Create(id string, l *jobletv1.Limits, workDir string) (*Job, er
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of job %s: %w", id, err)
 	}
-	p.log.Debug().Str("job_id", id).Any("paths", j.m.GetPaths()).Msg("job cgroup created")
+	p.log.Debug().Str("job_id", id).Any("paths", j.Paths()).Msg("job cgroup created")
 	return j, nil
 }
 
@@ -181,8 +205,30 @@ type Job struct {
 	procs string // a directory whose cgroup.procs lists the job's processes
 	v2dir string // the job's directory on cgroup v2; "" on v1
 
+	// sd is set with the systemd driver; until Place, m is nil: nothing
+	// of the cgroup exists.
+	sd *sdJob
+
 	mu sync.Mutex
 	fd *os.File // open cgroup v2 directory for CLONE_INTO_CGROUP
+}
+
+// errNotPlaced is what a Job of the systemd driver returns before Place.
+var errNotPlaced = errors.New("the job's scope is not made yet: Place the job's shim first")
+
+// Place makes sure the job's cgroup exists and returns its directories
+// (as Paths). pid is the job's shim, started and waiting for its spec.
+// With the cgroupfs driver the cgroup exists since Create and nothing
+// changes; with the systemd driver the shim becomes the first process of
+// the job's scope (in its leaf "shim") and the job's cgroup, with its
+// limits, is made next to it. On error nothing of the scope is left.
+func (j *Job) Place(pid int) (map[string]string, error) {
+	if j.sd != nil {
+		if err := j.sd.place(j, pid); err != nil {
+			return nil, fmt.Errorf("scope of job %s: %w", j.id, err)
+		}
+	}
+	return j.Paths(), nil
 }
 
 // manager is the part of the library's managers a Job uses.
@@ -204,8 +250,14 @@ func (j *Job) abort(err error) error {
 	return err
 }
 
-// Paths are the job's cgroup directories, by controller ("" on v2).
-func (j *Job) Paths() map[string]string { return j.m.GetPaths() }
+// Paths are the job's cgroup directories, by controller ("" on v2); nil
+// before Place with the systemd driver.
+func (j *Job) Paths() map[string]string {
+	if j.m == nil {
+		return nil
+	}
+	return j.m.GetPaths()
+}
 
 // UseCgroupFD makes a process started with attr begin life inside the job's
 // cgroup (clone3 CLONE_INTO_CGROUP), so no instruction of it runs outside
@@ -213,6 +265,9 @@ func (j *Job) Paths() map[string]string { return j.m.GetPaths() }
 // the process stopped at a handshake and call Apply with its pid instead.
 // The descriptor stays open until Destroy.
 func (j *Job) UseCgroupFD(attr *syscall.SysProcAttr) (bool, error) {
+	if j.m == nil {
+		return false, errNotPlaced
+	}
 	if j.v2dir == "" {
 		return false, nil
 	}
@@ -233,6 +288,9 @@ func (j *Job) UseCgroupFD(attr *syscall.SysProcAttr) (bool, error) {
 // Apply moves process pid (the job's init, before it runs the job's
 // command) into the job's cgroup in every hierarchy.
 func (j *Job) Apply(pid int) error {
+	if j.m == nil {
+		return errNotPlaced
+	}
 	if err := j.m.AddPid("", pid); err != nil {
 		return fmt.Errorf("move pid %d into cgroup of job %s: %w", pid, j.id, err)
 	}
@@ -241,6 +299,9 @@ func (j *Job) Apply(pid int) error {
 
 // Pids lists the processes in the job's cgroup, including its sub-cgroups.
 func (j *Job) Pids() ([]int, error) {
+	if j.m == nil {
+		return nil, nil
+	}
 	pids, err := cgroups.GetAllPids(j.procs)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -250,14 +311,17 @@ func (j *Job) Pids() ([]int, error) {
 
 // Usage is what a job used, from the kernel's own counters.
 type Usage struct {
-	CPUTime         time.Duration // user + system CPU time
-	MemoryPeakBytes uint64        // v2 memory.peak (5.19+), v1 memory.max_usage_in_bytes
-	OOMKills        uint64        // processes the kernel OOM killer killed in the job
+	CPUTime         time.Duration `json:"cpu_time"`          // user + system CPU time
+	MemoryPeakBytes uint64        `json:"memory_peak_bytes"` // v2 memory.peak (5.19+), v1 memory.max_usage_in_bytes
+	OOMKills        uint64        `json:"oom_kills"`         // processes the kernel OOM killer killed in the job
 }
 
 // Stats reads the job's usage. Call it after the job's processes are gone
 // and before Destroy, which takes the counters with it.
 func (j *Job) Stats() (Usage, error) {
+	if j.m == nil {
+		return Usage{}, errNotPlaced
+	}
 	st, err := j.m.Stats(&cgroups.StatsOptions{Controllers: cgroups.CPU | cgroups.Memory})
 	if err != nil {
 		return Usage{}, fmt.Errorf("cgroup stats of job %s: %w", j.id, err)
@@ -280,6 +344,9 @@ func (j *Job) Stats() (Usage, error) {
 // if it cannot be frozen (a process in uninterruptible IO), it signals
 // anyway.
 func (j *Job) Signal(sig syscall.Signal) error {
+	if j.m == nil {
+		return nil
+	}
 	if err := j.m.Freeze(cgroups.Frozen); err == nil {
 		defer func() { _ = j.m.Freeze(cgroups.Thawed) }()
 	}
@@ -299,6 +366,9 @@ func (j *Job) Signal(sig syscall.Signal) error {
 // cgroup.kill on v2 (kernel 5.14+), else by freezing and SIGKILLing until
 // the cgroup is empty.
 func (j *Job) KillAll() error {
+	if j.m == nil {
+		return nil
+	}
 	if j.v2dir != "" {
 		ok, err := kill(j.v2dir)
 		if err != nil {
@@ -328,7 +398,8 @@ func (j *Job) KillAll() error {
 }
 
 // Destroy kills whatever is left in the job's cgroup and removes it from
-// every hierarchy. It is idempotent.
+// every hierarchy; with the systemd driver it stops the job's scope, which
+// kills the shim if it still runs. It is idempotent.
 func (j *Job) Destroy() error {
 	kerr := j.KillAll()
 	j.mu.Lock()
@@ -337,8 +408,17 @@ func (j *Job) Destroy() error {
 		j.fd = nil
 	}
 	j.mu.Unlock()
-	if err := j.m.Destroy(); err != nil {
-		return errors.Join(kerr, fmt.Errorf("remove cgroup of job %s: %w", j.id, err))
+	// systemd removes a stopped scope's cgroups; what it left (or the
+	// cgroupfs driver's cgroup) is removed here.
+	if j.sd != nil && j.sd.placed {
+		if err := j.sd.b.stopScope(j.sd.unit); err != nil {
+			return errors.Join(kerr, fmt.Errorf("scope of job %s: %w", j.id, err))
+		}
+	}
+	if j.m != nil {
+		if err := j.m.Destroy(); err != nil {
+			return errors.Join(kerr, fmt.Errorf("remove cgroup of job %s: %w", j.id, err))
+		}
 	}
 	return kerr
 }

@@ -17,18 +17,24 @@ type device struct{ major, minor int64 }
 
 func (d device) String() string { return fmt.Sprintf("%d:%d", d.major, d.minor) }
 
-// blockDevice finds the disk that backs dir, for IO throttling. The kernel
+// blockDevice finds the disk to throttle for path, for IO throttling: the
+// device itself when path is a block device node (a job's /work disk, a
+// loop device), else the disk that backs the directory path. The kernel
 // throttles whole disks only (a partition is rejected with ENODEV), so a
 // partition is mapped to its disk. A directory on a filesystem without a
 // block device of its own (tmpfs, overlayfs, btrfs subvolumes: an anonymous
 // 0:N device) cannot be throttled, which is a clear error rather than a
 // silently unlimited job. sysDevBlock is /sys/dev/block, or a fake in tests.
-func blockDevice(sysDevBlock, dir string) (device, error) {
+func blockDevice(sysDevBlock, path string) (device, error) {
 	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return device{}, fmt.Errorf("stat job directory %s: %w", dir, err)
+	if err := unix.Stat(path, &st); err != nil {
+		return device{}, fmt.Errorf("stat %s: %w", path, err)
 	}
-	dev := device{int64(unix.Major(st.Dev)), int64(unix.Minor(st.Dev))}
+	num := st.Dev
+	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		num = st.Rdev
+	}
+	dev := device{int64(unix.Major(num)), int64(unix.Minor(num))}
 	node, err := filepath.EvalSymlinks(filepath.Join(sysDevBlock, dev.String()))
 	if err != nil {
 		return device{}, errdefs.Errorf(errdefs.ErrInvalidArgument,

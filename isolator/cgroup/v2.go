@@ -165,7 +165,13 @@ func kill(dir string) (ok bool, err error) {
 	if !cgroups.PathExists(filepath.Join(dir, "cgroup.kill")) {
 		return false, nil
 	}
-	return true, cgroups.WriteFile(dir, "cgroup.kill", "1")
+	err = cgroups.WriteFile(dir, "cgroup.kill", "1")
+	if errors.Is(err, unix.ENODEV) || errors.Is(err, os.ErrNotExist) {
+		// Removed meanwhile (systemd prunes a scope once its last process
+		// is gone): nothing is left to kill.
+		return true, nil
+	}
+	return true, err
 }
 
 // waitEmpty waits until dir's cgroup.procs is empty.

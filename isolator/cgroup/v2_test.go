@@ -291,3 +291,20 @@ func TestV2StatsAndKill(t *testing.T) {
 		t.Errorf("cgroup.kill = %q, want 1", b)
 	}
 }
+
+// A cgroup already removed (systemd prunes a scope with its last process)
+// has nothing left to kill. (The ENODEV of a cgroup removed between the
+// check and the write needs the real kernel: make vm-test.)
+func TestV2KillRemovedCgroup(t *testing.T) {
+	k := newFakeKernel(t)
+	p, own := newFakeParent(t, k)
+	j, err := p.Create("job1", &jobletv1.Limits{}, "")
+	must(t, err)
+	must(t, os.RemoveAll(filepath.Join(own, "joblet", "job1")))
+	if ok, err := kill(filepath.Join(own, "joblet", "job1")); ok || err != nil {
+		t.Errorf("kill of a removed cgroup = %v, %v; want false, nil", ok, err)
+	}
+	if err := j.KillAll(); err != nil {
+		t.Errorf("KillAll of a removed cgroup: %v", err)
+	}
+}

@@ -94,6 +94,17 @@ func Start(spec Spec) (*Process, error) {
 		return fail(fmt.Errorf("shim for job %s: pidfd_open: %w", spec.ID, err))
 	}
 	pidfd := os.NewFile(uintptr(fd), "shim-pidfd")
+	// The shim waits for its spec, so its job's cgroup can still be made
+	// around it (the systemd driver's scope) before anything of the job
+	// exists.
+	if spec.Placer != nil {
+		paths, err := spec.Placer.Place(cmd.Process.Pid)
+		if err != nil {
+			pidfd.Close()
+			return fail(fmt.Errorf("shim for job %s: %w", spec.ID, err))
+		}
+		spec.Cgroup = paths
+	}
 	// A write error means the shim died; the read below reports it.
 	_ = json.NewEncoder(specW).Encode(spec)
 	specW.Close()
