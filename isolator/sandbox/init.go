@@ -25,6 +25,11 @@ func Init() {
 	case probeArg0:
 		probeStage()
 	}
+	// The daemon's umask (systemd gives the isolator 0077) must shape
+	// neither the files the init writes for the job (/etc, which the job's
+	// mapped root, not host root, has to read) nor the job's own: every job
+	// starts with the conventional 022.
+	unix.Umask(0o022)
 	// Installed before anything else so that a signal to PID 1 from the host
 	// is caught (the kernel drops signals to a namespace init without a
 	// handler) and forwarded once the command runs.

@@ -300,3 +300,16 @@ func TestCheckUserNS(t *testing.T) {
 		t.Error("a range mapping the host's root accepted")
 	}
 }
+
+// TestUserNSUnderStrictUmask: under systemd the isolator runs with umask
+// 0077; the files the init writes for the job must still be readable by
+// the job's mapped root, and the job starts with the usual 022.
+func TestUserNSUnderStrictUmask(t *testing.T) {
+	requiresRoot(t)
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	out, res := runAs(t, &testUserNS, "sh", "-c", "cat /etc/hosts /etc/passwd /etc/hostname >/dev/null && ls / >/dev/null && umask")
+	if res.ExitCode != 0 || strings.TrimSpace(out) != "0022" {
+		t.Fatalf("got %q, %+v; want the job to read its /etc and report umask 0022", out, res)
+	}
+}
