@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Resource limits (issue 3), through bin/rnx against the running suite.
@@ -200,6 +203,94 @@ func TestLimitsIO(t *testing.T) {
 	t.Logf("dd 50 MB oflag=direct under --max-iobps=10485760: %.2f s", secs)
 	if secs < 4 {
 		t.Errorf("dd wrote 50 MB in %.2f s under 10 MiB/s, want at least 4 s", secs)
+	}
+	noJobCgroupsLeft(t, parents)
+}
+
+// attachedLoops lists the loop devices that have a backing file.
+func attachedLoops(t *testing.T) []string {
+	t.Helper()
+	paths, err := filepath.Glob("/sys/block/loop*/size")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) != "0" {
+			out = append(out, filepath.Base(filepath.Dir(p)))
+		}
+	}
+	return out
+}
+
+// freeBytes is the space left for root on the filesystem of dir.
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bfree) * st.Bsize
+}
+
+// An IO-limited job's /work is on a disk of its own (a loop device) with
+// the same cap as every job's /work (1 GiB by default): writing past it
+// fails with ENOSPC, the host's disk holds at most the cap meanwhile, and
+// nothing is left after the job: no loop device, no image.
+func TestLimitsIOWorkCap(t *testing.T) {
+	s := needSuite(t)
+	parents := jobCgroupParents(t, s)
+	const workCap = 1 << 30
+	loopsBefore := attachedLoops(t)
+	state := isolatorState("work")
+	before := freeBytes(t, state)
+	// The lowest free space seen while the job runs.
+	lowest := make(chan int64)
+	stop := make(chan struct{})
+	go func() {
+		low := before
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var st unix.Statfs_t
+			if unix.Statfs(state, &st) == nil {
+				low = min(low, int64(st.Bfree)*st.Bsize)
+			}
+			select {
+			case <-stop:
+				lowest <- low
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	_, r := mustRun(t, "--max-iobps=104857600", "sh", "-c", `
+		dd if=/dev/zero of=/work/big bs=1M count=1200 2>&1 | grep -o 'No space left on device'
+		sync -f /work/big; stat -c %s /work/big; sleep 1`)
+	close(stop)
+	low := <-lowest
+	var size int64
+	if _, err := fmt.Sscanf(r.stdout, "No space left on device\n%d\n", &size); err != nil {
+		t.Fatalf("writing 1200 MiB to a 1 GiB /work under --max-iobps: %v, want ENOSPC and the file's size (%v)", r, err)
+	}
+	drop := before - low
+	t.Logf("/work filled to %d bytes (cap %d); host free space dropped by at most %d bytes", size, workCap, drop)
+	if size > workCap || size < workCap*9/10 {
+		t.Errorf("/work held %d bytes at ENOSPC, want about the cap, %d", size, workCap)
+	}
+	// Other users of the disk may write meanwhile: a little slack.
+	if drop > workCap+128<<20 {
+		t.Errorf("the host's free space dropped by %d bytes while a job filled a %d-byte /work", drop, workCap)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(attachedLoops(t), loopsBefore) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after := attachedLoops(t); !slices.Equal(after, loopsBefore) {
+		t.Errorf("loop devices attached after the job: %v, before: %v", after, loopsBefore)
+	}
+	if imgs, _ := filepath.Glob(filepath.Join(state, "*.img")); len(imgs) != 0 {
+		t.Errorf("/work images left: %v", imgs)
 	}
 	noJobCgroupsLeft(t, parents)
 }

@@ -7,6 +7,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ps >/dev/null || need+=(procps)
 command -v iptables >/dev/null || need+=(iptables)
+# mkfs.ext4 makes the /work disk of jobs with --max-iobps (isolator/sandbox).
+command -v mkfs.ext4 >/dev/null || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing packages: ${need[*]} (run as root, or: apt-get install ${need[*]})" >&2

@@ -145,15 +145,6 @@ func (p *Parent) Create(id string, l *jobletv1.Limits, workDir string) (*Job, er
 	return j, nil
 }
 
-// CheckIO reports whether the IO of files in dir can be limited: an
-// errdefs.ErrInvalidArgument error (the one Create would return) when dir is
-// not on a block device. It lets a request be refused before anything of
-// the job exists.
-func (p *Parent) CheckIO(dir string) error {
-	_, err := blockDevice(p.sysDevBlock, dir)
-	return err
-}
-
 // Cleanup kills and removes job cgroups left by an earlier run of the
 // daemon. Call it after NewParent, before the first Create.
 func (p *Parent) Cleanup() error {

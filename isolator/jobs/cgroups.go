@@ -11,13 +11,11 @@ import (
 // Cgroups makes each job's cgroup. The production one is the cgroup
 // package's Parent; tests use a fake.
 type Cgroups interface {
-	// CheckIO returns an errdefs.ErrInvalidArgument error when the IO of
-	// files in dir cannot be limited (no block device under it).
-	CheckIO(dir string) error
 	// Create makes job id's cgroup with the effective limits l written
-	// before any process is in it. workDir is the job's workspace, whose
-	// disk an IO limit throttles. On error nothing is left.
-	Create(id string, l *jobletv1.Limits, workDir string) (Cgroup, error)
+	// before any process is in it. ioDevice is what an IO limit throttles:
+	// the node of the job's /work disk (see WorkDisks). On error nothing is
+	// left.
+	Create(id string, l *jobletv1.Limits, ioDevice string) (Cgroup, error)
 }
 
 // Cgroup is one job's cgroup.

@@ -70,12 +70,12 @@ func (p execProc) Kill() error      { return syscall.Kill(-p.cmd.Process.Pid, sy
 // KillAll signal that group.
 type fakeCgroups struct {
 	mu        sync.Mutex
-	checkErr  error                  // returned by CheckIO
 	createErr error                  // returned by Create
 	next      Usage                  // what Stats reports for cgroups created from now on
 	usage     map[string]Usage       // what Stats reports, by job id
 	created   map[string]*fakeCgroup // by job id
 	limits    map[string]*jobletv1.Limits
+	devices   []string // the ioDevice of each Create
 	events    []string // "create 1", "apply 1", "stats 1", "destroy 1", "signal 1 terminated", "killall 1"
 }
 
@@ -83,19 +83,18 @@ func newFakeCgroups() *fakeCgroups {
 	return &fakeCgroups{usage: map[string]Usage{}, created: map[string]*fakeCgroup{}, limits: map[string]*jobletv1.Limits{}}
 }
 
-func (c *fakeCgroups) CheckIO(string) error { return c.checkErr }
-
-func (c *fakeCgroups) Create(id string, l *jobletv1.Limits, workDir string) (Cgroup, error) {
+func (c *fakeCgroups) Create(id string, l *jobletv1.Limits, ioDevice string) (Cgroup, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.createErr != nil {
 		return nil, c.createErr
 	}
-	if _, err := os.Stat(workDir); err != nil {
+	if _, err := os.Stat(ioDevice); err != nil {
 		return nil, fmt.Errorf("cgroup created before the workspace: %w", err)
 	}
 	cg := &fakeCgroup{id: id, parent: c}
 	c.created[id], c.limits[id], c.usage[id] = cg, proto.Clone(l).(*jobletv1.Limits), c.next
+	c.devices = append(c.devices, ioDevice)
 	c.events = append(c.events, "create "+id)
 	return cg, nil
 }

@@ -80,8 +80,11 @@ type Options struct {
 	// mean the workspace package's defaults.
 	Uploads workspace.Limits
 	// Workspace caps what a job may write to its /work, Tmp its /tmp
-	// (Spec.Work, Spec.Tmp; see workCap).
+	// (Spec.Work, Spec.Tmp; see start).
 	Workspace, Tmp Storage
+	// WorkDisks makes the /work of jobs with an IO limit; without it such
+	// jobs are refused (unless Workspace sets no cap).
+	WorkDisks WorkDisks
 	// UserNS, when set, is the host range every job's root and users map
 	// to (joblet.userNamespace); nil: a job's root is the host's.
 	UserNS *UserNS
@@ -164,8 +167,12 @@ func Open(opts Options) (*Registry, error) {
 	return r, nil
 }
 
-func workRoot(state string) string  { return filepath.Join(state, "work") }
-func rootsRoot(state string) string { return filepath.Join(state, "roots") }
+func workRoot(state string) string { return filepath.Join(state, "work") }
+
+// workImage is where the /work disk of an IO-limited job is made, next to
+// its workspace; its name goes once the disk is attached (WorkDisks).
+func workImage(state, id string) string { return filepath.Join(workRoot(state), id+".img") }
+func rootsRoot(state string) string     { return filepath.Join(state, "roots") }
 
 // recover takes a record from disk into the registry. A job that was
 // running cannot be followed again by this isolator (its pipes and its
@@ -269,11 +276,8 @@ func (r *Registry) Run(ctx context.Context, spec *jobletv1.JobSpec) (*jobletv1.J
 	if err != nil {
 		return nil, err
 	}
-	if eff.GetMaxIoBps() > 0 {
-		// Every workspace is on the filesystem of workRoot.
-		if err := r.opts.Cgroups.CheckIO(workRoot(r.opts.StateDir)); err != nil {
-			return nil, err
-		}
+	if eff.GetMaxIoBps() > 0 && r.opts.Workspace.MaxBytes > 0 && r.opts.WorkDisks == nil {
+		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "--max-iobps is not available on this server")
 	}
 	if spec.GetSchedule() != "" {
 		return r.schedule(ctx, spec, eff) // see schedule.go
@@ -389,13 +393,30 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return nil, nil, nil, fmt.Errorf("create root mount point: %w", err)
 	}
+	// Every job's /work has the same cap. A job with an IO limit gets it as
+	// a disk of its own, so that its writes reach a device the limit
+	// throttles (a tmpfs has none).
+	workCap, ioDevice := r.opts.Workspace, work
+	if j.rec.GetLimits().GetMaxIoBps() > 0 && workCap.MaxBytes > 0 {
+		disk, err := r.opts.WorkDisks.Make(workImage(r.opts.StateDir, id), work, workCap, r.opts.UserNS)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("make the job's /work disk: %w", err)
+		}
+		// Until the job's init has mounted it (Start returned) or failed.
+		defer func() {
+			if err := disk.Close(); err != nil {
+				j.log.Error().Err(err).Msg("cannot release the job's /work disk")
+			}
+		}()
+		workCap.Disk, ioDevice = disk.Path(), disk.Path()
+	}
 	outW, errW, fw, err := r.outputPipes(j) // detached.go
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// After the workspace (an IO limit throttles its disk), before the
-	// job's first process: every limit is in place when the job starts.
-	cg, err := r.opts.Cgroups.Create(id, j.rec.GetLimits(), work)
+	// After the /work disk (an IO limit throttles it), before the job's
+	// first process: every limit is in place when the job starts.
+	cg, err := r.opts.Cgroups.Create(id, j.rec.GetLimits(), ioDevice)
 	var proc Proc
 	if err == nil {
 		proc, err = r.opts.Runner.Start(Spec{
@@ -412,7 +433,7 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 			NetnsPath:  att.NetnsPath,
 			ResolvConf: att.ResolvConf,
 			Hosts:      att.Hosts,
-			Work:       r.workCap(j.rec.GetLimits()),
+			Work:       workCap,
 			Tmp:        r.opts.Tmp,
 			UserNS:     r.opts.UserNS,
 		})
@@ -438,16 +459,6 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 		return nil, nil, nil, err
 	}
 	return proc, cg, fw, nil
-}
-
-// workCap is the cap of the /work of a job with limits l. A job with an IO
-// limit keeps its writes on the workspace's disk, uncapped: the cap keeps
-// them in memory, where the IO limit would no longer apply.
-func (r *Registry) workCap(l *jobletv1.Limits) Storage {
-	if l.GetMaxIoBps() > 0 {
-		return Storage{}
-	}
-	return r.opts.Workspace
 }
 
 // jobEnv is a job's whole environment: nothing of the daemon's leaks in.
@@ -656,6 +667,10 @@ func (r *Registry) removeDirs(id string, log zerolog.Logger) {
 	}
 	if err := os.RemoveAll(filepath.Join(workRoot(r.opts.StateDir), id)); err != nil {
 		log.Error().Err(err).Msg("cannot remove the job's workspace")
+	}
+	// Only an isolator that died while making a /work disk leaves one.
+	if err := os.Remove(workImage(r.opts.StateDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Error().Err(err).Msg("cannot remove the job's /work image")
 	}
 }
 

@@ -29,7 +29,8 @@ type Spec struct {
 	ResolvConf string
 	Hosts      string
 	// Work caps what the job may write to /work (no cap when MaxBytes is
-	// zero), Tmp its /tmp (the Runner's default when zero).
+	// zero; on the disk Work.Disk when set), Tmp its /tmp (the Runner's
+	// default when zero).
 	Work, Tmp Storage
 	// UserNS, when set, is the user namespace the job's command runs in.
 	UserNS *UserNS
@@ -39,6 +40,28 @@ type Spec struct {
 type Storage struct {
 	MaxBytes  int64
 	MaxInodes int64
+	// Disk, for /work only, is the node of the block device holding a
+	// filesystem of the cap's size (WorkDisk.Path) that the Runner mounts
+	// as /work; empty: the cap is kept in memory.
+	Disk string
+}
+
+// WorkDisks makes the /work of jobs with an IO limit: such a job's writes
+// must reach a disk to be throttled, so its /work is a filesystem of its
+// own, the size of the cap, on a block device of its own. The production
+// one is the sandbox package's (a loop device); tests use a fake.
+type WorkDisks interface {
+	// Make makes image (a new file under the state directory) a
+	// filesystem holding the files of dir with room for s more, owned by
+	// the job's root of u when set, and attaches it to a block device.
+	Make(image, dir string, s Storage, u *UserNS) (WorkDisk, error)
+}
+
+// WorkDisk is a job's /work disk, held until Close: the job's mount holds
+// it from then on, and it is gone, with its image, when the job is.
+type WorkDisk interface {
+	Path() string
+	Close() error
 }
 
 // UserNS maps a job's uids and gids 0..Size-1 to HostUID.. and HostGID..

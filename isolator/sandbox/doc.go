@@ -37,7 +37,9 @@
 // small capability set (bounding, permitted, effective and inheritable
 // alike), no_new_privs and a seccomp denylist answering EPERM (confine.go,
 // seccomp.go); /tmp, and /work unless the caller leaves Spec.Work open, are
-// capped tmpfs storage (rootfs.go). See docs/security.md.
+// capped tmpfs storage (rootfs.go), or for /work, with Spec.Work.Disk, a
+// filesystem of the cap's size on a loop device of its own, which an IO
+// limit can throttle (NewWorkDisk, workdisk.go). See docs/security.md.
 //
 // Resource limits: the caller creates the job's cgroup
 // and passes it as Spec.Cgroup; Start puts the init in it before the init may

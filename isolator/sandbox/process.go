@@ -53,11 +53,14 @@ type Spec struct {
 	UserNS *UserNS
 }
 
-// Storage caps a writable directory of the job, both kept in memory
-// (tmpfs) and charged to the job's memory cgroup as it fills them.
+// Storage caps a writable directory of the job. Without Disk it is kept
+// in memory (tmpfs) and charged to the job's memory cgroup as it fills.
 type Storage struct {
 	MaxBytes  int64 // bytes
 	MaxInodes int64 // files, directories and links
+	// Disk, for /work only, is the block device of a filesystem made to
+	// the cap by NewWorkDisk, mounted as /work instead of the overlay.
+	Disk string
 }
 
 // DefaultTmp is the cap of a job's /tmp where Spec.Tmp leaves it open.
@@ -227,6 +230,9 @@ func validate(spec *Spec) error {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
 			return bad("%q is not a directory", d)
 		}
+	}
+	if spec.Work.Disk != "" && !filepath.IsAbs(spec.Work.Disk) {
+		return bad("work disk %q is not an absolute path", spec.Work.Disk)
 	}
 	if spec.NetnsPath != "" && !filepath.IsAbs(spec.NetnsPath) {
 		return bad("network namespace %q is not an absolute path", spec.NetnsPath)

@@ -174,11 +174,17 @@ func writeEtc(root string, spec *initSpec) error {
 // it is an overlay: the host directory (the uploaded files, never charged
 // to the job) is the lower layer, read-only, and everything the job writes
 // or changes goes to an upper layer on a tmpfs of the cap's size and inode
-// count, so a job cannot fill the host's disk through /work.
+// count, so a job cannot fill the host's disk through /work. With an IO
+// limit (spec.Work.Disk set), the writes must reach a disk to be throttled:
+// /work is then a filesystem of the cap's size on a loop device of its own,
+// holding a copy of the uploaded files (see WorkDisk).
 func mountWork(root string, spec *initSpec) error {
 	target := filepath.Join(root, "work")
 	if err := mkdir(target); err != nil {
 		return err
+	}
+	if spec.Work.Disk != "" {
+		return mountWorkDisk(spec.Work.Disk, target)
 	}
 	if spec.Work.MaxBytes <= 0 {
 		if err := mount(spec.WorkDir, target, "", unix.MS_BIND, ""); err != nil {

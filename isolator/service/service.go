@@ -132,8 +132,9 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 		OutputTimeout: outputTimeout,
 		Log:           log,
 		Uploads:       workspace.Limits{MaxFileBytes: cfg.Uploads.MaxFileBytes, MaxTotalBytes: cfg.Uploads.MaxTotalBytes},
-		Workspace:     jobs.Storage(cfg.Joblet.Workspace),
-		Tmp:           jobs.Storage(cfg.Joblet.Tmp),
+		Workspace:     jobs.Storage{MaxBytes: cfg.Joblet.Workspace.MaxBytes, MaxInodes: cfg.Joblet.Workspace.MaxInodes},
+		Tmp:           jobs.Storage{MaxBytes: cfg.Joblet.Tmp.MaxBytes, MaxInodes: cfg.Joblet.Tmp.MaxInodes},
+		WorkDisks:     workDisks{},
 		UserNS:        userNS,
 	})
 	if err != nil {
