@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -57,18 +58,31 @@ func Start(spec Spec) (*Process, error) {
 		return nil, fmt.Errorf("shim for job %s: status pipe: %w", spec.ID, err)
 	}
 	defer statR.Close()
-	cmd := &exec.Cmd{
-		Path:       exe,
-		Args:       []string{arg0},
-		Env:        shimEnv,
-		Dir:        "/",
-		ExtraFiles: []*os.File{specR, statW}, // fdSpec, fdStatus
-		// A session of its own and no parent-death signal: the shim, and
-		// so the job, outlive the isolator. Its stdin, stdout and stderr
-		// are /dev/null, so a dead isolator's pipes can never kill it.
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	newCmd := func() *exec.Cmd {
+		return &exec.Cmd{
+			Path:       exe,
+			Args:       []string{arg0},
+			Env:        shimEnv,
+			Dir:        "/",
+			ExtraFiles: []*os.File{specR, statW}, // fdSpec, fdStatus
+			// A session of its own and no parent-death signal: the shim, and
+			// so the job, outlive the isolator. Its stdin, stdout and stderr
+			// are /dev/null, so a dead isolator's pipes can never kill it.
+			SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+		}
 	}
+	cmd := newCmd()
 	err = cmd.Start()
+	// Once in a few thousand starts under load (seen in CI: 200 scheduled
+	// jobs due at once) the exec of the sealed copy failed with EACCES, and
+	// the same exec an instant later works; the cause is not understood.
+	// A failed Start leaves the pipes open, so it is tried again, a few
+	// times, before the job fails.
+	for try := 1; try <= 3 && errors.Is(err, syscall.EACCES); try++ {
+		time.Sleep(time.Duration(try) * 10 * time.Millisecond)
+		cmd = newCmd()
+		err = cmd.Start()
+	}
 	specR.Close()
 	statW.Close()
 	if err != nil {
