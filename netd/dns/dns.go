@@ -48,14 +48,31 @@ func Start(addr netip.AddrPort, upstreams []string, log zerolog.Logger) (*Respon
 		pc.Close()
 		return nil, fmt.Errorf("dns on tcp %s: %w", addr, err)
 	}
-	r.udp = &dns.Server{PacketConn: pc, Handler: r}
-	r.tcp = &dns.Server{Listener: l, Handler: r}
+	// Start returns once both servers run: a Shutdown before that (a
+	// network whose creation fails right after) would find nothing started,
+	// leave the sockets to the servers' goroutines, and keep the address
+	// bound for good.
+	started := make(chan struct{}, 2)
+	failed := make(chan error, 2)
+	r.udp = &dns.Server{PacketConn: pc, Handler: r, NotifyStartedFunc: func() { started <- struct{}{} }}
+	r.tcp = &dns.Server{Listener: l, Handler: r, NotifyStartedFunc: func() { started <- struct{}{} }}
 	for _, s := range []*dns.Server{r.udp, r.tcp} {
 		go func() {
-			if err := s.ActivateAndServe(); err != nil {
+			err := s.ActivateAndServe()
+			if err != nil {
 				log.Error().Err(err).Str("addr", addr.String()).Msg("dns responder stopped")
 			}
+			failed <- err
 		}()
+	}
+	for range 2 {
+		select {
+		case <-started:
+		case err := <-failed:
+			pc.Close()
+			l.Close()
+			return nil, fmt.Errorf("dns on %s: %w", addr, err)
+		}
 	}
 	return r, nil
 }

@@ -85,3 +85,23 @@ func TestUpstreams(t *testing.T) {
 		t.Fatalf("got %v want %v", got, want)
 	}
 }
+
+// A responder closed right after it started gives its address back: a
+// network whose creation fails just after its DNS started (its state could
+// not be saved) can be created again at once.
+func TestCloseRightAfterStartFreesTheAddress(t *testing.T) {
+	r, addr := start(t, nil)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort(addr)
+	for i := range 200 {
+		r, err := Start(ap, nil, zerolog.Nop())
+		if err != nil {
+			t.Fatalf("start %d on %s after a close: %v", i, ap, err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatalf("close %d: %v", i, err)
+		}
+	}
+}
