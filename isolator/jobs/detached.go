@@ -70,19 +70,20 @@ func (r *Registry) RunningIDs() map[string]bool {
 
 // adopt takes over a RUNNING job an earlier isolator started under a shim:
 // its supervisor is followed again (or its recorded result used), and it
-// ends as if this isolator had started it. When the job cannot be adopted
-// it reports false and the reason the caller ends it with, as lost.
-func (r *Registry) adopt(rec store.Record, log zerolog.Logger) (bool, string) {
+// ends as if this isolator had started it. It returns the job, for the
+// caller to supervise, or nil and the reason the caller ends it with, as
+// lost.
+func (r *Registry) adopt(rec store.Record, log zerolog.Logger) (*job, string) {
 	dr, ok := r.opts.Runner.(DetachedRunner)
 	co, ok2 := r.opts.Cgroups.(CgroupOpener)
 	if !ok || !ok2 || rec.Shim.PID <= 0 {
-		return false, ReasonRestarted
+		return nil, ReasonRestarted
 	}
 	id := rec.Job.GetId()
 	proc, err := dr.Adopt(id, rec.Shim, rec.Init)
 	if err != nil {
 		log.Warn().Err(err).Int("shim_pid", rec.Shim.PID).Msg("cannot adopt the job's shim")
-		return false, ReasonShimLost
+		return nil, ReasonShimLost
 	}
 	cg, err := co.Open(id)
 	if err != nil {
@@ -92,7 +93,7 @@ func (r *Registry) adopt(rec store.Record, log zerolog.Logger) (bool, string) {
 		if d, ok := proc.(DetachedProc); ok {
 			d.Detach()
 		}
-		return false, ReasonRestarted
+		return nil, ReasonRestarted
 	}
 	j := &job{rec: rec.Job, proc: proc, cg: cg, log: log, exited: make(chan struct{}), done: make(chan struct{})}
 	if j.rec.GetStartTime() == nil {
@@ -102,8 +103,7 @@ func (r *Registry) adopt(rec store.Record, log zerolog.Logger) (bool, string) {
 	r.running++
 	r.wg.Add(1)
 	log.Info().Int("shim_pid", rec.Shim.PID).Msg("adopted a job running across an isolator restart")
-	go r.supervise(j, nil)
-	return true, ""
+	return j, ""
 }
 
 // leaveRunning reports whether Shutdown leaves j running: it runs under a

@@ -158,8 +158,17 @@ func Open(opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Records are taken in one at a time, by this goroutine alone; the
+	// jobs adopted meanwhile are supervised only once every record is in,
+	// so that no supervisor changes the registry while it is being built.
+	var adopted []*job
 	for _, rec := range recs {
-		r.recover(rec)
+		if j := r.recover(rec); j != nil {
+			adopted = append(adopted, j)
+		}
+	}
+	for _, j := range adopted {
+		go r.supervise(j, nil)
 	}
 	if err := r.sweepUploads(); err != nil { // upload.go
 		return nil, err
@@ -175,20 +184,21 @@ func workImage(state, id string) string { return filepath.Join(workRoot(state), 
 func rootsRoot(state string) string     { return filepath.Join(state, "roots") }
 
 // recover takes a record from disk into the registry. A job that was
-// running cannot be followed again by this isolator (its pipes and its
-// parent are gone), so it is ended.
-func (r *Registry) recover(rec store.Record) {
+// running is adopted when its shim still runs (detached.go): that job is
+// returned, for the caller to supervise. Otherwise it cannot be followed
+// again (its pipes and its parent are gone), so it is ended.
+func (r *Registry) recover(rec store.Record) *job {
 	id := rec.Job.GetId()
 	log := r.opts.Log.With().Str(logging.KeyJobID, id).Logger()
 	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
 		r.recoverScheduled(rec.Job, log) // see schedule.go
-		return
+		return nil
 	}
 	reason := ReasonRestarted
 	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_RUNNING {
-		var adopted bool
-		if adopted, reason = r.adopt(rec, log); adopted { // detached.go
-			return
+		var adopted *job
+		if adopted, reason = r.adopt(rec, log); adopted != nil { // detached.go
+			return adopted
 		}
 	}
 	if dr, ok := r.opts.Runner.(DetachedRunner); ok {
@@ -200,7 +210,7 @@ func (r *Registry) recover(rec store.Record) {
 	r.jobs[id] = j
 	if rec.Job.GetState() != jobletv1.JobState_JOB_STATE_RUNNING {
 		r.removeDirs(id, log)
-		return
+		return nil
 	}
 	if killed, err := killLeftover(rec.Init); err != nil {
 		log.Error().Err(err).Int("pid", rec.Init.PID).Msg("cannot kill a job left by the previous isolator")
@@ -224,6 +234,7 @@ func (r *Registry) recover(rec store.Record) {
 		defer r.wg.Done()
 		r.awaitOutput(output.Start(r.opts.Logd, id, nil, nil, r.outputOptions(log)))
 	}()
+	return nil
 }
 
 // killLeftover kills the job whose init is p, if p still runs. The init is
