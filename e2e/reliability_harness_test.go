@@ -115,18 +115,8 @@ func (s *suite) rnx(t *testing.T, args ...string) result {
 	cmd := s.rnxCmd(ctx, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	err := cmd.Run()
-	r := result{took: time.Since(start), stdout: out.String(), stderr: errb.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("rnx %s: no answer within %v", strings.Join(args, " "), rnxTimeout)
-	case errors.As(err, &exitErr):
-		r.code = exitErr.ExitCode()
-	case err != nil:
-		t.Fatalf("rnx %s: %v", strings.Join(args, " "), err)
-	}
+	r := runCmd(t, ctx, cmd, args)
+	r.stdout, r.stderr = out.String(), errb.String()
 	return r
 }
 

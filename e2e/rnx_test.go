@@ -68,6 +68,14 @@ func runRNX(t *testing.T, config string, stdout, stderr io.Writer, args ...strin
 	cmd := exec.CommandContext(ctx, filepath.Join(theSuite.binDir, "rnx"), args...)
 	cmd.Env = append(os.Environ(), "RNX_CONFIG="+config, clientMarker+"=leak")
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return runCmd(t, ctx, cmd, args)
+}
+
+// runCmd runs an rnx command made with ctx (rnxTimeout) and returns how
+// long it took and its exit code; a run that does not end in time, or does
+// not start, fails the test.
+func runCmd(t *testing.T, ctx context.Context, cmd *exec.Cmd, args []string) result {
+	t.Helper()
 	start := time.Now()
 	err := cmd.Run()
 	r := result{took: time.Since(start)}
