@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,8 +34,7 @@ func jobCgroupParents(t *testing.T, s *suite) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
-	name := "joblet-" + hex.EncodeToString(sum[:6])
+	name := s.cgroupParent()
 	parents := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.SplitN(line, ":", 3)

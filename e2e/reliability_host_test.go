@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -209,8 +207,7 @@ func (s *suite) crash(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
-	own := "joblet-" + hex.EncodeToString(sum[:6])
+	own := s.cgroupParent()
 	supervisor := s.cmd.Process.Pid
 	// All at once, as a power cut would: every process of the suite is
 	// frozen first (SIGSTOP), so none sees another die (the supervisor's

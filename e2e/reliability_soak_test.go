@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -243,8 +241,7 @@ func (s *suite) footprint(t *testing.T) footprint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
-	own := "joblet-" + hex.EncodeToString(sum[:6])
+	own := s.cgroupParent()
 	parents := 0
 	for _, b := range bases {
 		if c, err := procstat.Subdirs(filepath.Join(b, own)); err == nil {

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
@@ -133,8 +131,7 @@ func jobCgroupTree(t *testing.T, s *suite) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
-	own := "joblet-" + hex.EncodeToString(sum[:6])
+	own := s.cgroupParent()
 	var dirs []string
 	for _, base := range bases {
 		_ = filepath.WalkDir(filepath.Join(base, own), func(p string, d fs.DirEntry, err error) error {

@@ -414,8 +414,7 @@ func (s *suite) jobCgroups(isolator int) ([]string, error) {
 	var dirs []string
 	// Only this suite's own parent: other suites on the machine (other test
 	// runs) have job cgroups with the same ids under parents of their own.
-	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
-	own := "joblet-" + hex.EncodeToString(sum[:6])
+	own := s.cgroupParent()
 	for _, d := range jobCgroupDirs(bases, ids) {
 		if filepath.Base(filepath.Dir(d)) != own {
 			continue
@@ -475,6 +474,14 @@ func (s *suite) strayProcesses() map[int]string {
 		}
 	}
 	return out
+}
+
+// cgroupParent is the name of this suite's job cgroup parent: the
+// isolator names it after a hash of its state directory (isolator/cgroup),
+// so suites sharing the machine never touch each other's jobs.
+func (s *suite) cgroupParent() string {
+	sum := sha256.Sum256([]byte(filepath.Join(s.devDir, "state")))
+	return "joblet-" + hex.EncodeToString(sum[:6])
 }
 
 // processAlive says whether pid exists and is not a zombie.
