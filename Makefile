@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 MODULES := proto deploy logd isolator gateway rnx supervisor scheduler netd bench
 BIN := bin
-BINARIES := joblet:supervisor joblet-isolator:isolator joblet-logd:logd joblet-gateway:gateway rnx:rnx joblet-scheduler:scheduler joblet-netd:netd
+BINARIES := joblet:supervisor joblet-isolator:isolator joblet-sandbox-init:isolator joblet-logd:logd joblet-gateway:gateway rnx:rnx joblet-scheduler:scheduler joblet-netd:netd
 GO ?= go
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0

@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -65,12 +66,23 @@ func (s *Server) RunJob(ctx context.Context, r *jobletv1.RunJobRequest) (*joblet
 	return &jobletv1.RunJobResponse{Job: j}, nil
 }
 
+// statusWaitMax caps how long a GetJobStatus waits for the job's end (its
+// wait_ms): the client asks again, so no call stays open for a job's
+// whole life.
+const statusWaitMax = 30 * time.Second
+
 // GetJobStatus implements jobletv1.JobServiceServer.
 func (s *Server) GetJobStatus(ctx context.Context, r *jobletv1.GetJobStatusRequest) (*jobletv1.GetJobStatusResponse, error) {
 	if err := ValidateID(r.GetId()); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	j, err := s.iso.Get(ctx, r.GetId())
+	var j *jobletv1.Job
+	var err error
+	if ms := r.GetWaitMs(); ms > 0 {
+		j, err = s.iso.Wait(ctx, r.GetId(), min(time.Duration(ms)*time.Millisecond, statusWaitMax))
+	} else {
+		j, err = s.iso.Get(ctx, r.GetId())
+	}
 	if err != nil {
 		return nil, userError(ctx, "isolator", err)
 	}

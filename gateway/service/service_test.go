@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -227,6 +228,19 @@ func TestAdminCanDoEverything(t *testing.T) {
 	st, err := c.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id})
 	if err != nil || st.GetJob().GetState() != jobletv1.JobState_JOB_STATE_RUNNING {
 		t.Fatalf("status: %v %v", st, err)
+	}
+	// wait_ms reaches the isolator's Wait, capped by the gateway.
+	if len(g.iso.Waits) != 0 {
+		t.Fatalf("a status call without wait waited: %v", g.iso.Waits)
+	}
+	for _, ms := range []uint32{1500, 3_600_000} {
+		st, err = c.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id, WaitMs: ms})
+		if err != nil || st.GetJob().GetId() != id {
+			t.Fatalf("status with wait %d ms: %v %v", ms, st, err)
+		}
+	}
+	if want := []time.Duration{1500 * time.Millisecond, 30 * time.Second}; !slices.Equal(g.iso.Waits, want) {
+		t.Fatalf("isolator waits %v, want %v (the hour capped)", g.iso.Waits, want)
 	}
 	appendLog(t, g.logd, id, false, "hello ", "world")
 	logs, err := c.GetJobLogs(ctx, &jobletv1.GetJobLogsRequest{Id: id})

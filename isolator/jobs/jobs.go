@@ -104,6 +104,9 @@ type Registry struct {
 	running int  // jobs started or starting and not yet ended
 	closed  bool // shutting down: no new job starts
 	wg      sync.WaitGroup
+	// closing is closed when Shutdown begins: a Wait answers then, so a
+	// waiting client never holds up the isolator's stop.
+	closing chan struct{}
 }
 
 type job struct {
@@ -153,7 +156,7 @@ func Open(opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{opts: opts, store: st, jobs: map[string]*job{}}
+	r := &Registry{opts: opts, store: st, jobs: map[string]*job{}, closing: make(chan struct{})}
 	recs, err := st.Load()
 	if err != nil {
 		return nil, err
@@ -696,6 +699,28 @@ func (r *Registry) Get(_ context.Context, id string) (*jobletv1.Job, error) {
 	return proto.Clone(j.rec).(*jobletv1.Job), nil
 }
 
+// Wait returns a job's record once the job has ended (its final record is
+// saved), or as it is when max has passed, ctx is done or the registry
+// shuts down: a client that waits for a job's end learns it at once
+// instead of polling.
+func (r *Registry) Wait(ctx context.Context, id string, max time.Duration) (*jobletv1.Job, error) {
+	r.mu.Lock()
+	j, ok := r.jobs[id]
+	r.mu.Unlock()
+	if !ok {
+		return nil, notFound(id)
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-j.done:
+	case <-t.C:
+	case <-ctx.Done():
+	case <-r.closing:
+	}
+	return r.Get(ctx, id)
+}
+
 // List returns every job's record in id order.
 func (r *Registry) List(context.Context) ([]*jobletv1.Job, error) {
 	r.mu.Lock()
@@ -803,6 +828,9 @@ func (r *Registry) kill(j *job) {
 // saved, or ctx is done.
 func (r *Registry) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
+	if !r.closed {
+		close(r.closing)
+	}
 	r.closed = true
 	for _, j := range r.jobs {
 		if !r.leaveRunning(j) { // detached.go

@@ -548,3 +548,33 @@ func TestStateWriteFailure(t *testing.T) {
 		t.Fatalf("record %v", j)
 	}
 }
+
+// TestWait: Wait answers as soon as the final record is saved, with that
+// record; before the job ends it answers with the record as it is once
+// max has passed; an unknown job is not found.
+func TestWait(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	id := f.run("sleep", "30").GetId()
+	j, err := f.reg.Wait(ctx, id, 50*time.Millisecond)
+	if err != nil || j.GetState() != running {
+		t.Fatalf("Wait before the job ends: %v, %v; want the RUNNING record", j, err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		f.reg.mu.Lock()
+		p := f.reg.jobs[id].proc
+		f.reg.mu.Unlock()
+		_ = p.Kill()
+	}()
+	j, err = f.reg.Wait(ctx, id, time.Minute)
+	if err != nil || j.GetEndTime() == nil || j.GetState() == running {
+		t.Fatalf("Wait: %v, %v; want the final record", j, err)
+	}
+	if d := f.stored(id); d.Job.GetEndTime() == nil {
+		t.Fatalf("Wait answered before the final record was saved: on disk %v", d.Job)
+	}
+	if _, err := f.reg.Wait(ctx, "999999", time.Second); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Wait of an unknown job: %v", err)
+	}
+}

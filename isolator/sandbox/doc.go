@@ -1,8 +1,9 @@
 // Package sandbox runs one job's command inside fresh Linux namespaces.
 //
-// Start re-executes the isolator binary (a sealed in-memory copy of it, so a
-// job cannot reach the daemon's executable through /proc/<pid>/exe) as the
-// job's init: PID 1 of new PID, mount, UTS, IPC and network namespaces. The
+// Start executes a sealed in-memory copy of the init binary (UseInitBinary:
+// cmd/joblet-sandbox-init, which links only this package) or else of the
+// running binary, so a job cannot reach a daemon's executable through
+// /proc/<pid>/exe, as the job's init: PID 1 of new PID, mount, UTS, IPC and network namespaces. The
 // init builds a new root on a tmpfs, pivot_roots into it, and starts the
 // command; then it stays as PID 1, reaps orphans, forwards SIGTERM, SIGINT
 // and SIGHUP to every process of the job, and reports the command's exit

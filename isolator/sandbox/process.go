@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/joblet-dev/joblet/proto/errdefs"
+	"github.com/joblet-dev/joblet/proto/errdefs/kind"
 )
 
 // Spec describes one job's sandbox.
@@ -117,7 +117,7 @@ func Start(spec Spec) (*Process, error) {
 			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
 		}
 	}
-	exe, err := sealedSelf()
+	exe, err := sealedInit()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
 	}
@@ -213,7 +213,7 @@ func (p *Process) abort() {
 
 func validate(spec *Spec) error {
 	bad := func(format string, args ...any) error {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "job %s: "+format, append([]any{spec.ID}, args...)...)
+		return kind.Errorf(kind.ErrInvalidArgument, "job %s: "+format, append([]any{spec.ID}, args...)...)
 	}
 	switch {
 	case len(spec.Args) == 0 || spec.Args[0] == "":

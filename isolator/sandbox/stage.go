@@ -141,7 +141,7 @@ func CheckUserNS(u UserNS) error {
 	if err := checkHostIDs(u, "/etc"); err != nil {
 		return err
 	}
-	exe, err := sealedSelf()
+	exe, err := sealedInit()
 	if err != nil {
 		return err
 	}

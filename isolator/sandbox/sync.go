@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/joblet-dev/joblet/proto/errdefs"
+	"github.com/joblet-dev/joblet/proto/errdefs/kind"
 )
 
 // The parent (Start, in the isolator) and the job's init talk over two pipes
@@ -160,9 +160,9 @@ func (e *InitError) Unwrap() error {
 func decodeError(spec *Spec, m message) error {
 	switch m.Class {
 	case classNotFound:
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "command not found: %s", spec.Args[0])
+		return kind.Errorf(kind.ErrInvalidArgument, "command not found: %s", spec.Args[0])
 	case classExec:
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "cannot execute %s: %s", spec.Args[0], m.Msg)
+		return kind.Errorf(kind.ErrInvalidArgument, "cannot execute %s: %s", spec.Args[0], m.Msg)
 	}
 	return &InitError{ID: spec.ID, Step: m.Step, Msg: m.Msg, Errno: syscall.Errno(m.Errno)}
 }

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/joblet-dev/joblet/proto/errdefs"
+	"github.com/joblet-dev/joblet/proto/errdefs/kind"
 )
 
 // A job with an IO limit cannot have its /work writes in memory (a tmpfs
@@ -48,7 +48,7 @@ type WorkDisk struct {
 func NewWorkDisk(image, dir string, s Storage, u *UserNS) (*WorkDisk, error) {
 	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
-		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition,
+		return nil, kind.Errorf(kind.ErrFailedPrecondition,
 			"an IO-limited job's /work needs mkfs.ext4 (the e2fsprogs package), which is not installed")
 	}
 	if s.MaxBytes <= 0 {

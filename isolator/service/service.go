@@ -51,6 +51,9 @@ const drainTimeout = 5 * time.Second
 // (stopping them with joblet.stopJobsOnExit).
 func Run(ctx context.Context, env daemon.Env) error {
 	cfg := env.Config
+	if err := useInitBinary(env.Log); err != nil {
+		return err
+	}
 	runner, err := newShimRunner(filepath.Join(cfg.StateDir("isolator"), "shims"), cfg.SocketPath("logd"), outputTimeout)
 	if err != nil {
 		return err

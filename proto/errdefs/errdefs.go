@@ -11,18 +11,21 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/joblet-dev/joblet/proto/errdefs/kind"
 )
 
-// The kinds of error a caller can act on.
+// The kinds of error a caller can act on (defined in package kind, which
+// code that must not link gRPC uses directly).
 var (
-	ErrNotFound           = errors.New("not found")
-	ErrInvalidArgument    = errors.New("invalid argument")
-	ErrPermissionDenied   = errors.New("permission denied")
-	ErrAlreadyExists      = errors.New("already exists")
-	ErrFailedPrecondition = errors.New("failed precondition")
-	ErrResourceExhausted  = errors.New("resource exhausted")
-	ErrUnavailable        = errors.New("unavailable")
-	ErrUnauthenticated    = errors.New("unauthenticated")
+	ErrNotFound           = kind.ErrNotFound
+	ErrInvalidArgument    = kind.ErrInvalidArgument
+	ErrPermissionDenied   = kind.ErrPermissionDenied
+	ErrAlreadyExists      = kind.ErrAlreadyExists
+	ErrFailedPrecondition = kind.ErrFailedPrecondition
+	ErrResourceExhausted  = kind.ErrResourceExhausted
+	ErrUnavailable        = kind.ErrUnavailable
+	ErrUnauthenticated    = kind.ErrUnauthenticated
 )
 
 var kinds = []struct {
@@ -40,17 +43,7 @@ var kinds = []struct {
 }
 
 // Errorf returns an error of the given kind with a user-safe message.
-func Errorf(kind error, format string, args ...any) error {
-	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
-}
-
-type kindError struct {
-	kind error
-	msg  string
-}
-
-func (e *kindError) Error() string { return e.msg }
-func (e *kindError) Unwrap() error { return e.kind }
+func Errorf(k error, format string, args ...any) error { return kind.Errorf(k, format, args...) }
 
 // ToGRPC turns err into a gRPC status error carrying its kind as the code.
 // Errors of no known kind become codes.Internal with a generic message, so
@@ -88,7 +81,7 @@ func FromGRPC(err error) error {
 	}
 	for _, k := range kinds {
 		if st.Code() == k.code {
-			return &kindError{kind: k.err, msg: st.Message()}
+			return kind.Errorf(k.err, "%s", st.Message())
 		}
 	}
 	switch st.Code() {

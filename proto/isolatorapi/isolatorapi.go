@@ -6,6 +6,7 @@ package isolatorapi
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,6 +23,10 @@ type Isolator interface {
 	Run(ctx context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job, error)
 	// Get returns a job's record, or an errdefs.ErrNotFound error.
 	Get(ctx context.Context, id string) (*jobletv1.Job, error)
+	// Wait returns a job's record once the job has ended, or as it is
+	// when max has passed or ctx is done, whichever comes first; an
+	// unknown job is an errdefs.ErrNotFound error.
+	Wait(ctx context.Context, id string, max time.Duration) (*jobletv1.Job, error)
 	// List returns every job's record, oldest first.
 	List(ctx context.Context) ([]*jobletv1.Job, error)
 	// Stop stops a job and returns its record once it has ended. Stopping an
@@ -50,6 +55,15 @@ func (c client) Run(ctx context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job,
 
 func (c client) Get(ctx context.Context, id string) (*jobletv1.Job, error) {
 	r, err := c.c.Get(ctx, &isolatorv1.GetRequest{Id: id})
+	return r.GetJob(), errdefs.FromGRPC(err)
+}
+
+func (c client) Wait(ctx context.Context, id string, max time.Duration) (*jobletv1.Job, error) {
+	ms := max.Milliseconds()
+	if ms < 1 {
+		ms = 1
+	}
+	r, err := c.c.Get(ctx, &isolatorv1.GetRequest{Id: id, WaitMs: uint32(min(ms, math.MaxUint32))})
 	return r.GetJob(), errdefs.FromGRPC(err)
 }
 
@@ -84,7 +98,13 @@ func (s server) Run(ctx context.Context, r *isolatorv1.RunRequest) (*isolatorv1.
 }
 
 func (s server) Get(ctx context.Context, r *isolatorv1.GetRequest) (*isolatorv1.JobResponse, error) {
-	j, err := s.impl.Get(ctx, r.GetId())
+	var j *jobletv1.Job
+	var err error
+	if ms := r.GetWaitMs(); ms > 0 {
+		j, err = s.impl.Wait(ctx, r.GetId(), time.Duration(ms)*time.Millisecond)
+	} else {
+		j, err = s.impl.Get(ctx, r.GetId())
+	}
 	return &isolatorv1.JobResponse{Job: j}, errdefs.ToGRPC(err)
 }
 

@@ -364,3 +364,28 @@ func TestConfigHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestRunWaitsForTheRecordInOneCall: the job's record ends some time after
+// its output; rnx asks once with wait and gets the final record, and a
+// server that ignores wait (older) is polled until the record is final.
+func TestRunWaitsForTheRecordInOneCall(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		s := newSuite(t)
+		s.fake.mu.Lock()
+		s.fake.oldServer = old
+		s.fake.mu.Unlock()
+		r := s.rnx(t, "run", "slowend", "300")
+		s.fake.mu.Lock()
+		reads := s.fake.reads
+		s.fake.mu.Unlock()
+		if r.code != 0 || r.stdout != "ran\n" {
+			t.Fatalf("old server %v: got %+v, want ran and exit 0", old, r)
+		}
+		switch {
+		case !old && reads != 1:
+			t.Errorf("%d status calls, want 1 that waits", reads)
+		case old && reads < 3:
+			t.Errorf("old server: %d status calls; rnx did not poll until the record was final", reads)
+		}
+	}
+}

@@ -38,6 +38,7 @@ import (
 //	evil          prints terminal escapes
 //	missing       fails to start
 //	unavailable   is refused with Unavailable, as when a helper is down
+//	slowend MS    prints "ran\n"; its log ends at once, its record MS ms later
 //	anything else prints "ran\n" and exits 0
 //
 // A job with a schedule stays SCHEDULED, due an hour after epoch, until it
@@ -53,6 +54,9 @@ type fakeJobs struct {
 	// fail as unavailable, as while a helper restarts.
 	unavailableReads int
 	reads            int // ListJobs and GetJobStatus calls answered
+	// oldServer makes GetJobStatus ignore wait, as a gateway from before
+	// the field does.
+	oldServer bool
 }
 
 // read counts a read call, and fails it while unavailableReads lasts.
@@ -72,6 +76,7 @@ type fakeJob struct {
 	output []*jobletv1.LogChunk
 	final  *jobletv1.Job // the record once ended
 	done   chan struct{} // closed when the job ends
+	endsAt time.Time     // when the record turns final, if after done
 	// failAfter, if set, makes the first GetJobLogs fail as unavailable
 	// after that many chunks, as when logd restarts.
 	failAfter int
@@ -173,6 +178,10 @@ func (f *fakeJobs) RunJob(ctx context.Context, req *jobletv1.RunJobRequest) (*jo
 		fj.output = []*jobletv1.LogChunk{chunk(jobletv1.Stream_STREAM_STDOUT, []byte("sleeping\n"))}
 		f.jobs[id] = fj
 		return &jobletv1.RunJobResponse{Job: cloneJob(job)}, nil // ends only when stopped
+	case "slowend":
+		fj.output = []*jobletv1.LogChunk{chunk(jobletv1.Stream_STREAM_STDOUT, []byte("ran\n"))}
+		ms, _ := strconv.Atoi(spec.GetArgs()[0])
+		fj.endsAt = time.Now().Add(time.Duration(ms) * time.Millisecond)
 	default:
 		fj.output = []*jobletv1.LogChunk{chunk(jobletv1.Stream_STREAM_STDOUT, []byte("ran\n"))}
 	}
@@ -205,6 +214,9 @@ func cloneJob(j *jobletv1.Job) *jobletv1.Job {
 func (fj *fakeJob) current() *jobletv1.Job {
 	select {
 	case <-fj.done:
+		if time.Now().Before(fj.endsAt) {
+			return fj.job
+		}
 		return fj.final
 	default:
 		return fj.job
@@ -221,13 +233,32 @@ func (f *fakeJobs) get(id string) (*fakeJob, error) {
 	return fj, nil
 }
 
-func (f *fakeJobs) GetJobStatus(_ context.Context, req *jobletv1.GetJobStatusRequest) (*jobletv1.GetJobStatusResponse, error) {
+func (f *fakeJobs) GetJobStatus(ctx context.Context, req *jobletv1.GetJobStatusRequest) (*jobletv1.GetJobStatusResponse, error) {
 	if err := f.read(); err != nil {
 		return nil, err
 	}
 	fj, err := f.get(req.GetId())
 	if err != nil {
 		return nil, err
+	}
+	f.mu.Lock()
+	old := f.oldServer
+	f.mu.Unlock()
+	if ms := req.GetWaitMs(); ms > 0 && !old {
+		limit := time.NewTimer(time.Duration(ms) * time.Millisecond)
+		defer limit.Stop()
+		select {
+		case <-fj.done:
+			end := time.NewTimer(time.Until(fj.endsAt))
+			defer end.Stop()
+			select {
+			case <-end.C:
+			case <-limit.C:
+			case <-ctx.Done():
+			}
+		case <-limit.C:
+		case <-ctx.Done():
+		}
 	}
 	return &jobletv1.GetJobStatusResponse{Job: fj.current()}, nil
 }

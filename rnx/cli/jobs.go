@@ -63,7 +63,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Args:  idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			return a.withConn(func(conn *client.Conn) error {
-				job, err := a.status(cmd.Context(), conn, args[0])
+				job, err := a.status(cmd.Context(), conn, args[0], 0)
 				if err != nil {
 					return err
 				}

@@ -150,7 +150,9 @@ func (a *app) exitWith(job *jobletv1.Job) error {
 // restarted) and the offsets allow it, rnx follows again from where it was.
 func (a *app) followToEnd(ctx context.Context, conn *client.Conn, id string, out *output) (*jobletv1.Job, error) {
 	// The log closes a few milliseconds before the job's record says it has
-	// ended, so the first pauses are short.
+	// ended: the server is asked to answer at the end, within a second, and
+	// a server that answers at once (one that predates wait_ms) is asked
+	// again after short pauses at first.
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		if err := a.follow(ctx, conn, id, true, out); err != nil {
 			return nil, err
@@ -158,11 +160,12 @@ func (a *app) followToEnd(ctx context.Context, conn *client.Conn, id string, out
 		if !out.tracker.CanResume() {
 			return a.waitEnded(ctx, conn, id)
 		}
-		job, err := a.status(ctx, conn, id)
+		asked := time.Now()
+		job, err := a.status(ctx, conn, id, time.Second)
 		if err != nil || render.Ended(job.GetState()) {
 			return job, err
 		}
-		if !sleep(ctx, pause) {
+		if !sleep(ctx, pause-time.Since(asked)) {
 			return nil, ctx.Err()
 		}
 	}
@@ -192,6 +195,11 @@ func (a *app) stopOnSignal(ctx context.Context, conn *client.Conn, id string, si
 	}
 }
 
+// statusWait is how long one status call waiting for a job's end may last
+// (the server caps it too): long enough that a job's end is seen at once,
+// short enough that no call lives as long as a job.
+const statusWait = 30 * time.Second
+
 // reconnectWindow is how long rnx keeps trying to reach the gateway again
 // when a call fails as unavailable, as while the gateway or a helper
 // restarts.
@@ -219,27 +227,31 @@ func (a *app) follow(ctx context.Context, conn *client.Conn, id string, follow b
 	})
 }
 
-// status returns the job's record.
-func (a *app) status(ctx context.Context, conn *client.Conn, id string) (*jobletv1.Job, error) {
+// status returns the job's record; with wait > 0, once the job has ended
+// or when wait (capped by the server) has passed.
+func (a *app) status(ctx context.Context, conn *client.Conn, id string, wait time.Duration) (*jobletv1.Job, error) {
 	var job *jobletv1.Job
 	err := a.retryUnavailable(ctx, conn, func() error {
-		resp, err := conn.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id})
+		resp, err := conn.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id, WaitMs: uint32(wait.Milliseconds())})
 		job = resp.GetJob()
 		return err
 	})
 	return job, err
 }
 
-// waitEnded polls the job's status until it has ended. The record usually
-// ends a few tens of milliseconds after the output does, so the first polls
-// come close together (a status call costs about a millisecond).
+// waitEnded returns the job's record once it has ended. Each status call
+// asks the server to answer only at the end (wait_ms), so the record comes
+// the moment it is final; a server that answers at once (one that predates
+// wait_ms) is asked again after a pause, short at first, as the record
+// usually ends a few milliseconds after the output.
 func (a *app) waitEnded(ctx context.Context, conn *client.Conn, id string) (*jobletv1.Job, error) {
 	for delay := 5 * time.Millisecond; ; delay = min(delay+5*time.Millisecond, 250*time.Millisecond) {
-		job, err := a.status(ctx, conn, id)
+		asked := time.Now()
+		job, err := a.status(ctx, conn, id, statusWait)
 		if err != nil || render.Ended(job.GetState()) {
 			return job, err
 		}
-		if !sleep(ctx, delay) {
+		if !sleep(ctx, delay-time.Since(asked)) {
 			return nil, ctx.Err()
 		}
 	}

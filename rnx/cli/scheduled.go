@@ -15,7 +15,7 @@ import (
 // scheduled job has none yet, so only an explicit --follow waits for it to
 // start (the server's log stream then waits for the job's first output).
 func (a *app) awaitScheduled(ctx context.Context, conn *client.Conn, id string, follow bool) (bool, error) {
-	job, err := a.status(ctx, conn, id)
+	job, err := a.status(ctx, conn, id, 0)
 	if err != nil {
 		return false, err
 	}

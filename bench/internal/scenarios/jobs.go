@@ -22,7 +22,7 @@ func Ended(s jobletv1.JobState) bool {
 
 // RunToEnd starts spec and waits until the job's end is recorded: it
 // follows the job's log until the stream ends (the job's end), then reads
-// its status, polling briefly in case the record lags the stream.
+// its status, waiting in case the record lags the stream.
 func RunToEnd(ctx context.Context, c jobletv1.JobServiceClient, spec *jobletv1.JobSpec) (*jobletv1.Job, error) {
 	resp, err := c.RunJob(ctx, &jobletv1.RunJobRequest{Spec: spec})
 	if err != nil {
@@ -50,7 +50,9 @@ func WaitEnd(ctx context.Context, c jobletv1.JobServiceClient, id string) (*jobl
 		}
 	}
 	for pause := 200 * time.Microsecond; ; pause = min(2*pause, 50*time.Millisecond) {
-		st, err := c.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id})
+		// wait_ms: the server answers at the job's end, as rnx asks; a
+		// build from before wait_ms answers at once and is polled.
+		st, err := c.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id, WaitMs: 30_000})
 		if err != nil {
 			return nil, fmt.Errorf("GetJobStatus %s: %w", id, err)
 		}

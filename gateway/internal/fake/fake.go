@@ -29,6 +29,8 @@ type Isolator struct {
 	Fail error
 	// uploads is what RunWithUploads received, by job id (uploads.go).
 	uploads map[string]Upload
+	// Waits is the max of every Wait call, in order.
+	Waits []time.Duration
 }
 
 var _ isolatorapi.Isolator = (*Isolator)(nil)
@@ -58,6 +60,19 @@ func (f *Isolator) Run(_ context.Context, spec *jobletv1.JobSpec) (*jobletv1.Job
 func (f *Isolator) Get(_ context.Context, id string) (*jobletv1.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	j, err := f.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	return proto.CloneOf(j), nil
+}
+
+// Wait implements isolatorapi.Isolator: it records max and answers at
+// once, as when the job has ended (the registry's own tests cover waiting).
+func (f *Isolator) Wait(_ context.Context, id string, max time.Duration) (*jobletv1.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Waits = append(f.Waits, max)
 	j, err := f.lookup(id)
 	if err != nil {
 		return nil, err

@@ -121,8 +121,11 @@ func (x *RunRequest) GetSpec() *v1.JobSpec {
 }
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// wait_ms > 0: answer once the job has ended or after that many
+	// milliseconds, with the record as it is then.
+	WaitMs        uint32 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -162,6 +165,13 @@ func (x *GetRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *GetRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
 }
 
 type ListRequest struct {
@@ -342,10 +352,11 @@ const file_isolator_v1_isolator_proto_rawDesc = "" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\"4\n" +
 	"\n" +
 	"RunRequest\x12&\n" +
-	"\x04spec\x18\x01 \x01(\v2\x12.joblet.v1.JobSpecR\x04spec\"\x1c\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.joblet.v1.JobSpecR\x04spec\"5\n" +
 	"\n" +
 	"GetRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\r\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\r\n" +
 	"\vListRequest\"2\n" +
 	"\fListResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.joblet.v1.JobR\x04jobs\"\x1d\n" +

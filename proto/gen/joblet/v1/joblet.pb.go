@@ -1282,8 +1282,13 @@ func (*RunJobUploadRequest_Manifest) isRunJobUploadRequest_Part() {}
 func (*RunJobUploadRequest_Chunk) isRunJobUploadRequest_Part() {}
 
 type GetJobStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// wait_ms > 0: answer once the job has ended, or after that many
+	// milliseconds (at most 30 s: the server caps it), with the record as it
+	// is then. A client waiting for a job's end calls again while the record
+	// is not final; a server that predates the field answers at once.
+	WaitMs        uint32 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1323,6 +1328,13 @@ func (x *GetJobStatusRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *GetJobStatusRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
 }
 
 type GetJobStatusResponse struct {
@@ -1674,9 +1686,10 @@ const file_joblet_v1_joblet_proto_rawDesc = "" +
 	"\x13RunJobUploadRequest\x127\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x19.joblet.v1.UploadManifestH\x00R\bmanifest\x12.\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x16.joblet.v1.UploadChunkH\x00R\x05chunkB\x06\n" +
-	"\x04part\"%\n" +
+	"\x04part\">\n" +
 	"\x13GetJobStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"8\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"8\n" +
 	"\x14GetJobStatusResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.joblet.v1.JobR\x03job\"\x11\n" +
 	"\x0fListJobsRequest\"6\n" +

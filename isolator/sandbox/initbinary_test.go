@@ -1,0 +1,160 @@
+package sandbox_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+)
+
+// buildInit builds cmd/joblet-sandbox-init, as make build does, into a
+// root-owned 0755 file.
+func buildInit(t *testing.T) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		if goBin, err = exec.LookPath("go"); err != nil {
+			t.Skip("skipping: no go toolchain to build the init binary")
+		}
+	}
+	out := filepath.Join(t.TempDir(), sandbox.InitBinary)
+	cmd := exec.Command(goBin, "build", "-trimpath", "-o", out, "../cmd/joblet-sandbox-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the init binary: %v\n%s", err, b)
+	}
+	if err := os.Chmod(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestJobsRunFromInitBinary: with UseInitBinary, a job's init (and so its
+// exec stage, which re-executes the init's own executable) runs from the
+// sealed copy of the small binary, not from the running one; jobs with and
+// without a user namespace run as before.
+func TestJobsRunFromInitBinary(t *testing.T) {
+	requiresRoot(t)
+	bin := buildInit(t)
+	if err := sandbox.UseInitBinary(bin); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sandbox.ResetInit)
+	if f := sandbox.InitFile(); f == nil {
+		t.Fatal("InitFile is nil after UseInitBinary")
+	}
+	want, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.Size() == self.Size() {
+		t.Fatal("the init binary and the test binary have the same size; the test cannot tell them apart")
+	}
+
+	spec, marker := newSpec(t, "sleep", "30")
+	j, err := start(t, spec, marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := "/proc/" + strconv.Itoa(j.proc.Pid()) + "/exe"
+	st, err := os.Stat(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, _ := os.Readlink(exe)
+	if st.Size() != want.Size() || !strings.Contains(link, "memfd:joblet-init") {
+		t.Errorf("the job's init runs from %s (%d bytes), want the sealed init binary (%d bytes)", link, st.Size(), want.Size())
+	}
+	if err := j.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	j.wait()
+
+	for _, u := range []*sandbox.UserNS{nil, &testUserNS} {
+		out, res := runAs(t, u, "sh", "-c", "echo hello; id -u")
+		if res.ExitCode != 0 || !strings.HasPrefix(out, "hello\n") {
+			t.Errorf("user namespace %v: exit %d, output %q", u != nil, res.ExitCode, out)
+		}
+	}
+}
+
+// TestUseInitBinaryRefusesUnsafeFiles: a file others could write (or not
+// a regular file) would let them run code as root in every job's init.
+func TestUseInitBinaryRefusesUnsafeFiles(t *testing.T) {
+	requiresRoot(t)
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode, uid int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("\x7fELF"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, 0); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for name, path := range map[string]string{
+		"group-writable": write("g", 0o775, 0),
+		"world-writable": write("o", 0o757, 0),
+		"not root's":     write("u", 0o755, 65534),
+		"a directory":    dir,
+		"missing":        filepath.Join(dir, "missing"),
+	} {
+		if err := sandbox.UseInitBinary(path); err == nil {
+			sandbox.ResetInit()
+			t.Errorf("%s: UseInitBinary(%s) accepted it", name, path)
+		}
+	}
+	if sandbox.InitFile() != nil {
+		t.Error("a refused init binary was kept")
+	}
+}
+
+// TestInheritInit: only a sealed memfd is taken, and it is moved to a high
+// descriptor closed on exec, so no job's process inherits it.
+func TestInheritInit(t *testing.T) {
+	plain, err := os.CreateTemp(t.TempDir(), "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sandbox.InheritInit(plain); err == nil {
+		sandbox.ResetInit()
+		t.Fatal("InheritInit took a plain file")
+	}
+	fd, err := unix.MemfdCreate("sealed", unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE); err != nil {
+		t.Fatal(err)
+	}
+	if err := sandbox.InheritInit(os.NewFile(uintptr(fd), "sealed")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sandbox.ResetInit)
+	f := sandbox.InitFile()
+	if f == nil || f.Fd() < 64 {
+		t.Fatalf("inherited init kept at %v, want a descriptor >= 64", f)
+	}
+	flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("inherited init descriptor flags %#x (%v), want close-on-exec", flags, err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+		t.Error("the inherited descriptor itself was left open")
+	}
+}
