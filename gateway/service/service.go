@@ -70,6 +70,9 @@ var logdWindows = []grpc.DialOption{
 	grpc.WithInitialConnWindowSize(16 << 20),
 }
 
+// writeBufferBytes is the gRPC server's write buffer on client connections.
+const writeBufferBytes = 256 << 10
+
 // Run is the gateway's daemon.Service: it dials the helpers' sockets, listens
 // on the configured TCP address and serves until ctx is done.
 func Run(ctx context.Context, env daemon.Env) error {
@@ -224,6 +227,11 @@ func NewServer(tc *tls.Config, b Backends, log zerolog.Logger, lim Limits, rev a
 		// protobuf, with logd's log chunks passed through undecoded
 		grpc.ForceServerCodecV2(api.Codec{}),
 		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
+		// Log chunks leave in writes of up to writeBufferBytes instead of
+		// gRPC's 32 KiB; the buffer goes back to a pool whenever the
+		// connection has nothing to write, so idle clients hold none.
+		grpc.WriteBufferSize(writeBufferBytes),
+		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(lim.HandshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             lim.MinPingInterval,

@@ -1,12 +1,18 @@
 package service
 
 import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	protobuf "google.golang.org/protobuf/proto"
 
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
+	logdv1 "github.com/joblet-dev/joblet/proto/gen/logd/v1"
 )
 
 // codec is logd's gRPC codec: protobuf, except that a LogChunk is written
@@ -39,8 +45,64 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.SliceBuffer(c.GetData())}, nil
 }
 
-// Unmarshal implements encoding.CodecV2.
-func (codec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Unmarshal(data, v) }
+// Unmarshal implements encoding.CodecV2. A WriteRequest, which carries a
+// job's output, is decoded by hand (unmarshalWrite); other messages are
+// plain protobuf.
+func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*logdv1.WriteRequest); ok {
+		return unmarshalWrite(data, m)
+	}
+	return protoCodec.Unmarshal(data, v)
+}
+
+// unmarshalWrite decodes a WriteRequest with its data copied once. The
+// protobuf codec copies a received message twice: its frames into one pooled
+// buffer, then the data field out of it into a fresh slice. Here the frames
+// are copied into one fresh buffer and the data field points into it; the
+// buffer belongs to the message alone, as gRPC frees the frames on return.
+// Unknown fields are skipped; a malformed message is an error, as with the
+// protobuf codec.
+func unmarshalWrite(data mem.BufferSlice, m *logdv1.WriteRequest) error {
+	protobuf.Reset(m)
+	b := data.Materialize()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("decode WriteRequest: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			if n >= 0 && !utf8.Valid(v) {
+				return errors.New("decode WriteRequest: job_id is not valid UTF-8")
+			}
+			m.JobId = string(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			m.Offset = int64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			m.Stream = jobletv1.Stream(int32(v))
+		case num == 4 && typ == protowire.BytesType:
+			m.Data, n = protowire.ConsumeBytes(b)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			m.Eof = v != 0
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return fmt.Errorf("decode WriteRequest field %d: %w", num, protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return nil
+}
 
 // Name implements encoding.CodecV2: on the wire it is plain protobuf.
 func (codec) Name() string { return proto.Name }

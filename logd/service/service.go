@@ -46,11 +46,12 @@ func Run(ctx context.Context, env daemon.Env) error {
 		return fmt.Errorf("open log store: %w", err)
 	}
 
-	srv := grpc.NewServer(grpc.Creds(transport.PeerCreds(env.Config.Gateway.UID)), grpc.ForceServerCodecV2(codec{}),
+	srv := grpc.NewServer(append(transport.ServerOptions(),
+		grpc.Creds(transport.PeerCreds(env.Config.Gateway.UID)), grpc.ForceServerCodecV2(codec{}),
 		// A shim sends its job's output in batches of about a MiB: at gRPC's
 		// 64 KiB starting window each batch waits on a dozen window updates
 		// until the dynamic estimate has grown, so start at the batch size.
-		grpc.InitialWindowSize(writeWindow), grpc.InitialConnWindowSize(writeWindow))
+		grpc.InitialWindowSize(writeWindow), grpc.InitialConnWindowSize(writeWindow))...)
 	logdapi.Register(srv, logged{Logd: st, log: env.Log})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

@@ -34,6 +34,10 @@ const ConnectTimeout = 5 * time.Second
 // what it sends.
 const maxRecvSize = 16 << 20
 
+// recvWindow is the flow-control window rnx grants the gateway, per stream
+// and per connection.
+const recvWindow = 4 << 20
+
 // reconnectBackoff paces reconnects after a lost connection: a CLI user is
 // waiting, and a restarted gateway should be found again within seconds.
 var reconnectBackoff = backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
@@ -60,7 +64,13 @@ func Dial(node *clientconfig.Node) (*Conn, error) {
 		grpc.WithTransportCredentials(&recordingCreds{TransportCredentials: credentials.NewTLS(tlsConf), diag: d}),
 		grpc.WithContextDialer(d.dial),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: ConnectTimeout}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvSize), grpc.ForceCodecV2(Codec{})),
+		// A log stream is the one large flow rnx receives: a window that
+		// starts at 4 MiB (fixed, instead of gRPC's 64 KiB grown by its
+		// bandwidth estimate) lets the gateway send without waiting for rnx's
+		// window updates. It costs the gateway nothing: what is in flight is
+		// held by the sockets and by rnx.
+		grpc.WithInitialWindowSize(recvWindow), grpc.WithInitialConnWindowSize(recvWindow),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", node.Address, err)
