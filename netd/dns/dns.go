@@ -30,6 +30,10 @@ type Responder struct {
 	log       zerolog.Logger
 	upstreams []string // host:port
 	udp, tcp  *dns.Server
+	// served is done once both servers' goroutines have returned: only
+	// then are their sockets closed (the library closes a server's socket
+	// on its way out, and a Close racing it returns before the close).
+	served sync.WaitGroup
 
 	mu   sync.RWMutex
 	zone map[string]netip.Addr // lowercase name without trailing dot
@@ -56,8 +60,10 @@ func Start(addr netip.AddrPort, upstreams []string, log zerolog.Logger) (*Respon
 	failed := make(chan error, 2)
 	r.udp = &dns.Server{PacketConn: pc, Handler: r, NotifyStartedFunc: func() { started <- struct{}{} }}
 	r.tcp = &dns.Server{Listener: l, Handler: r, NotifyStartedFunc: func() { started <- struct{}{} }}
+	r.served.Add(2)
 	for _, s := range []*dns.Server{r.udp, r.tcp} {
 		go func() {
+			defer r.served.Done()
 			err := s.ActivateAndServe()
 			if err != nil {
 				log.Error().Err(err).Str("addr", addr.String()).Msg("dns responder stopped")
@@ -91,9 +97,11 @@ func (r *Responder) Delete(name string) {
 	r.mu.Unlock()
 }
 
-// Close stops serving.
+// Close stops serving and returns once the address is free again.
 func (r *Responder) Close() error {
-	return errors.Join(r.udp.Shutdown(), r.tcp.Shutdown())
+	err := errors.Join(r.udp.Shutdown(), r.tcp.Shutdown())
+	r.served.Wait()
+	return err
 }
 
 func (r *Responder) lookup(name string) (netip.Addr, bool) {

@@ -41,7 +41,7 @@ type env struct {
 // setup prepares a clean test host (no joblet links left by an earlier
 // test), the outside world and netd's directories, with a fake upstream
 // resolver that knows "example.test".
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	t.Helper()
 	requireRoot(t)
 	links, _ := netlink.LinkList()
@@ -98,7 +98,7 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +113,7 @@ func mustAddr(s string) *netlink.Addr {
 	return a
 }
 
-func (e *env) open(t *testing.T) *Manager {
+func (e *env) open(t testing.TB) *Manager {
 	t.Helper()
 	m, err := Open(e.opts)
 	if err != nil {
@@ -158,7 +158,7 @@ func inNetns(path string, fn func()) {
 
 // serve listens on addr inside a namespace and answers every connection
 // with the address it came from.
-func serve(t *testing.T, nsPath, addr string) {
+func serve(t testing.TB, nsPath, addr string) {
 	t.Helper()
 	var l net.Listener
 	var err error
@@ -215,6 +215,25 @@ func resolve(nsPath, server, name string) (string, error) {
 		}
 	}
 	return "", &net.DNSError{Err: dns.RcodeToString[resp.Rcode], Name: name, IsNotFound: true}
+}
+
+// freshNetns pins a new namespace with lo up, as a job's init makes when
+// its attachment has no NetnsPath (the none network).
+func freshNetns(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fresh")
+	must(t, nsfile.Create(path))
+	t.Cleanup(func() { nsfile.Remove(path) })
+	ns, err := nsfile.Open(path)
+	must(t, err)
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	must(t, err)
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	must(t, err)
+	must(t, h.LinkSetUp(lo))
+	return path
 }
 
 // linksIn lists the interface names inside a namespace.

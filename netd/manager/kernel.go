@@ -246,6 +246,8 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 // (after a reboot) end their lease; a job whose veth pair is missing gets
 // it back; bridges, veth pairs and pins netd no longer owns are removed.
 func (m *Manager) reconcile() error {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// Jobs' traffic is routed by the host; the setting is per network
@@ -292,16 +294,16 @@ func (m *Manager) reconcile() error {
 		}
 	}
 	for id, l := range m.leases {
+		if l.Network == netdapi.None {
+			continue // nothing in the kernel; load kept it for this boot only
+		}
 		log := m.log.With().Str("job_id", id).Str("network", l.Network).Logger()
 		if !nsfile.Pinned(m.nsPath(id)) {
 			log.Info().Msg("job namespace is gone: ending its lease")
-			if err := m.teardown(l); err != nil {
+			if err := m.teardown(l.Lease); err != nil {
 				log.Error().Err(err).Msg("teardown")
 			}
 			m.dropLease(l)
-			continue
-		}
-		if l.Network == netdapi.None {
 			continue
 		}
 		n := m.nets[l.Network]
@@ -316,7 +318,7 @@ func (m *Manager) reconcile() error {
 			continue
 		}
 		log.Info().Msg("restoring the job's missing veth pair")
-		if err := m.plumb(l, n); err != nil {
+		if err := m.plumb(l.Lease, n); err != nil {
 			log.Error().Err(err).Msg("restore job network")
 		}
 	}
@@ -345,7 +347,7 @@ func (m *Manager) reconcile() error {
 		}
 	}
 	for _, l := range m.leases {
-		m.setNames(l)
+		m.setNames(l.Lease)
 	}
-	return m.save()
+	return m.saveLocked()
 }

@@ -70,7 +70,7 @@ func reexec() int {
 	return 0
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, bridges and iptables rules (inside a private netns)")

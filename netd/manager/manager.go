@@ -23,6 +23,7 @@ import (
 	"github.com/joblet-dev/joblet/netd/dns"
 	"github.com/joblet-dev/joblet/netd/firewall"
 	"github.com/joblet-dev/joblet/netd/ipam"
+	"github.com/joblet-dev/joblet/netd/nsfile"
 	"github.com/joblet-dev/joblet/netd/state"
 	"github.com/joblet-dev/joblet/netd/validate"
 	"github.com/joblet-dev/joblet/proto/errdefs"
@@ -76,9 +77,18 @@ type Manager struct {
 	// forwardWas is ip_forward as netd found it, which Purge restores.
 	forwardWas []byte
 
-	mu     sync.Mutex
-	nets   map[string]*network
-	leases map[string]state.Lease // by job id
+	bootID string
+
+	// saveMu is held by the one caller writing the state file (save.go);
+	// it is taken before mu, never while holding it.
+	saveMu   sync.Mutex
+	savedGen uint64 // the generation of the state last saved (saveMu)
+
+	mu      sync.Mutex
+	nets    map[string]*network
+	leases  map[string]*lease // by job id
+	gen     uint64            // bumped at every change to save (save.go)
+	snapGen uint64            // the generation of the newest snapshot taken
 
 	stopWatch chan struct{} // closed to stop the periodic check (watch.go)
 	watchDone chan struct{}
@@ -111,6 +121,10 @@ func Open(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	boot, err := state.BootID()
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(opts.RunDir, "netns"), 0o700); err != nil {
 		return nil, fmt.Errorf("netns dir: %w", err)
 	}
@@ -118,8 +132,8 @@ func Open(opts Options) (*Manager, error) {
 	if err != nil {
 		opts.Log.Warn().Err(err).Msg("no host resolvers: jobs resolve job names only")
 	}
-	m := &Manager{opts: opts, log: opts.Log, store: store, fw: fw, upstreams: ups,
-		nets: map[string]*network{}, leases: map[string]state.Lease{}}
+	m := &Manager{opts: opts, log: opts.Log, store: store, fw: fw, upstreams: ups, bootID: boot,
+		nets: map[string]*network{}, leases: map[string]*lease{}}
 	if err := m.load(st); err != nil {
 		return nil, err
 	}
@@ -167,7 +181,12 @@ func (m *Manager) load(st state.State) error {
 	}
 	for _, l := range st.Leases {
 		if l.Network == netdapi.None {
-			m.leases[l.JobID] = l
+			// Nothing in the kernel tells whether a none job still runs:
+			// its lease lasts as long as the boot it was made in. (A lease
+			// of a netd before boot ids has a pin instead.)
+			if st.BootID == m.bootID || nsfile.Pinned(m.nsPath(l.JobID)) {
+				m.leases[l.JobID] = &lease{Lease: l}
+			}
 			continue
 		}
 		n, ok := m.nets[l.Network]
@@ -176,22 +195,9 @@ func (m *Manager) load(st state.State) error {
 			m.log.Warn().Str("job_id", l.JobID).Str("network", l.Network).Msg("dropping unusable saved lease")
 			continue
 		}
-		m.leases[l.JobID] = l
+		m.leases[l.JobID] = &lease{Lease: l}
 	}
 	return nil
-}
-
-// save persists the current state; the caller holds m.mu.
-func (m *Manager) save() error {
-	var st state.State
-	for _, n := range m.sortedNets() {
-		st.Networks = append(st.Networks, state.Network{Name: n.name, CIDR: n.prefix.String(),
-			Bridge: n.bridge, Builtin: n.builtin, Next: n.pool.Next().String()})
-	}
-	for _, id := range slices.Sorted(mapKeys(m.leases)) {
-		st.Leases = append(st.Leases, m.leases[id])
-	}
-	return m.store.Save(st)
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {
@@ -222,14 +228,21 @@ func (m *Manager) sortedNets() []*network {
 	return nets
 }
 
-// Close stops the periodic check and the DNS responders. Bridges, rules
-// and jobs' namespaces stay: running jobs keep their network while netd is
+// Close stops the periodic check and the DNS responders, and saves the
+// leases not saved yet (of "none" jobs, see Attach). Bridges, rules and
+// jobs' namespaces stay: running jobs keep their network while netd is
 // down.
 func (m *Manager) Close() error {
 	m.stopWatching()
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	gen := m.gen
+	m.mu.Unlock()
 	var errs []error
+	if err := m.persist(gen, nil); err != nil {
+		errs = append(errs, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, n := range m.nets {
 		if n.dns != nil {
 			errs = append(errs, n.dns.Close())
@@ -271,11 +284,15 @@ func hostname(l state.Lease) string {
 	return h
 }
 
+// attachment is what the isolator needs of a lease; the caller holds m.mu.
+// A none job gets no NetnsPath: its init makes a namespace of its own,
+// with loopback only (netd made and pinned one before, which cost more
+// than the rest of a job's start in netd, for the same result).
 func (m *Manager) attachment(l state.Lease) netdapi.Attachment {
-	a := netdapi.Attachment{JobID: l.JobID, Network: l.Network, NetnsPath: m.nsPath(l.JobID),
-		IP: l.IP, Hostname: hostname(l)}
+	a := netdapi.Attachment{JobID: l.JobID, Network: l.Network, IP: l.IP, Hostname: hostname(l)}
 	a.Hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 	if n, ok := m.nets[l.Network]; ok {
+		a.NetnsPath = m.nsPath(l.JobID)
 		a.Gateway = n.gateway().String()
 		a.ResolvConf = "nameserver " + a.Gateway + "\n"
 		a.Hosts += l.IP + "\t" + a.Hostname + "\n"
@@ -310,7 +327,17 @@ func (m *Manager) deleteNames(l state.Lease) {
 	}
 }
 
-// Attach implements netdapi.Netd.
+// Attach implements netdapi.Netd. The kernel work and the save of the
+// lease run outside m.mu and at the same time, so attaches of several jobs
+// overlap and share one write of the state (save.go). The lease is saved
+// before Attach returns: a crash before that leaves at most a veth pair
+// and a pin that the next netd removes as nobody's, and the caller, whose
+// call failed, attaches again.
+//
+// A none job has nothing in the kernel (see attachment), so its lease is
+// only counted (ListNetworks) and not saved at once: the next save of any
+// change, or Close, writes it. A crash of netd before that forgets the
+// job, which costs nothing but its count; its Detach is then a no-op.
 func (m *Manager) Attach(ctx context.Context, jobID, netName, name string) (netdapi.Attachment, error) {
 	if err := validate.JobID(jobID); err != nil {
 		return netdapi.Attachment{}, err
@@ -324,88 +351,163 @@ func (m *Manager) Attach(ctx context.Context, jobID, netName, name string) (netd
 	log := m.log.With().Str("job_id", jobID).Str("network", netName).Logger()
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l, ok := m.leases[jobID]; ok {
-		if l.Network != netName || l.Name != name {
+	o, err := m.settled(ctx, jobID)
+	if err != nil {
+		m.mu.Unlock()
+		return netdapi.Attachment{}, err
+	}
+	if o != nil {
+		defer m.mu.Unlock()
+		if o.Network != netName || o.Name != name {
 			return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrAlreadyExists,
-				"job %s is attached to network %q already", jobID, l.Network)
+				"job %s is attached to network %q already", jobID, o.Network)
 		}
-		return m.attachment(l), nil
+		return m.attachment(o.Lease), nil
 	}
-	l := state.Lease{JobID: jobID, Network: netName, Name: name}
+	l := &lease{Lease: state.Lease{JobID: jobID, Network: netName, Name: name}}
 	n, ok := m.nets[netName]
-	if !ok && netName != netdapi.None {
-		return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrNotFound, "network %q does not exist", netName)
+	if !ok {
+		if netName != netdapi.None {
+			m.mu.Unlock()
+			return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrNotFound, "network %q does not exist", netName)
+		}
+		l.gen = m.changed()
+		m.leases[jobID] = l
+		a := m.attachment(l.Lease)
+		m.mu.Unlock()
+		log.Info().Msg("attached")
+		return a, nil
 	}
-	if n != nil {
-		if name != "" && !n.isolated {
-			for _, o := range m.leases {
-				if o.Network == netName && o.Name == name {
-					return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrAlreadyExists,
-						"name %q is taken in network %q by job %s", name, netName, o.JobID)
-				}
+	if name != "" && !n.isolated {
+		for _, o := range m.leases {
+			if o.Network == netName && o.Name == name {
+				m.mu.Unlock()
+				return netdapi.Attachment{}, errdefs.Errorf(errdefs.ErrAlreadyExists,
+					"name %q is taken in network %q by job %s", name, netName, o.JobID)
 			}
 		}
-		ip, err := n.pool.Allocate(jobID)
-		if err != nil {
-			return netdapi.Attachment{}, err
-		}
-		l.IP, l.Veth = ip.String(), vethName(jobID)
 	}
-	// The lease is saved before the kernel is touched, so a crash in
-	// between leaves something reconcile knows to clean.
+	ip, err := n.pool.Allocate(jobID)
+	if err != nil {
+		m.mu.Unlock()
+		return netdapi.Attachment{}, err
+	}
+	l.IP, l.Veth = ip.String(), vethName(jobID)
+	l.busy, l.gen = make(chan struct{}), m.changed()
 	m.leases[jobID] = l
-	if err := m.save(); err != nil {
-		m.dropLease(l)
-		return netdapi.Attachment{}, fmt.Errorf("save lease: %w", err)
-	}
-	if err := m.plumb(l, n); err != nil {
-		log.Error().Err(err).Msg("attach failed")
-		m.teardown(l)
-		m.dropLease(l)
-		if serr := m.save(); serr != nil {
-			log.Error().Err(serr).Msg("save state")
+	m.mu.Unlock()
+
+	saved := make(chan error, 1)
+	go func() {
+		// A lease that cannot be saved is left out of every later
+		// snapshot at once, before another save can write it.
+		saved <- m.persist(l.gen, func() { l.leaving = true })
+	}()
+	perr := m.plumb(l.Lease, n)
+	serr := <-saved
+	if perr != nil || serr != nil {
+		err := fmt.Errorf("save lease: %w", serr)
+		if perr != nil {
+			log.Error().Err(perr).Msg("attach failed")
+			err = fmt.Errorf("prepare network of job %s: %w", jobID, perr)
 		}
-		return netdapi.Attachment{}, fmt.Errorf("prepare network of job %s: %w", jobID, err)
+		// A lease saved already stays in the file until the next save;
+		// without its pin, a next netd would end it.
+		if terr := m.teardown(l.Lease); terr != nil {
+			log.Error().Err(terr).Msg("undo a failed attach")
+		}
+		m.mu.Lock()
+		m.dropLease(l)
+		m.mu.Unlock()
+		return netdapi.Attachment{}, err
 	}
-	m.setNames(l)
+	m.mu.Lock()
+	m.settle(l)
+	m.setNames(l.Lease)
+	a := m.attachment(l.Lease)
+	m.mu.Unlock()
 	log.Info().Str("ip", l.IP).Msg("attached")
-	return m.attachment(l), nil
+	return a, nil
 }
 
-// dropLease forgets a lease and frees its address; the caller holds m.mu.
-func (m *Manager) dropLease(l state.Lease) {
-	delete(m.leases, l.JobID)
+// settled is the job's lease once no call for it is under way, or nil;
+// the caller holds m.mu, which is released while waiting.
+func (m *Manager) settled(ctx context.Context, jobID string) (*lease, error) {
+	for {
+		l, ok := m.leases[jobID]
+		if !ok || l.busy == nil {
+			return l, nil
+		}
+		busy := l.busy
+		m.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			m.mu.Lock()
+			return nil, fmt.Errorf("wait for the network of job %s: %w", jobID, ctx.Err())
+		}
+		m.mu.Lock()
+	}
+}
+
+// settle ends the call under way for a lease; the caller holds m.mu.
+func (m *Manager) settle(l *lease) {
+	close(l.busy)
+	l.busy = nil
+}
+
+// dropLease forgets a lease, frees its address and lets calls waiting for
+// it go on; the caller holds m.mu.
+func (m *Manager) dropLease(l *lease) {
+	if m.leases[l.JobID] == l {
+		delete(m.leases, l.JobID)
+	}
 	if n, ok := m.nets[l.Network]; ok && l.IP != "" {
 		n.pool.Release(netip.MustParseAddr(l.IP))
 	}
+	if l.busy != nil {
+		m.settle(l)
+	}
 }
 
-// Detach implements netdapi.Netd. The kernel work happens outside the lock
-// so that it never delays another job's Attach; the address is freed only
-// once the veth pair is gone.
+// Detach implements netdapi.Netd. The lease leaves the saved state first
+// (a full disk refuses the Detach and keeps it, and the caller retries),
+// then the kernel work happens outside the lock, so that it never delays
+// another job's Attach; the address is freed only once the veth pair is
+// gone.
 func (m *Manager) Detach(ctx context.Context, jobID string) error {
 	if err := validate.JobID(jobID); err != nil {
 		return err
 	}
 	m.mu.Lock()
-	l, ok := m.leases[jobID]
-	if !ok {
+	l, err := m.settled(ctx, jobID)
+	if err != nil || l == nil {
 		m.mu.Unlock()
-		return nil
+		return err
+	}
+	// A lease no snapshot ever held (a none job's, see Attach) needs no
+	// save to end.
+	if m.inFile(l) {
+		l.busy, l.leaving = make(chan struct{}), true
+		gen := m.changed()
+		m.mu.Unlock()
+		err := m.persist(gen, func() { l.leaving = false })
+		m.mu.Lock()
+		if err != nil {
+			// Nothing changed then (a full disk): the caller retries.
+			m.settle(l)
+			m.mu.Unlock()
+			return fmt.Errorf("save state: %w", err)
+		}
 	}
 	delete(m.leases, jobID)
-	m.deleteNames(l)
-	if err := m.save(); err != nil {
-		// Nothing changed then (a full disk): the caller retries.
-		m.leases[jobID] = l
-		m.setNames(l)
-		m.mu.Unlock()
-		return fmt.Errorf("save state: %w", err)
+	m.deleteNames(l.Lease)
+	if l.busy != nil {
+		m.settle(l)
 	}
 	m.mu.Unlock()
 
-	terr := m.teardown(l)
+	terr := m.teardown(l.Lease)
 	m.mu.Lock()
 	if n, ok := m.nets[l.Network]; ok && l.IP != "" {
 		n.pool.Release(netip.MustParseAddr(l.IP))
@@ -425,6 +527,8 @@ func (m *Manager) CreateNetwork(ctx context.Context, name, cidr string) (netdapi
 	if err := validate.NetworkName(name); err != nil {
 		return netdapi.Network{}, err
 	}
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.nets[name]; ok {
@@ -450,7 +554,7 @@ func (m *Manager) CreateNetwork(ctx context.Context, name, cidr string) (netdapi
 		return netdapi.Network{}, fmt.Errorf("create network %q: %w", name, err)
 	}
 	m.nets[name] = n
-	if err := m.save(); err != nil {
+	if err := m.saveLocked(); err != nil {
 		delete(m.nets, name)
 		m.tearDownNetwork(n)
 		return netdapi.Network{}, fmt.Errorf("save state: %w", err)
@@ -493,6 +597,8 @@ func (m *Manager) startDNS(n *network) error {
 
 // RemoveNetwork implements netdapi.Netd.
 func (m *Manager) RemoveNetwork(ctx context.Context, name string) error {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if slices.Contains(validate.Reserved, name) {
@@ -506,7 +612,7 @@ func (m *Manager) RemoveNetwork(ctx context.Context, name string) error {
 		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "network %q is used by %d job(s)", name, jobs)
 	}
 	delete(m.nets, name)
-	if err := m.save(); err != nil {
+	if err := m.saveLocked(); err != nil {
 		m.nets[name] = n
 		return fmt.Errorf("save state: %w", err)
 	}

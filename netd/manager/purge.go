@@ -23,7 +23,7 @@ func (m *Manager) Purge() error {
 	defer m.mu.Unlock()
 	var errs []error
 	for _, l := range m.leases {
-		errs = append(errs, m.teardown(l))
+		errs = append(errs, m.teardown(l.Lease))
 	}
 	for _, n := range m.sortedNets() {
 		if n.dns != nil {

@@ -88,8 +88,8 @@ func (m *Manager) check() {
 		}
 	}
 	for _, l := range m.leases {
-		if l.Network == netdapi.None || l.Veth == "" {
-			continue
+		if l.busy != nil || l.Network == netdapi.None || l.Veth == "" {
+			continue // an Attach or Detach under way does its own kernel work
 		}
 		n, ok := m.nets[l.Network]
 		if !ok {
@@ -115,7 +115,7 @@ func (m *Manager) check() {
 			continue
 		}
 		log.Warn().Str("veth", l.Veth).Msg("the job's veth pair was removed by someone else: restoring it")
-		if err := m.plumb(l, n); err != nil {
+		if err := m.plumb(l.Lease, n); err != nil {
 			log.Error().Err(err).Msg("restore job network")
 		}
 	}

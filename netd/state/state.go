@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/joblet-dev/joblet/proto/atomicfile"
 	"github.com/joblet-dev/joblet/proto/errdefs"
@@ -19,7 +20,11 @@ const Version = 1
 
 // State is everything netd must remember across restarts.
 type State struct {
-	Version  int       `json:"version"`
+	Version int `json:"version"`
+	// BootID is the kernel's boot id when the state was saved: leases of
+	// the "none" network have nothing in the kernel that shows whether
+	// their job still runs, and end with the boot they were made in.
+	BootID   string    `json:"bootId,omitempty"`
 	Networks []Network `json:"networks"`
 	Leases   []Lease   `json:"leases"`
 }
@@ -85,4 +90,13 @@ func (s *Store) Save(st State) error {
 		return fmt.Errorf("save state: %w", errdefs.NoSpace(err, "state", "network state"))
 	}
 	return nil
+}
+
+// BootID is the running kernel's boot id (random at every boot).
+func BootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("boot id: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }

@@ -50,3 +50,13 @@ func TestLoadRefusesGarbage(t *testing.T) {
 		t.Fatal("future version loaded")
 	}
 }
+
+func TestBootID(t *testing.T) {
+	a, err := BootID()
+	if err != nil || len(a) != 36 {
+		t.Fatalf("boot id %q %v", a, err)
+	}
+	if b, _ := BootID(); b != a {
+		t.Fatalf("boot id changed: %q then %q", a, b)
+	}
+}

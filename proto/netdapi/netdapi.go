@@ -26,7 +26,7 @@ const (
 type Attachment struct {
 	JobID      string
 	Network    string
-	NetnsPath  string // nsfs file of the job's network namespace
+	NetnsPath  string // nsfs file of the job's network namespace; empty for "none" (the init makes a fresh one, loopback only)
 	IP         string // the job's IPv4 address; empty for "none"
 	Gateway    string // default gateway and DNS server; empty for "none"
 	Hostname   string

@@ -1,0 +1,196 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/joblet-dev/joblet/netd/nsfile"
+	"github.com/joblet-dev/joblet/netd/state"
+	"github.com/joblet-dev/joblet/proto/netdapi"
+)
+
+func savedLeases(t testing.TB, m *Manager) map[string]state.Lease {
+	t.Helper()
+	st, err := m.store.Load()
+	must(t, err)
+	out := map[string]state.Lease{}
+	for _, l := range st.Leases {
+		out[l.JobID] = l
+	}
+	return out
+}
+
+// Attaches at once share the saves (save.go), and yet each returns only
+// once its lease is in the saved state; detaches at once each take theirs
+// out.
+func TestConcurrentAttachesAreSaved(t *testing.T) {
+	e := setup(t)
+	e.opts.CheckInterval = -1
+	m := e.open(t)
+	ctx := context.Background()
+	const jobs = 24
+	var wg sync.WaitGroup
+	ips := make([]string, jobs)
+	for i := range jobs {
+		wg.Go(func() {
+			id := fmt.Sprint("c", i)
+			a, err := m.Attach(ctx, id, netdapi.Bridge, fmt.Sprint("name", i))
+			if err != nil {
+				t.Errorf("attach %s: %v", id, err)
+				return
+			}
+			ips[i] = a.IP
+			if l, ok := savedLeases(t, m)[id]; !ok || l.IP != a.IP {
+				t.Errorf("attach %s returned before its lease was saved: %+v", id, l)
+			}
+		})
+	}
+	wg.Wait()
+	if slices.Sort(ips); len(slices.Compact(ips)) != jobs {
+		t.Errorf("addresses not distinct: %v", ips)
+	}
+	if got := len(hostLinks(t, "jv")); got != jobs {
+		t.Errorf("%d veths for %d jobs", got, jobs)
+	}
+	for i := range jobs {
+		wg.Go(func() {
+			id := fmt.Sprint("c", i)
+			if err := m.Detach(ctx, id); err != nil {
+				t.Errorf("detach %s: %v", id, err)
+				return
+			}
+			if _, ok := savedLeases(t, m)[id]; ok {
+				t.Errorf("detach %s returned with its lease still saved", id)
+			}
+		})
+	}
+	wg.Wait()
+	if got := hostLinks(t, "jv"); len(got) != 0 {
+		t.Errorf("veths left: %v", got)
+	}
+}
+
+// A crash after an Attach's kernel work and before its save (the lease
+// missing from the file, its veth pair and pin in the kernel) is
+// reconciled: the next netd removes both and the address is free again.
+// A crash after the save and before the kernel work (the lease saved, no
+// pin) ends the lease.
+func TestCrashAroundAttachSave(t *testing.T) {
+	e := setup(t)
+	e.opts.CheckInterval = -1
+	m := e.open(t)
+	file := filepath.Join(e.opts.StateDir, "state.json")
+	before, err := os.ReadFile(file)
+	must(t, err)
+	lost := attach(t, m, "lost", netdapi.Bridge, "")
+	kept := attach(t, m, "unplumbed", netdapi.Bridge, "")
+	must(t, m.Close())
+	// The crash images: "lost" never saved; "unplumbed" saved, its
+	// kernel work never done.
+	must(t, m.teardown(m.leases["unplumbed"].Lease))
+	after, err := os.ReadFile(file)
+	must(t, err)
+	must(t, os.WriteFile(file, before, 0o600))
+
+	m2 := e.open(t)
+	if got := hostLinks(t, "jv"); len(got) != 0 {
+		t.Errorf("veth of a lease never saved kept: %v", got)
+	}
+	if _, err := os.Stat(lost.NetnsPath); !os.IsNotExist(err) {
+		t.Errorf("pin of a lease never saved kept: %v", err)
+	}
+	if a := attach(t, m2, "next", netdapi.Bridge, ""); a.IP != lost.IP {
+		t.Errorf("next job got %s, want the unsaved lease's %s back", a.IP, lost.IP)
+	}
+	must(t, m2.Close())
+
+	must(t, os.WriteFile(file, after, 0o600))
+	m3 := e.open(t)
+	if _, ok := m3.leases["unplumbed"]; ok {
+		t.Errorf("lease without a namespace kept")
+	}
+	if _, ok := savedLeases(t, m3)[kept.JobID]; ok {
+		t.Errorf("lease without a namespace still saved")
+	}
+	detachAll(t, m3)
+	if got := hostLinks(t, "jv"); len(got) != 0 {
+		t.Errorf("veths left: %v", got)
+	}
+}
+
+// A none job costs netd no kernel work and no write: its lease is saved
+// with the next change or at Close, kept across a restart in the same
+// boot, and ended by a new boot. A Detach writes only to take out a lease
+// the file holds.
+func TestNoneLeases(t *testing.T) {
+	e := setup(t)
+	e.opts.CheckInterval = -1
+	m := e.open(t)
+	ctx := context.Background()
+	file := filepath.Join(e.opts.StateDir, "state.json")
+	st0, err := os.Stat(file)
+	must(t, err)
+	attach(t, m, "n1", netdapi.None, "")
+	attach(t, m, "n2", netdapi.None, "")
+	if st, _ := os.Stat(file); !os.SameFile(st, st0) {
+		t.Errorf("a none attach wrote the state")
+	}
+	must(t, m.Detach(ctx, "n2"))
+	if st, _ := os.Stat(file); !os.SameFile(st, st0) {
+		t.Errorf("the detach of a lease never saved wrote the state")
+	}
+	if pins, _ := os.ReadDir(filepath.Join(e.opts.RunDir, "netns")); len(pins) != 0 {
+		t.Errorf("pins of none jobs: %v", pins)
+	}
+	nets, _ := m.ListNetworks(ctx)
+	if nets[0].Name != netdapi.None || nets[0].Jobs != 1 {
+		t.Errorf("none counts %+v, want 1 job", nets[0])
+	}
+	must(t, m.Close())
+	if _, ok := savedLeases(t, m)["n1"]; !ok {
+		t.Errorf("Close did not save the none lease")
+	}
+
+	m2 := e.open(t)
+	if nets, _ := m2.ListNetworks(ctx); nets[0].Jobs != 1 {
+		t.Errorf("none counts %d jobs after a restart, want 1", nets[0].Jobs)
+	}
+	// The lease is in the file: its detach takes it out.
+	must(t, m2.Detach(ctx, "n1"))
+	if _, ok := savedLeases(t, m2)["n1"]; ok {
+		t.Errorf("detached none lease still saved")
+	}
+	attach(t, m2, "n3", netdapi.None, "")
+	must(t, m2.Close())
+
+	// Another boot: none jobs are gone with it.
+	st, err := m2.store.Load()
+	must(t, err)
+	if len(st.Leases) != 1 || st.BootID != m2.bootID {
+		t.Fatalf("saved %+v", st)
+	}
+	st.BootID = "an-earlier-boot"
+	must(t, m2.store.Save(st))
+	m3 := e.open(t)
+	if len(m3.leases) != 0 {
+		t.Errorf("none lease of another boot kept: %v", m3.leases)
+	}
+	// A none lease of a netd before boot ids has a pin: kept while pinned.
+	must(t, nsfile.Create(filepath.Join(e.opts.RunDir, "netns", "old")))
+	st.BootID, st.Leases = "", []state.Lease{{JobID: "old", Network: netdapi.None}}
+	must(t, m3.Close())
+	must(t, m3.store.Save(st))
+	m4 := e.open(t)
+	if _, ok := m4.leases["old"]; !ok {
+		t.Errorf("pinned none lease of an older netd dropped")
+	}
+	must(t, m4.Detach(ctx, "old"))
+	if pins, _ := os.ReadDir(filepath.Join(e.opts.RunDir, "netns")); len(pins) != 0 {
+		t.Errorf("pin left: %v", pins)
+	}
+}
