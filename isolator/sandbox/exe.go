@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -13,21 +16,28 @@ import (
 // initArg0 is argv[0] of a job's init; IsInit looks for it.
 const initArg0 = "joblet-sandbox-init"
 
-// memfdMinFd is the lowest descriptor number the sealed copy may use. The
-// init is started by exec'ing /proc/self/fd/N, and exec.Cmd rearranges the
-// child's first descriptors (0-2, the extra files, and as many again for
-// shuffling) before the exec, so N must lie above all of them.
+// memfdMinFd is the lowest descriptor number a sealed copy is kept at, out
+// of the way of the descriptors a child is given (0-2 and a few more).
 const memfdMinFd = 64
+
+// A sealed copy is exec'd through /proc/self/fd/N, and between fork and
+// exec Go moves its error pipe, and any passed descriptor numbered below
+// its place, to the descriptors just above the highest one passed to the
+// child. Were N above them all, it could be overwritten there, and the
+// child would exec a pipe (EACCES; seen under load, once the isolator had
+// some 64 descriptors open). So the copy's own descriptor is always passed
+// to the child too (WithExe): N is then among those passed, nothing is
+// moved onto it, and the new program closes its inherited copy first
+// thing.
 
 // InitBinary is the file name of the job init's own binary (a build of
 // cmd/joblet-sandbox-init), installed beside the isolator's.
 const InitBinary = "joblet-sandbox-init"
 
 // sealed is a sealed in-memory executable kept open for the life of the
-// process: every start execs it through path.
+// process: every start execs it.
 type sealed struct {
 	once sync.Once
-	path string
 	file *os.File
 	err  error
 }
@@ -38,35 +48,54 @@ type sealed struct {
 var (
 	self    sealed
 	initMu  sync.Mutex
-	initExe *sealed
+	initExe *os.File
 )
 
-// sealedSelf returns a path to a sealed in-memory copy of the running binary,
-// made once. A job's init runs from it, so /proc/<init>/exe gives a job
-// nothing it could write to reach the daemon's executable on disk (the class
-// of runc's CVE-2019-5736).
-func sealedSelf() (string, error) {
-	self.once.Do(func() { self.path, self.file, self.err = copySelf() })
-	return self.path, self.err
+// sealedSelf returns a sealed in-memory copy of the running binary, made
+// once. A job's init runs from it (or from the sealed init binary), so
+// /proc/<init>/exe gives a job nothing it could write to reach a daemon's
+// executable on disk (the class of runc's CVE-2019-5736).
+func sealedSelf() (*os.File, error) {
+	self.once.Do(func() { self.file, self.err = copySelf() })
+	return self.file, self.err
 }
 
-// sealedInit returns the path that jobs' inits are exec'd from: the sealed
-// init binary when there is one, else the sealed copy of the running
-// binary (which then serves as init too: its main calls Init).
-func sealedInit() (string, error) {
+// sealedInit returns what jobs' inits are exec'd from: the sealed init
+// binary when there is one, else the sealed copy of the running binary
+// (which then serves as init too: its main calls Init).
+func sealedInit() (*os.File, error) {
 	initMu.Lock()
-	s := initExe
+	f := initExe
 	initMu.Unlock()
-	if s != nil {
-		return s.path, nil
+	if f != nil {
+		return f, nil
 	}
 	return sealedSelf()
 }
 
-func copySelf() (string, *os.File, error) {
+// ExecPath is the path that execs the sealed executable exe in a child
+// that is given exe among its files (see WithExe).
+func ExecPath(exe *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", exe.Fd()) }
+
+// WithExe returns a child's files with exe, the sealed executable it is to
+// exec, added at the end: see above for why. The child finds it at
+// descriptor len(files) and closes it (CloseInheritedExe).
+func WithExe(files []*os.File, exe *os.File) []*os.File {
+	return append(slices.Clip(files), exe)
+}
+
+// CloseInheritedExe closes descriptor fd, a program's inherited copy of its
+// own sealed executable (WithExe), checking first that it is one.
+func CloseInheritedExe(fd int) {
+	if target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); err == nil && strings.HasPrefix(target, "/memfd:") {
+		unix.Close(fd)
+	}
+}
+
+func copySelf() (*os.File, error) {
 	src, err := os.Open("/proc/self/exe")
 	if err != nil {
-		return "", nil, fmt.Errorf("open own executable: %w", err)
+		return nil, fmt.Errorf("open own executable: %w", err)
 	}
 	defer src.Close()
 	// Already running from a sealed copy (a job's shim is started from the
@@ -83,32 +112,38 @@ func isSealed(f *os.File) bool {
 	return err == nil && seals&unix.F_SEAL_WRITE != 0
 }
 
-// sealCopy copies src into a new memfd called name, seals it and keeps it.
-func sealCopy(src io.Reader, name string) (string, *os.File, error) {
+// sealCopy copies src into a new memfd called name, seals it and keeps it
+// through a read-only descriptor of its own.
+func sealCopy(src io.Reader, name string) (*os.File, error) {
 	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
-		return "", nil, fmt.Errorf("memfd_create: %w", err)
+		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
 	mem := os.NewFile(uintptr(fd), name)
 	defer mem.Close()
 	if _, err := io.Copy(mem, src); err != nil {
-		return "", nil, fmt.Errorf("copy executable %s: %w", name, err)
+		return nil, fmt.Errorf("copy executable %s: %w", name, err)
 	}
 	const seals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
 	if _, err := unix.FcntlInt(mem.Fd(), unix.F_ADD_SEALS, seals); err != nil {
-		return "", nil, fmt.Errorf("seal executable copy: %w", err)
+		return nil, fmt.Errorf("seal executable copy: %w", err)
 	}
-	return keep(mem)
+	ro, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", mem.Fd()), os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reopen executable copy: %w", err)
+	}
+	defer ro.Close()
+	return keep(ro)
 }
 
 // keep duplicates f to a descriptor at or above memfdMinFd that stays open
-// for the life of the process, and returns the path that execs it.
-func keep(f *os.File) (string, *os.File, error) {
+// for the life of the process.
+func keep(f *os.File) (*os.File, error) {
 	high, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, memfdMinFd)
 	if err != nil {
-		return "", nil, fmt.Errorf("move executable copy: %w", err)
+		return nil, fmt.Errorf("move executable copy: %w", err)
 	}
-	return fmt.Sprintf("/proc/self/fd/%d", high), os.NewFile(uintptr(high), f.Name()), nil
+	return os.NewFile(uintptr(high), f.Name()), nil
 }
 
 // UseInitBinary makes jobs' inits and exec stages run from a sealed copy,
@@ -136,11 +171,11 @@ func UseInitBinary(path string) error {
 	case st.Mode&0o022 != 0:
 		return fmt.Errorf("init binary %s: writable by group or others (mode %#o)", path, st.Mode&0o777)
 	}
-	p, kept, err := sealCopy(f, "joblet-init")
+	kept, err := sealCopy(f, "joblet-init")
 	if err != nil {
 		return fmt.Errorf("init binary %s: %w", path, err)
 	}
-	setInit(&sealed{path: p, file: kept})
+	setInit(kept)
 	return nil
 }
 
@@ -150,10 +185,7 @@ func UseInitBinary(path string) error {
 func InitFile() *os.File {
 	initMu.Lock()
 	defer initMu.Unlock()
-	if initExe == nil {
-		return nil
-	}
-	return initExe.file
+	return initExe
 }
 
 // InheritInit makes jobs' inits run from f, a sealed init binary inherited
@@ -164,26 +196,27 @@ func InheritInit(f *os.File) error {
 	if !isSealed(f) {
 		return errors.New("inherited init binary is not a sealed memfd")
 	}
-	p, kept, err := keep(f)
+	kept, err := keep(f)
 	if err != nil {
 		return err
 	}
-	setInit(&sealed{path: p, file: kept})
+	setInit(kept)
 	return nil
 }
 
-func setInit(s *sealed) {
+func setInit(f *os.File) {
 	initMu.Lock()
 	defer initMu.Unlock()
 	// A start that read the old path a moment ago may still be exec'ing
 	// it; the old copy stays open (a few MB, once per process) for that.
-	initExe = s
+	initExe = f
 }
 
-// Executable returns a path to the sealed in-memory copy of the running
-// binary (made once), for starting other helper processes of the same
-// binary (a job's shim) without a copy of their own.
-func Executable() (string, error) { return sealedSelf() }
+// Executable returns the sealed in-memory copy of the running binary (made
+// once), for starting other helper processes of the same binary (a job's
+// shim) without a copy of their own: exec ExecPath of it, with it among
+// the child's files (WithExe).
+func Executable() (*os.File, error) { return sealedSelf() }
 
 // IsInit reports whether this process was started by Start as a job's
 // init, or by the init as a job's exec stage (stage.go), or by CheckUserNS

@@ -25,6 +25,7 @@ func Init() {
 	case probeArg0:
 		probeStage()
 	}
+	CloseInheritedExe(fdInitExe)
 	// The daemon's umask (systemd gives the isolator 0077) must shape
 	// neither the files the init writes for the job (/etc, which the job's
 	// mapped root, not host root, has to read) nor the job's own: every job

@@ -1,10 +1,9 @@
 package sandbox_test
 
 import (
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,29 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
 )
-
-// buildInit builds cmd/joblet-sandbox-init, as make build does, into a
-// root-owned 0755 file.
-func buildInit(t *testing.T) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			t.Skip("skipping: no go toolchain to build the init binary")
-		}
-	}
-	out := filepath.Join(t.TempDir(), sandbox.InitBinary)
-	cmd := exec.Command(goBin, "build", "-trimpath", "-o", out, "../cmd/joblet-sandbox-init")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the init binary: %v\n%s", err, b)
-	}
-	if err := os.Chmod(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // TestJobsRunFromInitBinary: with UseInitBinary, a job's init (and so its
 // exec stage, which re-executes the init's own executable) runs from the
@@ -42,7 +20,7 @@ func buildInit(t *testing.T) string {
 // without a user namespace run as before.
 func TestJobsRunFromInitBinary(t *testing.T) {
 	requiresRoot(t)
-	bin := buildInit(t)
+	bin := sandboxtest.BuildInit(t, "..")
 	if err := sandbox.UseInitBinary(bin); err != nil {
 		t.Fatal(err)
 	}
@@ -156,5 +134,52 @@ func TestInheritInit(t *testing.T) {
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
 		t.Error("the inherited descriptor itself was left open")
+	}
+}
+
+// TestExecSurvivesTheForkShuffle: between fork and exec, Go moves its
+// error pipe to the descriptor just above the highest one given to the
+// child. With a sealed copy kept right there, a child exec'ing it through
+// /proc/self/fd/N would exec that pipe (EACCES; seen under load); given
+// the copy too (WithExe), it runs. The child is this test binary, which
+// runs no test and exits 0.
+func TestExecSurvivesTheForkShuffle(t *testing.T) {
+	exe, err := sandbox.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(exe.Fd())
+	if _, err := unix.FcntlInt(uintptr(n-1), unix.F_GETFD, 0); err == nil {
+		t.Skipf("descriptor %d, just below the sealed copy's, is in use", n-1)
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if err := unix.Dup3(int(null.Fd()), n-1, unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	below := os.NewFile(uintptr(n-1), "below")
+	defer below.Close()
+	run := func(files []*os.File) error {
+		p, err := os.StartProcess(sandbox.ExecPath(exe), []string{"sandbox.test", "-test.run=^$"}, &os.ProcAttr{Files: files})
+		if err != nil {
+			return err
+		}
+		st, err := p.Wait()
+		if err == nil && !st.Success() {
+			err = fmt.Errorf("child: %v", st)
+		}
+		return err
+	}
+	files := []*os.File{null, null, null, below} // the highest passed: n-1
+	if err := run(files); err != nil {
+		t.Logf("without the copy among its files, the child fails as expected: %v", err)
+	} else {
+		t.Log("without the copy among its files, the child ran (this Go no longer moves its pipe there)")
+	}
+	if err := run(sandbox.WithExe(files, exe)); err != nil {
+		t.Fatalf("with the copy among its files: %v", err)
 	}
 }

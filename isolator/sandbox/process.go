@@ -133,11 +133,12 @@ func Start(spec Spec) (*Process, error) {
 	}
 
 	cmd := &exec.Cmd{
-		Path:       exe,
-		Args:       []string{initArg0},
-		Env:        initEnv,
-		Dir:        "/",
-		ExtraFiles: []*os.File{specR, syncW, spec.Stdout, spec.Stderr}, // fdSpec, fdSync, fdStdout, fdStderr
+		Path: ExecPath(exe),
+		Args: []string{initArg0},
+		Env:  initEnv,
+		Dir:  "/",
+		// fdSpec, fdSync, fdStdout, fdStderr, fdInitExe
+		ExtraFiles: WithExe([]*os.File{specR, syncW, spec.Stdout, spec.Stderr}, exe),
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: cloneflags | unix.CLONE_NEWNET,
 			// Own session, and deliberately no Pdeathsig: a job outlives a

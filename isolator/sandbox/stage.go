@@ -42,6 +42,9 @@ const execArg0 = "joblet-sandbox-exec"
 // probeArg0 is argv[0] of CheckUserNS's probe.
 const probeArg0 = "joblet-sandbox-probe"
 
+// fdProbeExe is the probe's inherited copy of its own executable (WithExe).
+const fdProbeExe = 3
+
 // fdReport is the exec stage's write end of its report pipe.
 const fdReport = 3
 
@@ -73,6 +76,7 @@ func execStage() {
 // probeStage is CheckUserNS's probe: it is uid 0 in its user namespace and
 // can install the job's seccomp filter.
 func probeStage() {
+	CloseInheritedExe(fdProbeExe)
 	runtime.LockOSThread()
 	if os.Getuid() != 0 || os.Getgid() != 0 {
 		fmt.Fprintf(os.Stderr, "uid %d gid %d, not 0 in the user namespace\n", os.Getuid(), os.Getgid())
@@ -147,10 +151,11 @@ func CheckUserNS(u UserNS) error {
 	}
 	var out bytes.Buffer
 	cmd := &exec.Cmd{
-		Path:   exe,
+		Path:   ExecPath(exe),
 		Args:   []string{probeArg0},
 		Env:    initEnv,
 		Stdout: &out, Stderr: &out,
+		ExtraFiles:  WithExe(nil, exe), // fdProbeExe
 		SysProcAttr: &syscall.SysProcAttr{},
 	}
 	u.apply(cmd.SysProcAttr)

@@ -53,6 +53,9 @@ const (
 	fdSync   = 4 // write end: messages to the parent
 	fdStdout = 5 // the command's stdout
 	fdStderr = 6 // the command's stderr
+	// fdInitExe is the init's inherited copy of its own executable
+	// (WithExe), closed first thing: nothing of the job may inherit it.
+	fdInitExe = 7
 )
 
 // initSpec is the part of Spec that travels to the init as JSON.

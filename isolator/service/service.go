@@ -58,6 +58,8 @@ func Run(ctx context.Context, env daemon.Env) error {
 	if err != nil {
 		return err
 	}
+	// After run: no job starts any more, so the waiting shims can go.
+	defer runner.Close()
 	return run(ctx, env, runner)
 }
 

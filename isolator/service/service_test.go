@@ -42,6 +42,31 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// shimChildren lists this process's children that are shims or zombies, as
+// "pid comm state".
+func shimChildren(t *testing.T) []string {
+	t.Helper()
+	self := strconv.Itoa(os.Getpid())
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		i := bytes.LastIndexByte(b, ')')
+		if err != nil || i < 0 {
+			continue
+		}
+		comm := string(b[bytes.IndexByte(b, '(')+1 : i])
+		f := strings.Fields(string(b[i+1:])) // state, ppid, ...
+		if len(f) > 1 && f[1] == self && (comm == "joblet-shim" || f[0] == "Z") {
+			out = append(out, e.Name()+" "+comm+" "+f[0])
+		}
+	}
+	return out
+}
+
 func requiresRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -319,10 +344,19 @@ func TestJobsThroughTheSocket(t *testing.T) {
 	// Shutting the isolator down stops what runs and leaves nothing behind.
 	j := s.run("sleep", "1000")
 	pid := s.initPID(j.GetId())
+	// The running job's shim and the one waiting for the next job.
+	for deadline := time.Now().Add(10 * time.Second); len(shimChildren(t)) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("shims running: %v, want the job's and a waiting one", shimChildren(t))
+		}
+	}
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, pid)
+	if left := shimChildren(t); len(left) != 0 {
+		t.Errorf("shims or zombies left after shutdown: %v", left)
+	}
 	assertNoMounts(t, s.cfg.Paths.StateDir)
 	b, err := os.ReadFile(filepath.Join(s.cfg.StateDir("isolator"), "jobs", j.GetId()+".json"))
 	if err != nil || !strings.Contains(string(b), "STOPPED") || !strings.Contains(string(b), jobs.ReasonShutdown) {

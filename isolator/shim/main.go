@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 	"unsafe"
@@ -45,6 +46,14 @@ func Main() {
 	// A terminal's or a session's signals are not for the shim: the job is
 	// stopped through its cgroup, and the shim ends with it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	sandbox.CloseInheritedExe(fdShimExe)
+	if slices.Contains(os.Environ(), initFDEnv) {
+		// The isolator's sealed init binary: the job's init runs from it.
+		if err := sandbox.InheritInit(os.NewFile(fdInit, "shim-init")); err != nil {
+			report(os.NewFile(fdStatus, "shim-status"), errorMessage(fmt.Errorf("shim: %w", err)))
+			os.Exit(1)
+		}
+	}
 	specIn := os.NewFile(fdSpec, "shim-spec")
 	statusOut := os.NewFile(fdStatus, "shim-status")
 	var spec Spec

@@ -26,6 +26,12 @@
 //	pidfd readable: read the Result,
 //	  record the job's end, Release
 //
+// A shim may be started ahead of its job (Prestart; Pool keeps some
+// waiting): it then waits at its first step, and exits at once, having done
+// nothing, if the spec pipe closes without a Spec. The isolator reaps its
+// shims from the goroutine that watches their pidfd, so no OS thread waits
+// for any of them.
+//
 // A new isolator finds a running job's shim again by its pid and start
 // time (Adopt): alive, it is watched again; gone, its Result file tells how
 // the job ended; neither, the job is lost.
@@ -50,11 +56,20 @@ import (
 // arg0 is argv[0] of a shim; IsShim looks for it.
 const arg0 = "joblet-shim"
 
-// Descriptor numbers in the shim, in the order of exec.Cmd.ExtraFiles.
+// Descriptor numbers in the shim, after stdin, stdout and stderr.
 const (
 	fdSpec   = 3 // read end: the Spec as JSON
 	fdStatus = 4 // write end: one message to the isolator
+	// fdShimExe is the shim's inherited copy of its own executable
+	// (sandbox.WithExe), closed first thing.
+	fdShimExe = 5
+	// fdInit, when the environment holds initFDEnv, is the sealed init
+	// binary (sandbox.InitFile) that the job's init runs from.
+	fdInit = 6
 )
+
+// initFDEnv in the shim's environment says fdInit is passed.
+const initFDEnv = "JOBLET_SHIM_INIT_FD=6"
 
 // Spec is what a shim needs to start and follow one job.
 type Spec struct {

@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,110 +32,186 @@ type Process struct {
 	shim   store.Proc
 	init   store.Proc // zero when it could not be identified
 	result string     // the shim's result file
-	pidfd  *os.File   // the shim's pidfd; nil once it is known to be gone
 	exited chan struct{}
 	detach chan struct{}
 	once   sync.Once
+}
+
+// Idle is a shim started ahead of its job: it has run its Go start and
+// waits for its Spec. Start gives it one, once; Close stops it. Closing
+// the spec pipe without a Spec (the isolator died, or Close) makes the shim
+// exit at once, having done nothing: no result file, no cgroup, no log.
+type Idle struct {
+	pid    int
+	id     store.Proc
+	pidfd  *os.File
+	exited chan struct{} // closed once the shim has exited and was reaped
+	specW  *os.File
+	statR  *os.File
 }
 
 // Start starts a shim for spec and returns once the job's command runs, or
 // the start error (of an errdefs kind when the user can act on it) with
 // nothing of the job left running.
 func Start(spec Spec) (*Process, error) {
-	exe, err := sandbox.Executable()
+	w, err := Prestart()
 	if err != nil {
 		return nil, fmt.Errorf("shim for job %s: %w", spec.ID, err)
 	}
+	return w.Start(spec)
+}
+
+// Prestart starts a shim that waits for its job (see Idle).
+func Prestart() (*Idle, error) {
+	exe, err := sandbox.Executable()
+	if err != nil {
+		return nil, err
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer null.Close()
 	specR, specW, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("shim for job %s: spec pipe: %w", spec.ID, err)
+		return nil, fmt.Errorf("spec pipe: %w", err)
 	}
-	defer specW.Close()
 	statR, statW, err := os.Pipe()
 	if err != nil {
 		specR.Close()
-		return nil, fmt.Errorf("shim for job %s: status pipe: %w", spec.ID, err)
+		specW.Close()
+		return nil, fmt.Errorf("status pipe: %w", err)
 	}
-	defer statR.Close()
-	newCmd := func() *exec.Cmd {
-		return &exec.Cmd{
-			Path:       exe,
-			Args:       []string{arg0},
-			Env:        shimEnv,
-			Dir:        "/",
-			ExtraFiles: []*os.File{specR, statW}, // fdSpec, fdStatus
-			// A session of its own and no parent-death signal: the shim, and
-			// so the job, outlive the isolator. Its stdin, stdout and stderr
-			// are /dev/null, so a dead isolator's pipes can never kill it.
-			SysProcAttr: &syscall.SysProcAttr{Setsid: true},
-		}
+	// Its stdin, stdout and stderr are /dev/null, so a dead isolator's
+	// pipes can never kill it; then fdSpec, fdStatus, fdShimExe (its own
+	// executable: see sandbox.WithExe) and, when jobs' inits have a binary
+	// of their own, fdInit: that sealed copy is shared by every shim, never
+	// copied per job.
+	files, env := sandbox.WithExe([]*os.File{null, null, null, specR, statW}, exe), shimEnv
+	if f := sandbox.InitFile(); f != nil {
+		// Said in the environment: a descriptor the isolator itself
+		// inherited without close-on-exec would be open there too.
+		files, env = append(files, f), append(slices.Clip(shimEnv), initFDEnv)
 	}
-	cmd := newCmd()
-	err = cmd.Start()
-	// Once in a few thousand starts under load (seen in CI: 200 scheduled
-	// jobs due at once) the exec of the sealed copy failed with EACCES, and
-	// the same exec an instant later works; the cause is not understood.
-	// A failed Start leaves the pipes open, so it is tried again, a few
-	// times, before the job fails.
-	for try := 1; try <= 3 && errors.Is(err, syscall.EACCES); try++ {
-		time.Sleep(time.Duration(try) * 10 * time.Millisecond)
-		cmd = newCmd()
-		err = cmd.Start()
+	attr := &os.ProcAttr{
+		Dir:   "/",
+		Env:   env,
+		Files: files,
+		// A session of its own and no parent-death signal: the shim, and so
+		// the job, outlive the isolator.
+		Sys: &syscall.SysProcAttr{Setsid: true},
 	}
+	proc, err := os.StartProcess(sandbox.ExecPath(exe), []string{arg0}, attr)
 	specR.Close()
 	statW.Close()
 	if err != nil {
-		return nil, fmt.Errorf("shim for job %s: start: %w", spec.ID, err)
+		specW.Close()
+		statR.Close()
+		return nil, fmt.Errorf("start: %w", err)
 	}
-	// The shim is our child, so its pid cannot be reused before we reap it.
-	reaped := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(reaped)
-	}()
+	// The shim is our child, so its pid cannot be reused before we reap it:
+	// the pidfd is the shim's. The watcher reaps it once it exits, from
+	// the netpoller, so no OS thread waits for any shim (an exec.Cmd or
+	// os.Process Wait blocks one thread per shim for the job's life).
+	fd, err := unix.PidfdOpen(proc.Pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		_ = proc.Kill()
+		_, _ = proc.Wait()
+		specW.Close()
+		statR.Close()
+		return nil, fmt.Errorf("pidfd_open: %w", err)
+	}
+	pid := proc.Pid
+	_ = proc.Release() // never Waited: the watcher reaps it (Release sets Pid to -1)
+	w := &Idle{pid: pid, pidfd: os.NewFile(uintptr(fd), "shim-pidfd"), exited: make(chan struct{}), specW: specW, statR: statR}
+	go watch(w.pidfd, true, w.exited)
+	if w.id, err = store.Identify(w.pid); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("identify: %w", err)
+	}
+	return w, nil
+}
+
+// Pid is the shim's pid.
+func (w *Idle) Pid() int { return w.pid }
+
+// Alive reports whether the shim still waits for its Spec: one that died
+// (killed by someone) must not be given a job.
+func (w *Idle) Alive() bool {
+	select {
+	case <-w.exited:
+		return false
+	default:
+	}
+	// The watcher may not have run yet: ask the pidfd itself, which
+	// turns readable as the shim exits.
+	rc, err := w.pidfd.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	if err := rc.Control(func(fd uintptr) {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		alive = err == nil && n == 0
+	}); err != nil {
+		return false // closed: the watcher saw it exit
+	}
+	return alive
+}
+
+// Close stops a shim that was not given a job, and returns once it is
+// reaped.
+func (w *Idle) Close() {
+	w.specW.Close()
+	w.statR.Close()
+	w.kill()
+	<-w.exited
+}
+
+// kill sends SIGKILL to the shim through its pidfd (no reused pid can be
+// hit); a shim already gone is no error.
+func (w *Idle) kill() {
+	if rc, err := w.pidfd.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _ = unix.PidfdSendSignal(int(fd), unix.SIGKILL, nil, 0) })
+	}
+}
+
+// Start gives the shim spec and returns once the job's command runs, as
+// the package's Start. It may be called once.
+func (w *Idle) Start(spec Spec) (*Process, error) {
+	defer w.statR.Close()
 	fail := func(err error) (*Process, error) {
-		_ = cmd.Process.Kill()
-		<-reaped
+		w.specW.Close()
+		w.kill()
+		<-w.exited
 		return nil, err
 	}
-	id, err := store.Identify(cmd.Process.Pid)
-	if err != nil {
-		return fail(fmt.Errorf("shim for job %s: identify: %w", spec.ID, err))
-	}
-	fd, err := unix.PidfdOpen(cmd.Process.Pid, unix.PIDFD_NONBLOCK)
-	if err != nil {
-		return fail(fmt.Errorf("shim for job %s: pidfd_open: %w", spec.ID, err))
-	}
-	pidfd := os.NewFile(uintptr(fd), "shim-pidfd")
 	// The shim waits for its spec, so its job's cgroup can still be made
 	// around it (the systemd driver's scope) before anything of the job
 	// exists.
 	if spec.Placer != nil {
-		paths, err := spec.Placer.Place(cmd.Process.Pid)
+		paths, err := spec.Placer.Place(w.pid)
 		if err != nil {
-			pidfd.Close()
 			return fail(fmt.Errorf("shim for job %s: %w", spec.ID, err))
 		}
 		spec.Cgroup = paths
 	}
 	// A write error means the shim died; the read below reports it.
-	_ = json.NewEncoder(specW).Encode(spec)
-	specW.Close()
+	_ = json.NewEncoder(w.specW).Encode(spec)
+	w.specW.Close()
 	var m message
-	if err := json.NewDecoder(statR).Decode(&m); err != nil || m.Type != msgStarted {
-		pidfd.Close()
+	if err := json.NewDecoder(w.statR).Decode(&m); err != nil || m.Type != msgStarted {
 		if err == nil && m.Type == msgError {
-			// The shim closes the job's log, then exits; it is reaped
-			// meanwhile.
+			// The shim closes the job's log, then exits; its watcher reaps
+			// it.
 			return nil, decodeError(m)
 		}
 		return fail(fmt.Errorf("shim for job %s died during setup (%v)", spec.ID, err))
 	}
-	p := &Process{shim: id, result: spec.Result, pidfd: pidfd, exited: make(chan struct{}), detach: make(chan struct{})}
+	p := &Process{shim: w.id, result: spec.Result, exited: w.exited, detach: make(chan struct{})}
 	if init, err := store.Identify(m.PID); err == nil {
 		p.init = init
 	} // else the job already ended: there is nothing left to signal
-	go p.watch()
 	return p, nil
 }
 
@@ -152,8 +227,8 @@ func Adopt(shim, init store.Proc, result string) (*Process, error) {
 	case err != nil:
 		return nil, fmt.Errorf("pidfd_open of shim %d: %w", shim.PID, err)
 	case shim.Alive(): // checked after pinning the pid: a reuse cannot slip in
-		p.pidfd = os.NewFile(uintptr(fd), "shim-pidfd")
-		go p.watch()
+		// Another isolator's child: its parent (or init) reaps it.
+		go watch(os.NewFile(uintptr(fd), "shim-pidfd"), false, p.exited)
 		return p, nil
 	default:
 		unix.Close(fd)
@@ -168,20 +243,29 @@ func Adopt(shim, init store.Proc, result string) (*Process, error) {
 	return p, nil
 }
 
-// watch closes p.exited once the shim has exited (its pidfd turns
-// readable), unless Detach closes the pidfd first.
-func (p *Process) watch() {
-	rc, err := p.pidfd.SyscallConn()
+// watch closes exited once the process of pidfd has exited (its pidfd
+// turns readable) and, when it is this process's child (reap), was
+// reaped; then pidfd is closed. It waits in the netpoller, not on a
+// thread of its own, and goes on after a Detach, so that a shim this
+// isolator started never stays a zombie while the isolator runs.
+func watch(pidfd *os.File, reap bool, exited chan struct{}) {
+	defer close(exited)
+	defer pidfd.Close()
+	rc, err := pidfd.SyscallConn()
 	if err != nil {
 		return
 	}
-	err = rc.Read(func(fd uintptr) bool {
+	_ = rc.Read(func(fd uintptr) bool {
 		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-		return err == nil && n > 0
+		if err != nil || n == 0 {
+			return false
+		}
+		if reap {
+			var info unix.Siginfo
+			_ = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG, nil)
+		}
+		return true
 	})
-	if err == nil {
-		close(p.exited)
-	}
 }
 
 // Shim is the identity of the shim process.
@@ -199,9 +283,6 @@ func (p *Process) Wait() (Result, error) {
 	case <-p.detach:
 		return Result{}, ErrDetached
 	}
-	if p.pidfd != nil {
-		p.pidfd.Close()
-	}
 	r, err := ReadResult(p.result)
 	if errors.Is(err, os.ErrNotExist) {
 		return Result{}, ErrNoResult
@@ -218,12 +299,7 @@ func (p *Process) Wait() (Result, error) {
 // Detach makes Wait return ErrDetached: the isolator stops following the
 // job (it is shutting down) and leaves it running.
 func (p *Process) Detach() {
-	p.once.Do(func() {
-		close(p.detach)
-		if p.pidfd != nil {
-			p.pidfd.Close()
-		}
-	})
+	p.once.Do(func() { close(p.detach) })
 }
 
 // Release removes the shim's result file, once the job's end is recorded.

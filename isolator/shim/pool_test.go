@@ -1,0 +1,422 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
+	"github.com/joblet-dev/joblet/proto/errdefs"
+)
+
+// TestMain lets the test binary act as a shim and as a job's init, as the
+// isolator does.
+func TestMain(m *testing.M) {
+	if sandbox.IsInit() {
+		sandbox.Init()
+	}
+	if IsShim() {
+		Main()
+	}
+	os.Exit(m.Run())
+}
+
+func requiresRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: a shim's job needs root to create namespaces and mounts")
+	}
+}
+
+// jobSpec is a job running args in the real sandbox. Its logd does not
+// exist, so the shim gives up on the output after 100 ms and records the
+// result with the output incomplete.
+func jobSpec(t *testing.T, id string, args ...string) Spec {
+	dir := t.TempDir()
+	return Spec{
+		ID: id, Hostname: "job-" + id, Args: args, Env: []string{"PATH=/usr/bin:/bin"},
+		RootDir: t.TempDir(), WorkDir: t.TempDir(),
+		LogdSocket: filepath.Join(dir, "no-logd.sock"), Result: filepath.Join(dir, id+".json"),
+		OutputTimeout: 100 * time.Millisecond,
+	}
+}
+
+// waitIdle waits until n shims wait in p and returns their pids.
+func waitIdle(t *testing.T, p *Pool, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p.mu.Lock()
+		var pids []int
+		for _, w := range p.idle {
+			pids = append(pids, w.Pid())
+		}
+		p.mu.Unlock()
+		if len(pids) >= n {
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d shims waiting after 10 s, want %d", len(pids), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// children lists this process's children (zombies included) as "pid comm
+// state".
+func children(t *testing.T) []string {
+	t.Helper()
+	self := strconv.Itoa(os.Getpid())
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:]) // state, ppid, ...
+		if len(f) > 1 && f[1] == self {
+			out = append(out, fmt.Sprintf("%s %s %s", e.Name(), s[strings.IndexByte(s, '(')+1:i], f[0]))
+		}
+	}
+	return out
+}
+
+// noChildren fails unless this process has no child left (no shim, no
+// zombie) within a few seconds.
+func noChildren(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := children(t)
+		if len(c) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("children left: %v", c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
+
+func threads(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no Threads in /proc/self/status")
+	return 0
+}
+
+// runJob starts args under p and waits for the job's result.
+func runJob(t *testing.T, p *Pool, id string, args ...string) (*Process, Result) {
+	t.Helper()
+	proc, err := p.Start(jobSpec(t, id, args...))
+	if err != nil {
+		t.Fatalf("start %v: %v", args, err)
+	}
+	r, err := proc.Wait()
+	if err != nil {
+		t.Fatalf("wait %v: %v", args, err)
+	}
+	return proc, r
+}
+
+// A job starts under the shim that was waiting before the call, and the
+// next one under its replacement, also started before that call.
+func TestPoolUsesWarmShim(t *testing.T) {
+	requiresRoot(t)
+	p := NewPool(1)
+	defer p.Close()
+	for i := range 3 {
+		warm := waitIdle(t, p, 1)[0]
+		proc, r := runJob(t, p, fmt.Sprint(i+1), "sh", "-c", "exit 3")
+		if proc.Shim().PID != warm {
+			t.Fatalf("job %d ran under shim %d, not the waiting shim %d", i+1, proc.Shim().PID, warm)
+		}
+		if r.ExitCode != 3 || r.OutputComplete {
+			t.Fatalf("result %+v", r)
+		}
+		if !gone(warm) {
+			t.Fatalf("the job's shim %d is left after its result", warm)
+		}
+	}
+	p.Close()
+	noChildren(t)
+}
+
+// A waiting shim that was killed is not given a job: the job starts under
+// another, and the dead one is reaped.
+func TestPoolSkipsDeadShim(t *testing.T) {
+	requiresRoot(t)
+	p := NewPool(1)
+	defer p.Close()
+	dead := waitIdle(t, p, 1)[0]
+	if err := syscall.Kill(dead, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Dead, but maybe not yet seen by its watcher: Start must find out.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", dead))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("killed shim still running")
+		}
+	}
+	proc, r := runJob(t, p, "1", "true")
+	if proc.Shim().PID == dead {
+		t.Fatal("the job was given the killed shim")
+	}
+	if r.ExitCode != 0 {
+		t.Fatalf("result %+v", r)
+	}
+	if !gone(dead) {
+		t.Fatalf("killed shim %d not reaped", dead)
+	}
+	p.Close()
+	noChildren(t)
+}
+
+// Close stops the waiting shims, reaped, also while one is being started.
+func TestPoolClose(t *testing.T) {
+	requiresRoot(t)
+	p := NewPool(2)
+	pids := waitIdle(t, p, 2)
+	p.Close()
+	for _, pid := range pids {
+		if !gone(pid) {
+			t.Errorf("waiting shim %d left after Close", pid)
+		}
+	}
+	noChildren(t)
+
+	NewPool(2).Close() // its first shim is still starting
+	noChildren(t)
+}
+
+// A shim whose spec pipe closes without a spec (its isolator died) exits at
+// once, having started nothing.
+func TestIdleShimExitsWithoutSpec(t *testing.T) {
+	requiresRoot(t)
+	w, err := Prestart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.specW.Close()
+	select {
+	case <-w.exited:
+	case <-time.After(5 * time.Second):
+		w.Close()
+		t.Fatal("the shim did not exit when its spec pipe closed")
+	}
+	b, _ := io.ReadAll(w.statR)
+	w.statR.Close()
+	if !strings.Contains(string(b), `"type":"error"`) || !strings.Contains(string(b), "read spec") {
+		t.Fatalf("status %q", b)
+	}
+	noChildren(t)
+}
+
+type failingPlacer struct{}
+
+func (failingPlacer) Place(int) (map[string]string, error) {
+	return nil, errors.New("no scope for you")
+}
+
+// A failed start leaves no shim and no zombie: the shim's own error (a
+// command not found) and ours (its cgroup cannot be made).
+func TestFailedStartReaps(t *testing.T) {
+	requiresRoot(t)
+	p := NewPool(1)
+	defer p.Close()
+	_, err := p.Start(jobSpec(t, "1", "no-such-command-joblet"))
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || err.Error() != "command not found: no-such-command-joblet" {
+		t.Fatalf("got %v, want invalid argument: command not found", err)
+	}
+	spec := jobSpec(t, "2", "true")
+	spec.Placer = failingPlacer{}
+	if _, err := p.Start(spec); err == nil || !strings.Contains(err.Error(), "no scope for you") {
+		t.Fatalf("got %v, want the placer's error", err)
+	}
+	if _, err := os.Stat(spec.Result); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a result was left: %v", err)
+	}
+	p.Close()
+	noChildren(t)
+}
+
+// No OS thread waits for a running shim: the test process's threads stay
+// flat while more and more jobs run, started in parallel.
+func TestThreadsFlatWhileShimsRun(t *testing.T) {
+	requiresRoot(t)
+	p := NewPool(1)
+	defer p.Close()
+	var mu sync.Mutex
+	var procs []*Process
+	defer func() {
+		for _, proc := range procs {
+			_ = proc.Kill()
+			if _, err := proc.Wait(); err != nil {
+				t.Errorf("wait: %v", err)
+			}
+		}
+		p.Close()
+		noChildren(t)
+	}()
+	startN := func(first, n int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		next := make(chan int, n)
+		for i := range n {
+			next <- first + i
+		}
+		close(next)
+		for range 4 {
+			wg.Go(func() {
+				for i := range next {
+					proc, err := p.Start(jobSpec(t, strconv.Itoa(i), "sleep", "60"))
+					if err != nil {
+						errs <- err
+						continue
+					}
+					mu.Lock()
+					procs = append(procs, proc)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	// The first round lets the runtime make the threads that 4 concurrent
+	// forks need; the second, three times as many jobs, must add none.
+	startN(1, 4)
+	before := threads(t)
+	startN(5, 12)
+	after := threads(t)
+	t.Logf("threads: %d with 4 jobs running, %d with 16", before, after)
+	if after > before+2 {
+		t.Fatalf("threads grew from %d to %d with 12 more running shims", before, after)
+	}
+}
+
+// BenchmarkStart times a job's start (the call until the job runs) under a
+// new shim and under a waiting one, alternately, so that both see the same
+// load, and reports the medians (on a loaded machine the mean is the
+// outliers'). The job's end (100 ms for the output to its missing logd) is
+// not timed, and lets the pool refill.
+func BenchmarkStart(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("skipping: a shim's job needs root to create namespaces and mounts")
+	}
+	p := NewPool(1)
+	defer p.Close()
+	cold := NewPool(0) // no shim waits: each start makes its own
+	var took [2][]time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dir := b.TempDir()
+		spec := Spec{
+			ID: strconv.Itoa(i), Hostname: "job", Args: []string{"true"}, Env: []string{"PATH=/usr/bin:/bin"},
+			RootDir: filepath.Join(dir, "root"), WorkDir: filepath.Join(dir, "work"),
+			LogdSocket: filepath.Join(dir, "no-logd.sock"), Result: filepath.Join(dir, "r.json"),
+			OutputTimeout: 100 * time.Millisecond,
+		}
+		for _, d := range []string{spec.RootDir, spec.WorkDir} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		warm := i % 2
+		pool := map[int]*Pool{0: cold, 1: p}[warm]
+		b.StartTimer()
+		t0 := time.Now()
+		proc, err := pool.Start(spec)
+		took[warm] = append(took[warm], time.Since(t0))
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := proc.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	for warm, unit := range []string{"cold-p50-ms", "warm-p50-ms"} {
+		if d := took[warm]; len(d) > 0 {
+			slices.Sort(d)
+			b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, unit)
+		}
+	}
+}
+
+// TestJobInitRunsFromTheInheritedInitBinary: with an init binary set in
+// the isolator (sandbox.UseInitBinary), a shim inherits its sealed copy and
+// the job's init runs from it, not from the shim's own binary. Later tests
+// in this process keep the init binary: jobs run the same either way.
+func TestJobInitRunsFromTheInheritedInitBinary(t *testing.T) {
+	requiresRoot(t)
+	bin := sandboxtest.BuildInit(t, "..")
+	if err := sandbox.UseInitBinary(bin); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(jobSpec(t, "initbin1", "sleep", "30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := fmt.Sprintf("/proc/%d/exe", p.Pid())
+	st, err := os.Stat(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, _ := os.Readlink(exe)
+	if !strings.Contains(link, "memfd:joblet-init") || st.Size() != want.Size() {
+		t.Errorf("the job's init runs from %s (%d bytes), want the sealed init binary (%d bytes)", link, st.Size(), want.Size())
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := p.Wait(); err != nil || r.Signal != int(syscall.SIGKILL) {
+		t.Fatalf("Wait: %+v, %v", r, err)
+	}
+}
