@@ -109,6 +109,12 @@ else
 	fail "journald JOB_ID field" "no entries for job '$id'"
 fi
 show journalctl -u joblet-isolator --no-pager -o cat -n 5
+# The job's init runs from the packaged init binary's sealed copy, not from the isolator's.
+if journalctl -u joblet-isolator --no-pager -o cat | grep -q "jobs' inits run from the init binary"; then
+	pass "jobs' inits run from /usr/lib/joblet/joblet-sandbox-init"
+else
+	fail "init binary" "$(journalctl -u joblet-isolator --no-pager -o cat | grep -i 'init binary' | tail -2)"
+fi
 
 echo "== limits (cgroup v2)"
 # Detached, with a generous wait: under software emulation on a busy host

@@ -102,24 +102,31 @@ func measureRunning(s *suite.Suite, n int) (Overhead, error) {
 	for _, pid := range pids {
 		isService[pid] = true
 	}
-	// A service's children are the suite's own per-job processes (the
-	// job's init); their descendants are the jobs' commands.
+	// A service's children are the suite's own per-job processes: each
+	// job's shim, and the shim's child, the job's init. The init's
+	// descendants are the job's commands.
 	helpers := map[string]int{}
+	addHelper := func(pid int) {
+		if m, err := suite.MemoryOf(pid); err == nil {
+			o.Helpers.RSS += m.RSS
+			o.Helpers.PSS += m.PSS
+			o.HelperCount++
+			helpers[fmt.Sprintf("job helper %d", pid)] = pid
+		}
+	}
 	for _, pid := range pids {
-		for _, c := range suite.Children(pid) {
-			if isService[c] {
+		for _, shim := range suite.Children(pid) {
+			if isService[shim] {
 				continue
 			}
-			if m, err := suite.MemoryOf(c); err == nil {
-				o.Helpers.RSS += m.RSS
-				o.Helpers.PSS += m.PSS
-				o.HelperCount++
-				helpers[fmt.Sprintf("job helper %d", c)] = c
-			}
-			for _, d := range suite.Descendants(c) {
-				if m, err := suite.MemoryOf(d); err == nil {
-					o.Commands.RSS += m.RSS
-					o.Commands.PSS += m.PSS
+			addHelper(shim)
+			for _, init := range suite.Children(shim) {
+				addHelper(init)
+				for _, d := range suite.Descendants(init) {
+					if m, err := suite.MemoryOf(d); err == nil {
+						o.Commands.RSS += m.RSS
+						o.Commands.PSS += m.PSS
+					}
 				}
 			}
 		}
