@@ -224,7 +224,6 @@ func (j *Job) Place(pid int) (map[string]string, error) {
 
 // manager is the part of the library's managers a Job uses.
 type manager interface {
-	AddPid(subcgroup string, pid int) error
 	Freeze(state cgroups.FreezerState) error
 	Stats(opts *cgroups.StatsOptions) (*cgroups.Stats, error)
 	OOMKillCount() (uint64, error)
@@ -277,13 +276,23 @@ func (j *Job) UseCgroupFD(attr *syscall.SysProcAttr) (bool, error) {
 }
 
 // Apply moves process pid (the job's init, before it runs the job's
-// command) into the job's cgroup in every hierarchy.
+// command) into the job's cgroup in every hierarchy it joins (Paths). A
+// directory two controllers share (cpu and cpuacct mounted together, as
+// many distributions do) is written once: every write takes the kernel's
+// cgroup migration lock while the job's init waits at its start gate.
 func (j *Job) Apply(pid int) error {
 	if j.m == nil {
 		return errNotPlaced
 	}
-	if err := j.m.AddPid("", pid); err != nil {
-		return fmt.Errorf("move pid %d into cgroup of job %s: %w", pid, j.id, err)
+	done := make(map[string]bool)
+	for _, dir := range j.m.GetPaths() {
+		if done[dir] {
+			continue
+		}
+		done[dir] = true
+		if err := cgroups.WriteCgroupProc(dir, pid); err != nil {
+			return fmt.Errorf("move pid %d into cgroup of job %s: %w", pid, j.id, err)
+		}
 	}
 	return nil
 }
@@ -389,7 +398,7 @@ func (j *Job) KillAll() error {
 }
 
 // Destroy kills whatever is left in the job's cgroup and removes it from
-// every hierarchy; with the systemd driver it stops the job's scope, which
+// every hierarchy it has; with the systemd driver it stops the job's scope, which
 // kills the shim if it still runs. It is idempotent.
 func (j *Job) Destroy() error {
 	kerr := j.KillAll()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
@@ -11,9 +12,37 @@ import (
 	"github.com/joblet-dev/joblet/proto/errdefs"
 )
 
-// v1Controllers are the hierarchies a job joins on cgroup v1: the limits,
-// cpuacct for CPU time, and freezer to kill a forking job reliably.
+// v1Controllers are the hierarchies the parent cgroup is made in on cgroup
+// v1: every one a job may join.
 var v1Controllers = []string{"cpu", "cpuacct", "cpuset", "memory", "blkio", "pids", "freezer"}
+
+// v1Always are the hierarchies every job joins: memory (limit, peak, OOM
+// kills), pids (a pids limit is always set), cpuacct (CPU time) and freezer
+// (Signal and KillAll freeze the job; its processes are listed from it).
+// cpu, cpuset and blkio are joined only by a job whose limits use them
+// (v1Joins): each hierarchy is a directory to make, fill with limits and
+// remove per job (Create and Destroy of a default job take half the time
+// with four), and a cgroup.procs write at the job's start gate. A job
+// that does not join one stays in its shim's cgroup there, which is what
+// an unlimited job's own cgroup would give it anyway.
+var v1Always = []string{"memory", "pids", "cpuacct", "freezer"}
+
+// v1Joins lists the hierarchies a job with limits r joins: v1Always and
+// each controller r writes a limit to. fs.Manager.Set refuses a limit for
+// a controller without a path, so a limit can never be silently dropped.
+func v1Joins(r *cgroups.Resources) []string {
+	cs := slices.Clone(v1Always)
+	if r.CpuQuota != 0 || r.CpuPeriod != 0 || r.CpuShares != 0 {
+		cs = append(cs, "cpu")
+	}
+	if r.CpusetCpus != "" || r.CpusetMems != "" {
+		cs = append(cs, "cpuset")
+	}
+	if len(r.BlkioThrottleReadBpsDevice)+len(r.BlkioThrottleWriteBpsDevice) > 0 {
+		cs = append(cs, "blkio")
+	}
+	return cs
+}
 
 // v1 keeps the parent cgroup's directory in each controller's hierarchy.
 // Each one is nested under the isolator's own cgroup in that hierarchy, which
@@ -34,7 +63,7 @@ func newV1(name string) (*v1, error) {
 	// Apply(-1) creates the directories without joining; the cpuset
 	// controller also copies cpus and mems down from the isolator's
 	// cgroup, which v1 requires before any child can be populated.
-	m, err := fs.NewManager(&cgroups.Cgroup{Resources: &cgroups.Resources{SkipDevices: true}}, b.paths(""))
+	m, err := fs.NewManager(&cgroups.Cgroup{Resources: &cgroups.Resources{SkipDevices: true}}, b.paths("", v1Controllers))
 	if err != nil {
 		return nil, fmt.Errorf("cgroup v1 parent: %w", err)
 	}
@@ -46,17 +75,18 @@ func newV1(name string) (*v1, error) {
 
 func (b *v1) version() int { return 1 }
 
-// paths is the job's directory in every hierarchy ("" = the parent's).
-func (b *v1) paths(id string) map[string]string {
-	p := make(map[string]string, len(b.parents))
-	for c, dir := range b.parents {
-		p[c] = filepath.Join(dir, id)
+// paths is the job's directory in each hierarchy of controllers ("" = the
+// parent's).
+func (b *v1) paths(id string, controllers []string) map[string]string {
+	p := make(map[string]string, len(controllers))
+	for _, c := range controllers {
+		p[c] = filepath.Join(b.parents[c], id)
 	}
 	return p
 }
 
 func (b *v1) create(id string, r *cgroups.Resources) (*Job, error) {
-	paths := b.paths(id)
+	paths := b.paths(id, v1Joins(r))
 	if _, err := os.Stat(paths["memory"]); err == nil {
 		return nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "cgroup of job %s already exists", id)
 	}
@@ -79,8 +109,17 @@ func (b *v1) create(id string, r *cgroups.Resources) (*Job, error) {
 	return j, nil
 }
 
+// open finds the job's directories from what exists, as its limits are not
+// known here (an isolator restarted while the job ran): v1Always, and each
+// other hierarchy where the job has a directory. A hierarchy the job never
+// joined is left out, so Stats and Destroy do not look for it.
 func (b *v1) open(id string) (*Job, error) {
-	paths := b.paths(id)
+	paths := b.paths(id, v1Controllers)
+	for c, dir := range paths {
+		if !slices.Contains(v1Always, c) && !cgroups.PathExists(dir) {
+			delete(paths, c)
+		}
+	}
 	m, err := fs.NewManager(&cgroups.Cgroup{Resources: &cgroups.Resources{SkipDevices: true}}, paths)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup v1 manager: %w", err)
@@ -109,5 +148,5 @@ func (b *v1) jobs() ([]string, error) {
 }
 
 func (b *v1) removeParent() error {
-	return cgroups.RemovePaths(b.paths(""))
+	return cgroups.RemovePaths(b.paths("", v1Controllers))
 }

@@ -22,7 +22,7 @@ import (
 //	                                           GATE: block reading specPipe;
 //	                                             nothing of the job runs yet
 //	[v1: Apply(pid): move init into the job's
-//	  cgroup in every hierarchy; on failure
+//	  cgroup in every hierarchy it joins; on failure
 //	  close specPipe unwritten ──────────────▶ EOF: exit 1 — and kill it]
 //	write spec JSON on specPipe, close ──────▶ read specPipe to EOF (= go)
 //	                                           make / private, build root,

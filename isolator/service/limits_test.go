@@ -15,8 +15,13 @@ import (
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
-// v1Hierarchies are the cgroup v1 hierarchies every job joins.
-var v1Hierarchies = []string{"cpu", "cpuacct", "cpuset", "memory", "blkio", "pids", "freezer"}
+// v1Hierarchies are the cgroup v1 hierarchies every job joins; v1Optional
+// are joined only by a job with a limit of theirs (--max-cpu, --cpu-cores,
+// --max-iobps).
+var (
+	v1Hierarchies = []string{"cpuacct", "memory", "pids", "freezer"}
+	v1Optional    = []string{"cpu", "cpuset", "blkio"}
+)
 
 func (s *suite) runLimited(l *jobletv1.Limits, cmd string, args ...string) *jobletv1.Job {
 	s.t.Helper()
@@ -116,13 +121,20 @@ func TestLimitsEnforced(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("in its cgroup from its first instruction", func(t *testing.T) {
-		// The job's first process reads where it is: every hierarchy, the
-		// job's own cgroup under this isolator's parent.
+		// The job's first process reads where it is: the job's own cgroup
+		// under this isolator's parent in every hierarchy a job always
+		// joins; in the others, without a limit there, its shim's.
 		j, out := s.ended(s.run("cat", "/proc/self/cgroup").GetId())
 		got := parseCgroupFile(out)
+		want := "/" + name + "/" + j.GetId()
 		for _, c := range v1Hierarchies {
-			if want := "/" + name + "/" + j.GetId(); !strings.HasSuffix(got[c], want) {
+			if !strings.HasSuffix(got[c], want) {
 				t.Errorf("%s cgroup of the job is %q, want it to end in %q", c, got[c], want)
+			}
+		}
+		for _, c := range v1Optional {
+			if got[c] == "" || strings.Contains(got[c], "/"+name+"/") {
+				t.Errorf("%s cgroup of a job without a %s limit is %q, want its shim's", c, c, got[c])
 			}
 		}
 	})
@@ -131,6 +143,11 @@ func TestLimitsEnforced(t *testing.T) {
 		l := &jobletv1.Limits{MaxCpuPercent: 50, MaxMemoryMb: 64, CpuCores: "1", MaxPids: 64, MaxIoBps: 10485760}
 		j := s.runLimited(l, "sleep", "1000")
 		cg := cgroupOf(t, s.initPID(j.GetId()))
+		for _, c := range append(v1Optional, v1Hierarchies...) {
+			if want := "/" + name + "/" + j.GetId(); !strings.HasSuffix(cg[c], want) {
+				t.Errorf("%s cgroup of a job with every limit is %q, want it to end in %q", c, cg[c], want)
+			}
+		}
 		for _, c := range []struct{ controller, file, want string }{
 			{"cpu", "cpu.cfs_quota_us", "50000"},
 			{"cpu", "cpu.cfs_period_us", "100000"},

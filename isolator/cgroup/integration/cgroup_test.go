@@ -63,7 +63,7 @@ func leftovers() []string {
 	return found
 }
 
-func requireRoot(t *testing.T) *cgroup.Parent {
+func requireRoot(t testing.TB) *cgroup.Parent {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates cgroups on the real kernel")
