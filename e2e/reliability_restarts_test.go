@@ -53,7 +53,8 @@ func TestReliabilityRestarts(t *testing.T) {
 			streamer := s.detach(t, "sh", "-c", countingScript(lines, code))
 			follower := s.rnxBackground(t, "", "log", streamer)
 			onNet := s.detach(t, "--network="+netName, "sh", "-c", "sleep 3; echo still here")
-			sr := s.rnx(t, "run", "--schedule=3s", "echo", "scheduled across the "+svc+" restart")
+			// Due after the kill and the restart: later with race-built daemons.
+			sr := s.rnx(t, "run", fmt.Sprintf("--schedule=%ds", 3*raceFactor()), "echo", "scheduled across the "+svc+" restart")
 			if sr.code != 0 {
 				t.Fatalf("schedule: %v", sr)
 			}
@@ -128,7 +129,7 @@ func TestReliabilityRestarts(t *testing.T) {
 				t.Errorf("after the %s restart, a job on %s has no eth0: %v", svc, netName, r)
 			}
 			// The schedule ran, once.
-			if s.waitStatus(t, scheduled, "COMPLETED", 20*time.Second) {
+			if s.waitStatus(t, scheduled, "COMPLETED", scaled(20*time.Second)) {
 				wantOut := "scheduled across the " + svc + " restart\n"
 				if l := s.rnx(t, "log", scheduled); l.stdout != wantOut {
 					t.Errorf("scheduled job across the %s restart: rnx log: %v", svc, l)

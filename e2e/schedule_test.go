@@ -98,9 +98,12 @@ func startLag(t *testing.T, rec map[string]any) time.Duration {
 func TestScheduledJobRunsAtItsTime(t *testing.T) {
 	needScheduler(t)
 	before := time.Now()
-	id, due := schedule(t, "3s", "sh", "-c", "echo scheduled $JOB_ID")
-	if d := due.Sub(before); d < 2*time.Second || d > 5*time.Second {
-		t.Errorf("--schedule=3s is due %v after the request", d)
+	// Far enough ahead for the checks below before it runs (4 rnx calls:
+	// slower with race-built daemons).
+	in := 3 * raceFactor()
+	id, due := schedule(t, fmt.Sprintf("%ds", in), "sh", "-c", "echo scheduled $JOB_ID")
+	if d := due.Sub(before); d < time.Duration(in-1)*time.Second || d > time.Duration(in+2)*time.Second {
+		t.Errorf("--schedule=%ds is due %v after the request", in, d)
 	}
 	// A follower started now waits for the job and prints its output.
 	followed := make(chan result, 1)
@@ -149,7 +152,7 @@ func TestScheduledJobRunsAtItsTime(t *testing.T) {
 
 func TestStopCancelsScheduledJob(t *testing.T) {
 	needScheduler(t)
-	id, due := schedule(t, "2s", "echo", "must not run")
+	id, due := schedule(t, fmt.Sprintf("%ds", 2*raceFactor()), "echo", "must not run")
 	if r := rnx(t, "stop", id); r.code != 0 || r.stdout != "Job "+id+" canceled\n" {
 		t.Fatalf("rnx stop of a scheduled job: %v", r)
 	}
@@ -194,7 +197,11 @@ func TestSchedulerRestartRunsEachJobOnce(t *testing.T) {
 		due time.Time
 	}
 	var jobs []job
-	for _, spec := range []string{"2s", "3s", "14s"} {
+	// The first two fall due while the scheduler is frozen, the third after
+	// it is back: further apart with race-built daemons, so that the three
+	// schedules are in before the freeze.
+	f := raceFactor()
+	for _, spec := range []string{fmt.Sprintf("%ds", 2*f), fmt.Sprintf("%ds", 3*f), fmt.Sprintf("%ds", 3*f+11)} {
 		id, _ := schedule(t, spec, "sh", "-c", "echo once $JOB_ID")
 		// The header shows whole seconds; the record has the instant.
 		jobs = append(jobs, job{id, jsonTime(t, statusJSON(t, id), "scheduled_time")})
@@ -209,6 +216,9 @@ func TestSchedulerRestartRunsEachJobOnce(t *testing.T) {
 	if err := syscall.Kill(old, syscall.SIGSTOP); err != nil {
 		t.Fatalf("stop the scheduler (pid %d): %v", old, err)
 	}
+	// A test that stops early must not leave the suite's scheduler frozen
+	// for the tests after it.
+	t.Cleanup(func() { _ = syscall.Kill(old, syscall.SIGCONT) })
 	time.Sleep(time.Until(jobs[1].due) + 1500*time.Millisecond)
 	for _, j := range jobs[:2] {
 		if st := jobStatus(t, j.id); st != "SCHEDULED" {
@@ -245,7 +255,7 @@ func TestManyJobsDueTogether(t *testing.T) {
 	const n, workers = 200, 24
 	// Far enough ahead that 200 rnx runs fit before it, even while other
 	// tests load the machine (about 4 s alone, 11 s seen under load).
-	due := time.Now().Add(20 * time.Second).Truncate(time.Second).UTC()
+	due := time.Now().Add(scaled(20 * time.Second)).Truncate(time.Second).UTC()
 	spec := due.Format(time.RFC3339)
 
 	var (

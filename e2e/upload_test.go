@@ -282,7 +282,7 @@ func received(dir string) int64 {
 func TestUploadScheduled(t *testing.T) {
 	tmp := uploadTempDir(t)
 	sum := writeFile(t, filepath.Join(tmp, "later.bin"), nil, 3*mib, 0o644)
-	r := rnx(t, "run", "--schedule=3s", "--upload="+filepath.Join(tmp, "later.bin"), "sha256sum", "/work/later.bin")
+	r := rnx(t, "run", fmt.Sprintf("--schedule=%ds", 3*raceFactor()), "--upload="+filepath.Join(tmp, "later.bin"), "sha256sum", "/work/later.bin")
 	if r.code != 0 {
 		t.Fatalf("scheduled upload: %v", r)
 	}
@@ -290,7 +290,7 @@ func TestUploadScheduled(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(isolatorState("work"), id, "later.bin")); err != nil {
 		t.Fatalf("the scheduled job's upload is not in its workspace: %v", err)
 	}
-	waitStatus(t, id, "COMPLETED", 20*time.Second)
+	waitStatus(t, id, "COMPLETED", scaled(20*time.Second))
 	l := rnx(t, "log", id)
 	if l.stdout != sum+"  /work/later.bin\n" {
 		t.Fatalf("log: %v", l)
