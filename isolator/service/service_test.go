@@ -19,6 +19,7 @@ import (
 
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
 	"github.com/joblet-dev/joblet/isolator/shim"
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/config"
@@ -42,26 +43,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// shimChildren lists this process's children that are shims or zombies, as
-// "pid comm state".
-func shimChildren(t *testing.T) []string {
+// shimChildren lists this process's children that are shims or zombies.
+func shimChildren(t *testing.T) []sandboxtest.Child {
 	t.Helper()
-	self := strconv.Itoa(os.Getpid())
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		i := bytes.LastIndexByte(b, ')')
-		if err != nil || i < 0 {
-			continue
-		}
-		comm := string(b[bytes.IndexByte(b, '(')+1 : i])
-		f := strings.Fields(string(b[i+1:])) // state, ppid, ...
-		if len(f) > 1 && f[1] == self && (comm == "joblet-shim" || f[0] == "Z") {
-			out = append(out, e.Name()+" "+comm+" "+f[0])
+	var out []sandboxtest.Child
+	for _, c := range sandboxtest.Children(t) {
+		if c.Comm == "joblet-shim" || c.State == "Z" {
+			out = append(out, c)
 		}
 	}
 	return out

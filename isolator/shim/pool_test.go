@@ -72,41 +72,13 @@ func waitIdle(t *testing.T, p *Pool, n int) []int {
 	}
 }
 
-// children lists this process's children (zombies included) as "pid comm
-// state".
-func children(t *testing.T) []string {
-	t.Helper()
-	self := strconv.Itoa(os.Getpid())
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:]) // state, ppid, ...
-		if len(f) > 1 && f[1] == self {
-			out = append(out, fmt.Sprintf("%s %s %s", e.Name(), s[strings.IndexByte(s, '(')+1:i], f[0]))
-		}
-	}
-	return out
-}
-
 // noChildren fails unless this process has no child left (no shim, no
 // zombie) within a few seconds.
 func noChildren(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c := children(t)
+		c := sandboxtest.Children(t)
 		if len(c) == 0 {
 			return
 		}

@@ -2,10 +2,13 @@
 package sandboxtest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
@@ -32,6 +35,46 @@ func BuildInit(t testing.TB, isolatorDir string) string {
 	}
 	if err := os.Chmod(out, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// Child is a child process of the test, as /proc/<pid>/stat has it.
+type Child struct {
+	Pid   int
+	Comm  string
+	State string // "Z" for a zombie
+}
+
+func (c Child) String() string { return fmt.Sprintf("%d %s %s", c.Pid, c.Comm, c.State) }
+
+// Children lists the test process's children, zombies included.
+func Children(t testing.TB) []Child {
+	t.Helper()
+	self := strconv.Itoa(os.Getpid())
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Child
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:]) // state, ppid, ...
+		if len(f) > 1 && f[1] == self {
+			out = append(out, Child{Pid: pid, Comm: s[strings.IndexByte(s, '(')+1 : i], State: f[0]})
+		}
 	}
 	return out
 }
