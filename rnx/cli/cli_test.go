@@ -127,32 +127,6 @@ func TestRunResumesAfterLostStream(t *testing.T) {
 	}
 }
 
-func TestRunSurvivesGatewayRestart(t *testing.T) {
-	s := newSuite(t)
-	firstOutput := make(chan struct{})
-	done := make(chan result)
-	go func() {
-		done <- s.rnxWith(t, func(e *Env) {
-			e.Stdout = &notifyOnWrite{w: e.Stdout, ch: firstOutput}
-		}, "run", "sleep", "1000")
-	}()
-	<-firstOutput
-	s.restart(t)
-	s.fake.stop(t, "1")
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("rnx run did not come back after the gateway restarted")
-	}
-	if r.code != 143 || r.stdout != "sleeping\n" {
-		t.Fatalf("got %+v, want exit 143 and the output once", r)
-	}
-	if want := "rnx: lost the connection to joblet at " + s.addr + "; retrying for up to 1m0s\n"; !strings.Contains(r.stderr, want) {
-		t.Errorf("stderr = %q, want %q", r.stderr, want)
-	}
-}
-
 // notifyOnWrite closes ch after the first write.
 type notifyOnWrite struct {
 	w    io.Writer

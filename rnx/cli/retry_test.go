@@ -41,34 +41,49 @@ func TestReadsRetryUnavailable(t *testing.T) {
 	}
 }
 
-// `rnx log -f` follows a job across a restart of the gateway: every byte
-// once, nothing lost, and it ends when the job does.
-func TestLogFollowSurvivesGatewayRestart(t *testing.T) {
-	s := newSuite(t)
-	if r := s.rnx(t, "run", "-d", "sleep", "1000"); r.code != 0 {
-		t.Fatalf("run: %+v", r)
-	}
-	firstOutput := make(chan struct{})
-	done := make(chan result)
-	go func() {
-		done <- s.rnxWith(t, func(e *Env) {
-			e.Stdout = &notifyOnWrite{w: e.Stdout, ch: firstOutput}
-		}, "log", "-f", "1")
-	}()
-	<-firstOutput
-	s.restart(t)
-	s.fake.stop(t, "1")
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("rnx log -f did not come back after the gateway restarted")
-	}
-	if r.code != 0 || r.stdout != "sleeping\n" {
-		t.Fatalf("got %+v, want the output once", r)
-	}
-	if want := "rnx: lost the connection to joblet at " + s.addr + "; retrying for up to 1m0s\n"; !strings.Contains(r.stderr, want) {
-		t.Errorf("stderr = %q, want %q", r.stderr, want)
+// An attached `rnx run` and `rnx log -f` follow a job across a restart of
+// the gateway: every byte once, nothing lost, and they end when the job
+// does (stopped: run exits 143, log 0).
+func TestFollowSurvivesGatewayRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		detached bool // the job is started first, with rnx run -d
+		args     []string
+		code     int
+	}{
+		{"run", false, []string{"run", "sleep", "1000"}, 143},
+		{"log -f", true, []string{"log", "-f", "1"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSuite(t)
+			if tc.detached {
+				if r := s.rnx(t, "run", "-d", "sleep", "1000"); r.code != 0 {
+					t.Fatalf("run: %+v", r)
+				}
+			}
+			firstOutput := make(chan struct{})
+			done := make(chan result)
+			go func() {
+				done <- s.rnxWith(t, func(e *Env) {
+					e.Stdout = &notifyOnWrite{w: e.Stdout, ch: firstOutput}
+				}, tc.args...)
+			}()
+			<-firstOutput
+			s.restart(t)
+			s.fake.stop(t, "1")
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("rnx %s did not come back after the gateway restarted", tc.name)
+			}
+			if r.code != tc.code || r.stdout != "sleeping\n" {
+				t.Fatalf("got %+v, want exit %d and the output once", r, tc.code)
+			}
+			if want := "rnx: lost the connection to joblet at " + s.addr + "; retrying for up to 1m0s\n"; !strings.Contains(r.stderr, want) {
+				t.Errorf("stderr = %q, want %q", r.stderr, want)
+			}
+		})
 	}
 }
 
