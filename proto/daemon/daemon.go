@@ -134,7 +134,7 @@ func run(name, cfgPath string, log zerolog.Logger, svc Service, o options) error
 	var profOnce sync.Once
 	stopProfile := startProfiling(name, log)
 	defer profOnce.Do(stopProfile)
-	go releaseWhenIdle(ctx) // idle.go
+	go ReleaseWhenIdle(ctx) // idle.go
 
 	if !plugged {
 		log.Info().Msg("starting")

@@ -19,8 +19,9 @@ const (
 	releaseAfter = 4 << 20   // allocated since the last release: worth one
 )
 
-// releaseWhenIdle runs until ctx is done.
-func releaseWhenIdle(ctx context.Context) {
+// ReleaseWhenIdle runs until ctx is done. Every daemon runs it (Main);
+// the embedded supervisor, which is not one, calls it itself.
+func ReleaseWhenIdle(ctx context.Context) {
 	t := time.NewTicker(idleCheck)
 	defer t.Stop()
 	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}

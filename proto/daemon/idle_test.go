@@ -15,7 +15,7 @@ var sink [][]byte
 func TestReleaseWhenIdle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go releaseWhenIdle(ctx)
+	go ReleaseWhenIdle(ctx)
 	time.Sleep(10 * time.Millisecond)
 	for range 64 {
 		b := make([]byte, 1<<20)

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/joblet-dev/joblet/proto/config"
+	"github.com/joblet-dev/joblet/proto/daemon"
 	"github.com/joblet-dev/joblet/proto/logging"
 	"github.com/joblet-dev/joblet/proto/transport"
 	"github.com/joblet-dev/joblet/supervisor/backoff"
@@ -59,6 +60,9 @@ func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := logging.New("supervisor", os.Stderr, "")
+	// It relays every service's log lines: a burst of jobs is a burst of
+	// allocations here too.
+	go daemon.ReleaseWhenIdle(ctx)
 	if err := Run(ctx, log, os.Stdout, os.Stderr, os.Getenv); err != nil {
 		log.Error().Err(err).Msg("joblet failed")
 		return 1
