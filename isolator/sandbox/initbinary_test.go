@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -28,32 +27,12 @@ func TestJobsRunFromInitBinary(t *testing.T) {
 	if f := sandbox.InitFile(); f == nil {
 		t.Fatal("InitFile is nil after UseInitBinary")
 	}
-	want, err := os.Stat(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Stat("/proc/self/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want.Size() == self.Size() {
-		t.Fatal("the init binary and the test binary have the same size; the test cannot tell them apart")
-	}
-
 	spec, marker := newSpec(t, "sleep", "30")
 	j, err := start(t, spec, marker)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe := "/proc/" + strconv.Itoa(j.proc.Pid()) + "/exe"
-	st, err := os.Stat(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, _ := os.Readlink(exe)
-	if st.Size() != want.Size() || !strings.Contains(link, "memfd:joblet-init") {
-		t.Errorf("the job's init runs from %s (%d bytes), want the sealed init binary (%d bytes)", link, st.Size(), want.Size())
-	}
+	sandboxtest.CheckRunsFromInitBinary(t, j.proc.Pid(), bin)
 	if err := j.proc.Kill(); err != nil {
 		t.Fatal(err)
 	}

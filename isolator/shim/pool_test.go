@@ -368,23 +368,11 @@ func TestJobInitRunsFromTheInheritedInitBinary(t *testing.T) {
 	if err := sandbox.UseInitBinary(bin); err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.Stat(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p, err := Start(jobSpec(t, "initbin1", "sleep", "30"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe := fmt.Sprintf("/proc/%d/exe", p.Pid())
-	st, err := os.Stat(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, _ := os.Readlink(exe)
-	if !strings.Contains(link, "memfd:joblet-init") || st.Size() != want.Size() {
-		t.Errorf("the job's init runs from %s (%d bytes), want the sealed init binary (%d bytes)", link, st.Size(), want.Size())
-	}
+	sandboxtest.CheckRunsFromInitBinary(t, p.Pid(), bin)
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"github.com/rs/zerolog"
 
 	"github.com/joblet-dev/joblet/isolator/cgroup"
@@ -23,21 +24,11 @@ var v1All = []string{"cpu", "cpuacct", "cpuset", "memory", "blkio", "pids", "fre
 // cgroupsOf maps each v1 controller to pid's cgroup (/proc/<pid>/cgroup).
 func cgroupsOf(t *testing.T, pid string) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
+	m, err := cgroups.ParseCgroupFile(filepath.Join("/proc", pid, "cgroup"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
-	for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		for c := range strings.SplitSeq(f[1], ",") {
-			out[c] = f[2]
-		}
-	}
-	return out
+	return m
 }
 
 // jobDirs lists the directories named id under this run's parent in every

@@ -78,3 +78,29 @@ func Children(t testing.TB) []Child {
 	}
 	return out
 }
+
+// CheckRunsFromInitBinary fails t unless process pid (a job's init) runs
+// from the sealed copy of the init binary at bin, not from the test binary.
+func CheckRunsFromInitBinary(t testing.TB, pid int, bin string) {
+	t.Helper()
+	want, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.Size() == self.Size() {
+		t.Fatal("the init binary and the test binary have the same size; the check cannot tell them apart")
+	}
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	st, err := os.Stat(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, _ := os.Readlink(exe)
+	if st.Size() != want.Size() || !strings.Contains(link, "memfd:joblet-init") {
+		t.Errorf("the job's init runs from %s (%d bytes), want the sealed init binary (%d bytes)", link, st.Size(), want.Size())
+	}
+}
