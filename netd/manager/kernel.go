@@ -92,6 +92,19 @@ func deleteLink(name string) error {
 	return nil
 }
 
+// kernelWorkers is how many jobs' kernel work may run at once (see
+// Manager.kernel): two keep one at work in the kernel while the other
+// prepares its next call.
+const kernelWorkers = 2
+
+// jobKernelWork runs f, a job's plumb or teardown, once fewer than
+// kernelWorkers others run.
+func (m *Manager) jobKernelWork(f func() error) error {
+	m.kernel <- struct{}{}
+	defer func() { <-m.kernel }()
+	return f()
+}
+
 // plumb prepares a job's namespace: pinned, loopback up, and on a network
 // with a bridge, a veth pair made with its job end directly inside the
 // namespace as eth0, addressed and routed through the gateway.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -193,4 +195,55 @@ func TestNoneLeases(t *testing.T) {
 	if pins, _ := os.ReadDir(filepath.Join(e.opts.RunDir, "netns")); len(pins) != 0 {
 		t.Errorf("pin left: %v", pins)
 	}
+}
+
+// A burst of attaches and detaches leaves netd with about as many OS
+// threads as before: the callers wait for their turn at the kernel
+// (Manager.kernel) in goroutines, not each blocked in the kernel on a
+// thread of its own, which the Go runtime would keep for good.
+func TestConcurrentAttachesKeepThreadsFew(t *testing.T) {
+	e := setup(t)
+	e.opts.CheckInterval = -1
+	m := e.open(t)
+	ctx := context.Background()
+	const jobs = 32
+	before := threads(t)
+	var wg sync.WaitGroup
+	for i := range jobs {
+		wg.Go(func() {
+			id := fmt.Sprint("t", i)
+			if _, err := m.Attach(ctx, id, netdapi.Bridge, ""); err != nil {
+				t.Errorf("attach %s: %v", id, err)
+				return
+			}
+			if err := m.Detach(ctx, id); err != nil {
+				t.Errorf("detach %s: %v", id, err)
+			}
+		})
+	}
+	wg.Wait()
+	// The kernel workers, the saver and a few the runtime makes for
+	// itself; without the bound, 29 here.
+	const most = 8
+	grew := threads(t) - before
+	t.Logf("%d jobs at once: %d more OS threads", jobs, grew)
+	if grew > most {
+		t.Errorf("%d jobs at once left %d more OS threads (at most %d expected)", jobs, grew, most)
+	}
+}
+
+// threads is how many OS threads this process has.
+func threads(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	must(t, err)
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			must(t, err)
+			return n
+		}
+	}
+	t.Fatal("no Threads: line in /proc/self/status")
+	return 0
 }
