@@ -99,14 +99,17 @@ func (f *fixture) wait(id string) *jobletv1.Job {
 	f.t.Helper()
 	f.reg.mu.Lock()
 	j, ok := f.reg.jobs[id]
+	_, retired := f.reg.ended[id]
 	f.reg.mu.Unlock()
-	if !ok {
+	switch {
+	case ok:
+		select {
+		case <-j.done:
+		case <-time.After(10 * time.Second):
+			f.t.Fatalf("job %s did not end", id)
+		}
+	case !retired:
 		f.t.Fatalf("no job %s", id)
-	}
-	select {
-	case <-j.done:
-	case <-time.After(10 * time.Second):
-		f.t.Fatalf("job %s did not end", id)
 	}
 	rec, err := f.reg.Get(context.Background(), id)
 	if err != nil {

@@ -102,6 +102,7 @@ func (r *Registry) schedule(ctx context.Context, spec *jobletv1.JobSpec, eff *jo
 		if j.rec.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
 			r.endLocked(j, jobletv1.JobState_JOB_STATE_FAILED, "could not be scheduled: "+err.Error())
 			j.rec.ExitCode = -1
+			r.retireLocked(j)
 		}
 	} else {
 		j.rec.ScheduledTime = timestamppb.New(e.Due)
@@ -150,8 +151,16 @@ func (r *Registry) StartScheduled(_ context.Context, id string, delay time.Durat
 	r.mu.Lock()
 	j, ok := r.jobs[id]
 	if !ok {
+		rec := r.endedLocked(id)
 		r.mu.Unlock()
-		return nil, notFound(id)
+		switch {
+		case rec == nil:
+			return nil, notFound(id)
+		case rec.GetState() == jobletv1.JobState_JOB_STATE_CANCELED:
+			return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "job %s was canceled", id)
+		default: // started already, and ended: the hand-off came again
+			return rec, nil
+		}
 	}
 	switch j.rec.GetState() {
 	case jobletv1.JobState_JOB_STATE_SCHEDULED:
@@ -223,6 +232,7 @@ func (r *Registry) cancel(ctx context.Context, j *job) (*jobletv1.Job, error) {
 	}
 	r.endLocked(j, snap.GetState(), snap.GetReason())
 	j.rec.EndTime = snap.GetEndTime()
+	r.retireLocked(j)
 	r.wg.Add(1) // Shutdown waits for the rest
 	r.mu.Unlock()
 	j.log.Info().Msg("scheduled job canceled")
@@ -259,6 +269,7 @@ func (r *Registry) recoverScheduled(rec *jobletv1.Job, log zerolog.Logger) {
 	}
 	r.endLocked(j, jobletv1.JobState_JOB_STATE_FAILED, ReasonNotScheduled)
 	rec.ExitCode = -1
+	r.retire(j)
 	r.removeDirs(rec.GetId(), log)
 	if err := r.store.Save(store.Record{Job: rec}); err != nil {
 		log.Error().Err(err).Msg("cannot save job record")

@@ -187,6 +187,9 @@ func (r *Registry) sweepUploads() error {
 		if _, ok := r.jobs[d.Name()]; ok {
 			continue
 		}
+		if _, ok := r.ended[d.Name()]; ok {
+			continue
+		}
 		r.opts.Log.Warn().Str("workspace", d.Name()).Msg("removing the workspace of an unrecorded job")
 		if err := os.RemoveAll(filepath.Join(workRoot(r.opts.StateDir), d.Name())); err != nil {
 			return fmt.Errorf("remove workspace: %w", err)
