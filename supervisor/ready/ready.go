@@ -46,6 +46,10 @@ func Helper(ctx context.Context, path string) error {
 func Gateway(ctx context.Context, addr string, cfg *tls.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
+	// Offering HTTP/2, as every gRPC client does: the gateway refuses a
+	// handshake without it, and would log each probe as a refusal.
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"h2"}
 	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

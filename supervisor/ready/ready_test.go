@@ -63,18 +63,25 @@ func TestGateway(t *testing.T) {
 	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{srvCert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	// What each handshake negotiated: the gateway (gRPC) refuses a client
+	// that does not offer HTTP/2, and logs it as a refusal.
+	protos := make(chan string, 16)
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			c.(*tls.Conn).Handshake()
+			tc := c.(*tls.Conn)
+			if tc.Handshake() == nil {
+				protos <- tc.ConnectionState().NegotiatedProtocol
+			}
 			c.Close()
 		}
 	}()
@@ -83,6 +90,12 @@ func TestGateway(t *testing.T) {
 	defer cancel()
 	if err := Wait(ctx, func(ctx context.Context) error { return Gateway(ctx, l.Addr().String(), cfg) }); err != nil {
 		t.Fatal(err)
+	}
+	if p := <-protos; p != "h2" {
+		t.Errorf("probe negotiated %q, want h2", p)
+	}
+	if cfg.NextProtos != nil {
+		t.Errorf("the caller's config was changed: NextProtos %q", cfg.NextProtos)
 	}
 	other, _ := certs.NewCA("other")
 	strange := x509.NewCertPool()
