@@ -363,3 +363,47 @@ func TestRunWaitsForTheRecordInOneCall(t *testing.T) {
 		}
 	}
 }
+
+// TestRunAsksForTheEndWhileStreaming: an attached run has its status call
+// (with wait) at the server while the job still runs, and the answer to
+// that one call, sent when the job ends, is the exit code: no question is
+// left to ask once the output has ended.
+func TestRunAsksForTheEndWhileStreaming(t *testing.T) {
+	s := newSuite(t)
+	asked := make(chan bool, 1)
+	go func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			s.fake.mu.Lock()
+			reads := s.fake.reads
+			s.fake.mu.Unlock()
+			if reads > 0 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		s.fake.mu.Lock()
+		asked <- s.fake.reads == 1 // the job (id 1) is still running here
+		s.fake.mu.Unlock()
+		for {
+			if _, err := s.fake.get("1"); err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		s.fake.stop(t, "1")
+	}()
+	r := s.rnx(t, "run", "sleep", "1000")
+	if !<-asked {
+		t.Error("no status call reached the server while the job ran")
+	}
+	if r.code != 143 || r.stdout != "sleeping\n" {
+		t.Fatalf("got %+v, want sleeping and exit 143", r)
+	}
+	s.fake.mu.Lock()
+	reads := s.fake.reads
+	s.fake.mu.Unlock()
+	if reads != 1 {
+		t.Errorf("%d status calls, want the one made while the job ran", reads)
+	}
+}

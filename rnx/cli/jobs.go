@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -14,15 +15,19 @@ import (
 )
 
 // jobID is what a job id may look like; the server has the final word, this
-// keeps garbage and control characters from reaching it.
-var jobID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// keeps garbage and control characters from reaching it. Compiled at first
+// use, so that commands without a job id (run above all) do not pay for it
+// at start.
+var jobID = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+})
 
 // idArg validates the one JOB_ID argument.
 func idArg(cmd *cobra.Command, args []string) error {
 	if err := exactArgs(1, "one JOB_ID")(cmd, args); err != nil {
 		return err
 	}
-	if !jobID.MatchString(args[0]) {
+	if !jobID().MatchString(args[0]) {
 		return &usageError{fmt.Errorf("invalid job id %q", termsafe.String(args[0]))}
 	}
 	return nil

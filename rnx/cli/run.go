@@ -118,7 +118,7 @@ func (a *app) attach(ctx context.Context, conn *client.Conn, id string, sigs <-c
 	go a.stopOnSignal(ctx, conn, id, sigs, func() { close(detached); cancel() })
 
 	out := a.newOutput()
-	job, err := a.followToEnd(ctx, conn, id, out)
+	job, err := a.followToEnd(ctx, conn, id, out, a.askEnd(ctx, conn, id))
 	err = errors.Join(err, out.flush())
 	select {
 	case <-detached:
@@ -148,27 +148,94 @@ func (a *app) exitWith(job *jobletv1.Job) error {
 // followToEnd follows the job's output and returns its final record. The
 // log stream normally ends when the job does; if it ends earlier (logd
 // restarted) and the offsets allow it, rnx follows again from where it was.
-func (a *app) followToEnd(ctx context.Context, conn *client.Conn, id string, out *output) (*jobletv1.Job, error) {
+func (a *app) followToEnd(ctx context.Context, conn *client.Conn, id string, out *output, end *endAnswer) (*jobletv1.Job, error) {
 	// The log closes a few milliseconds before the job's record says it has
-	// ended: the server is asked to answer at the end, within a second, and
-	// a server that answers at once (one that predates wait_ms) is asked
-	// again after short pauses at first.
+	// ended. The question "has it ended?" is already with the server (end);
+	// its answer is awaited for up to a second, as a status call would be.
+	// Without a usable answer (an error, a server that predates wait_ms and
+	// answers at once, a job that outlived the wait) rnx asks as it did
+	// before end existed: within a second, and a server that answers at
+	// once is asked again after short pauses at first.
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		if err := a.follow(ctx, conn, id, true, out); err != nil {
 			return nil, err
 		}
 		if !out.tracker.CanResume() {
+			if job, _ := end.wait(ctx, statusWait); job != nil {
+				return job, nil
+			}
 			return a.waitEnded(ctx, conn, id)
 		}
 		asked := time.Now()
-		job, err := a.status(ctx, conn, id, time.Second)
-		if err != nil || render.Ended(job.GetState()) {
-			return job, err
+		job, answered := end.wait(ctx, time.Second)
+		if job != nil {
+			return job, nil
 		}
+		if answered { // of no use: ask
+			job, err := a.status(ctx, conn, id, time.Second)
+			if err != nil || render.Ended(job.GetState()) {
+				return job, err
+			}
+		} // else the job has not ended within the second
 		if !sleep(ctx, pause-time.Since(asked)) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// endAnswer is a GetJobStatus call with wait_ms made as soon as rnx
+// attaches, while the output is still streaming, so that the question is
+// already at the server when the job's final record is saved: the answer
+// leaves then, instead of a question leaving once the output has ended
+// (one trip through the gateway to the isolator fewer at the end of every
+// attached run, and the status call's first-use costs paid while waiting).
+// Its answer is used once.
+type endAnswer struct {
+	ch    chan *jobletv1.Job // the answer; nil after an error
+	spent bool
+}
+
+// askEnd sends the question; the call ends with ctx at the latest.
+func (a *app) askEnd(ctx context.Context, conn *client.Conn, id string) *endAnswer {
+	e := &endAnswer{ch: make(chan *jobletv1.Job, 1)}
+	go func() {
+		// Bounded here too, so that an answer always comes: a server that
+		// held the call would otherwise leave followToEnd waiting on it.
+		ctx, cancel := context.WithTimeout(ctx, statusWait+5*time.Second)
+		defer cancel()
+		// Not retried and its errors not shown: a failed call only means
+		// rnx asks again once the output has ended, with retries then.
+		resp, err := conn.GetJobStatus(ctx, &jobletv1.GetJobStatusRequest{Id: id, WaitMs: uint32(statusWait.Milliseconds())})
+		if err != nil {
+			e.ch <- nil
+			return
+		}
+		e.ch <- resp.GetJob()
+	}()
+	return e
+}
+
+// wait waits up to d for the answer. It returns the job's record when the
+// answer came and says the job has ended; answered reports whether an
+// answer came (or was used before), useful or not. Without one (d passed,
+// ctx ended) the answer may still come at a later wait.
+func (e *endAnswer) wait(ctx context.Context, d time.Duration) (job *jobletv1.Job, answered bool) {
+	if e.spent {
+		return nil, true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case job := <-e.ch:
+		e.spent = true
+		if render.Ended(job.GetState()) {
+			return job, true
+		}
+		return nil, true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, false
 }
 
 // stopOnSignal asks the server to stop the job at the first interrupt and

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -58,7 +59,7 @@ func Build(f Flags, command string, args []string, now time.Time) (*jobletv1.Job
 			errs = append(errs, err)
 		}
 	}
-	if f.Network != "" && !networkName.MatchString(f.Network) {
+	if f.Network != "" && !networkName().MatchString(f.Network) {
 		errs = append(errs, fmt.Errorf("--network %q: want letters, digits, '-' or '_' (at most %d)", f.Network, maxNetworkLen))
 	}
 	if err := validateText("--name", f.Name, maxNameLen); err != nil {
@@ -91,7 +92,12 @@ func Build(f Flags, command string, args []string, now time.Time) (*jobletv1.Job
 	}, nil
 }
 
-var networkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+// networkName is compiled at first use, not at start: every rnx process
+// would pay for it (regexp compiles were ~0.1 ms each of a cold start), and
+// most never name a network.
+var networkName = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+})
 
 func validateText(flag, s string, max int) error {
 	switch {
@@ -139,8 +145,11 @@ func coreIndex(s string) (int, error) {
 	return n, nil
 }
 
-// relativePart is one "<number><unit>" of a relative schedule.
-var relativePart = regexp.MustCompile(`^(\d+)(hours|hour|hrs|hr|h|minutes|minute|mins|min|m|seconds|second|secs|sec|s|days|day|d)`)
+// relativePart is one "<number><unit>" of a relative schedule, compiled at
+// first use (see networkName).
+var relativePart = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(\d+)(hours|hour|hrs|hr|h|minutes|minute|mins|min|m|seconds|second|secs|sec|s|days|day|d)`)
+})
 
 var unitOf = map[string]time.Duration{
 	"d": 24 * time.Hour, "day": 24 * time.Hour, "days": 24 * time.Hour,
@@ -178,7 +187,7 @@ func parseRelative(s string) (time.Duration, bool) {
 	var total time.Duration
 	rest := s
 	for rest != "" {
-		m := relativePart.FindStringSubmatch(rest)
+		m := relativePart().FindStringSubmatch(rest)
 		if m == nil {
 			return 0, false
 		}
