@@ -65,7 +65,8 @@ func jobCgroups(parents map[string]string) []string {
 	for _, dir := range parents {
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
-			if e.IsDir() {
+			// A waiting shim's spare cgroup (cgroup v1) is no job's.
+			if e.IsDir() && !strings.HasPrefix(e.Name(), "_spare-") {
 				out = append(out, filepath.Join(dir, e.Name()))
 			}
 		}

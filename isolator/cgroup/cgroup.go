@@ -151,9 +151,13 @@ func (p *Parent) Cleanup() error {
 	return p.CleanupExcept(func(string) bool { return false })
 }
 
-// Remove removes every job cgroup and the parent itself, at shutdown.
+// Remove removes every job cgroup, every spare (their shims stopped
+// first) and the parent itself, at shutdown.
 func (p *Parent) Remove() error {
 	if err := p.Cleanup(); err != nil {
+		return err
+	}
+	if err := p.CleanupSpares(); err != nil {
 		return err
 	}
 	return p.b.removeParent()
@@ -168,6 +172,9 @@ func (p *Parent) RemoveIfUnused() error {
 	}
 	if len(ids) > 0 {
 		return nil
+	}
+	if err := p.CleanupSpares(); err != nil {
+		return err
 	}
 	return p.b.removeParent()
 }

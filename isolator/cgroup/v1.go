@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
@@ -128,7 +129,8 @@ func (b *v1) open(id string) (*Job, error) {
 }
 
 // jobs lists the job cgroups under the parent, across all hierarchies, so
-// a directory left in only one of them is still found.
+// a directory left in only one of them is still found. Spares (whose names
+// no job id can have) are not jobs.
 func (b *v1) jobs() ([]string, error) {
 	seen := make(map[string]bool)
 	var ids []string
@@ -138,7 +140,7 @@ func (b *v1) jobs() ([]string, error) {
 			return nil, err
 		}
 		for _, n := range names {
-			if !seen[n] {
+			if !seen[n] && !strings.HasPrefix(n, sparePrefix) {
 				seen[n] = true
 				ids = append(ids, n)
 			}

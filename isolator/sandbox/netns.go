@@ -31,42 +31,56 @@ import (
 // startInNetns runs cmd.Start on a thread that is inside the network
 // namespace pinned at path.
 func startInNetns(cmd *exec.Cmd, path string) error {
-	target, err := os.Open(path)
+	target, err := openNetns(path)
 	if err != nil {
-		return fmt.Errorf("open network namespace: %w", err)
+		return err
 	}
 	defer target.Close()
+	done := make(chan error, 1)
+	go func() { done <- startInNetnsHere(cmd, target) }()
+	return <-done
+}
+
+// startInNetnsHere runs cmd.Start from the calling goroutine's thread,
+// inside the network namespace target, and puts the thread back. If it
+// cannot be put back, the goroutine stays locked to it: the thread ends
+// with the goroutine. The caller runs it on a goroutine of its own.
+func startInNetnsHere(cmd *exec.Cmd, target *os.File) error {
+	runtime.LockOSThread()
+	// Unlocked only once the thread is back in its own namespace.
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("join network namespace: %w", err)
+	}
+	startErr := cmd.Start()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: it dies with this goroutine.
+		return startErr
+	}
+	runtime.UnlockOSThread()
+	return startErr
+}
+
+// openNetns opens the network namespace pinned at path.
+func openNetns(path string) (*os.File, error) {
+	target, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace: %w", err)
+	}
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(int(target.Fd()), &st); err != nil {
-		return fmt.Errorf("stat network namespace: %w", err)
+		target.Close()
+		return nil, fmt.Errorf("stat network namespace: %w", err)
 	}
 	if st.Type != unix.NSFS_MAGIC {
-		return fmt.Errorf("%s is not a namespace file", path)
+		target.Close()
+		return nil, fmt.Errorf("%s is not a namespace file", path)
 	}
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Unlocked only once the thread is back in its own namespace.
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("open own network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("join network namespace: %w", err)
-			return
-		}
-		startErr := cmd.Start()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			done <- startErr
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- startErr
-	}()
-	return <-done
+	return target, nil
 }

@@ -33,6 +33,13 @@ type Spec struct {
 	// does anything for the job, so every process of the job is limited and
 	// accounted from its first instruction.
 	Cgroup Cgroup
+	// Spawn, when set with Cgroup, runs start (the init's clone) on a
+	// thread that was put in the job's cgroup beforehand (cgroup v1: a
+	// shim's thread in a spare cgroup, see the cgroup package), so the init
+	// is born inside with no migration at its gate. Start does not trust
+	// it: before the init is let go, it checks (Holder) that the init is in
+	// the cgroup in every hierarchy, and moves it in (Apply) otherwise.
+	Spawn func(start func() error) error
 	// NetnsPath, when set, is the nsfs file of a network namespace prepared
 	// for the job (netd's attachment): the init starts inside it instead of
 	// a fresh one with loopback only (see netns.go).
@@ -76,6 +83,13 @@ type Cgroup interface {
 	Apply(pid int) error
 }
 
+// Holder is a Cgroup that can tell whether a process is in it in every
+// hierarchy; *cgroup.Job implements it. A Cgroup without it is never
+// trusted to hold an init Spawn started: that init is moved in (Apply).
+type Holder interface {
+	Holds(pid int) (bool, error)
+}
+
 // Result is how a job's command ended.
 type Result struct {
 	ExitCode int // 128+Signal when killed by a signal
@@ -84,10 +98,11 @@ type Result struct {
 
 // Process is a running job: its init and everything under it.
 type Process struct {
-	spec Spec
-	cmd  *exec.Cmd
-	sync *os.File // read end of the init's message pipe
-	dec  *json.Decoder
+	spec  Spec
+	cmd   *exec.Cmd
+	sync  *os.File // read end of the init's message pipe
+	dec   *json.Decoder
+	moved bool // Apply put the init in its cgroup
 }
 
 // Cloneflags of the job's init: every namespace but the user namespace,
@@ -157,26 +172,61 @@ func Start(spec Spec) (*Process, error) {
 	}
 	if spec.NetnsPath != "" {
 		cmd.SysProcAttr.Cloneflags = cloneflags
+	}
+	spawned := !inside && spec.Cgroup != nil && spec.Spawn != nil
+	switch {
+	case spawned:
+		err = spec.Spawn(func() error {
+			if spec.NetnsPath == "" {
+				return cmd.Start()
+			}
+			target, err := openNetns(spec.NetnsPath)
+			if err != nil {
+				return err
+			}
+			defer target.Close()
+			return startInNetnsHere(cmd, target)
+		})
+	case spec.NetnsPath != "":
 		err = startInNetns(cmd, spec.NetnsPath)
-	} else {
+	default:
 		err = cmd.Start()
 	}
 	specR.Close()
 	syncW.Close()
 	if err != nil {
 		syncR.Close()
+		if cmd.Process != nil {
+			// Spawn failed after the clone: the init waits at its gate.
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
 		return nil, fmt.Errorf("sandbox for job %s: start init: %w", spec.ID, err)
 	}
 	p := &Process{spec: spec, cmd: cmd, sync: syncR, dec: json.NewDecoder(syncR)}
 
 	// The init waits at its gate (reading the spec) until it is in the
-	// cgroup: on cgroup v1 it is moved there now, by pid.
+	// cgroup: on cgroup v1 it is moved there now, by pid, unless it was
+	// born there (Spawn) in every hierarchy.
+	if spawned {
+		h, ok := spec.Cgroup.(Holder)
+		if ok {
+			ok, err = h.Holds(p.Pid())
+		}
+		if err != nil {
+			specW.Close()
+			p.abort()
+			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
+		}
+		inside = ok
+	}
 	if spec.Cgroup != nil && !inside {
 		if err := spec.Cgroup.Apply(p.Pid()); err != nil {
 			specW.Close() // the init reads EOF and exits without running anything
 			p.abort()
 			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
 		}
+		p.moved = true
 	}
 	// The spec is the go: a write error means the init died; the read below
 	// reports it.
@@ -273,6 +323,10 @@ func withDefaults(s, d Storage) Storage {
 	}
 	return s
 }
+
+// Moved reports whether the init was moved into its cgroup at its start
+// gate (Apply) rather than born inside (UseCgroupFD, or Spawn).
+func (p *Process) Moved() bool { return p.moved }
 
 // Pid returns the host pid of the job's init.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }

@@ -14,13 +14,15 @@ import (
 //
 //	parent (Start / Wait)                      init (PID 1 of the job)
 //	─────────────────────                      ───────────────────────
-//	[v2: UseCgroupFD → CLONE_INTO_CGROUP]
+//	[v2: UseCgroupFD → CLONE_INTO_CGROUP;
+//	 v1 with Spec.Spawn: clone on a thread already in the job's cgroup]
 //	clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)
 //	  [or, with NetnsPath, without NEWNET
 //	   from a thread inside that netns]
 //	  exec sealed copy of self ──────────────▶ IsInit() → Init()
 //	                                           GATE: block reading specPipe;
 //	                                             nothing of the job runs yet
+//	[Spawn: Holds(pid) in every hierarchy? then no Apply]
 //	[v1: Apply(pid): move init into the job's
 //	  cgroup in every hierarchy it joins; on failure
 //	  close specPipe unwritten ──────────────▶ EOF: exit 1 — and kill it]

@@ -21,6 +21,7 @@ import (
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/limits"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/shim"
 	"github.com/joblet-dev/joblet/isolator/workspace"
 	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
@@ -93,6 +94,15 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 			log.Error().Err(err).Msg("cannot remove the job cgroups")
 		}
 	}()
+	// On cgroup v1 the waiting shims wait in spare cgroups that become
+	// their jobs' (see cgroups): stopped before the parent is removed.
+	var pool *shim.Pool
+	if sr, ok := runner.(shimRunner); ok {
+		if pool, err = sr.useSpares(cg); err != nil {
+			return fmt.Errorf("job cgroups: %w", err)
+		}
+		defer sr.Close()
+	}
 	// Dial does not wait for logd: it may start after the isolator or
 	// restart at any time, and output delivery retries until it is back.
 	cc, err := transport.Dial(cfg.SocketPath("logd"))
@@ -125,7 +135,7 @@ func run(ctx context.Context, env daemon.Env, runner jobs.Runner) error {
 	reg, err := jobs.Open(jobs.Options{
 		StateDir:      cfg.StateDir("isolator"),
 		Runner:        runner,
-		Cgroups:       cgroups{cg},
+		Cgroups:       cgroups{Parent: cg, pool: pool},
 		Limits:        policy,
 		Host:          host,
 		Logd:          logdapi.NewClient(cc),

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/shim"
@@ -42,8 +43,25 @@ func newShimRunner(dir, logdSocket string, outputTimeout time.Duration) (shimRun
 }
 
 // Close stops the shims waiting for a job (none of them has one) and
-// returns once they are reaped; jobs' shims are not touched.
+// returns once they are reaped, their spare cgroups removed; jobs' shims
+// are not touched.
 func (r shimRunner) Close() { r.pool.Close() }
+
+// useSpares makes the waiting shims wait in spare cgroups of cg, on cgroup
+// v1 (elsewhere the init is born in its cgroup anyway: v2's
+// CLONE_INTO_CGROUP), and returns the pool for the jobs' Create to take
+// them from (nil: no spares). Spares an earlier isolator left are removed
+// first.
+func (r shimRunner) useSpares(cg *cgroup.Parent) (*shim.Pool, error) {
+	if cg.Version() != 1 {
+		return nil, nil
+	}
+	if err := cg.CleanupSpares(); err != nil {
+		return nil, err
+	}
+	r.pool.UseSpares(spares{cg})
+	return r.pool, nil
+}
 
 func (r shimRunner) result(id string) string { return filepath.Join(r.dir, id+".json") }
 
@@ -56,11 +74,20 @@ func (r shimRunner) Start(s jobs.Spec) (jobs.Proc, error) {
 		UserNS:     (*sandbox.UserNS)(s.UserNS),
 		LogdSocket: r.logdSocket, Result: r.result(s.ID), OutputTimeout: r.outputTimeout,
 	}
+	// The waiting shim Create took for the job, when it did (its spare is
+	// the job's cgroup): see cgroups.
+	var w *shim.Idle
+	if jc, ok := s.Cgroup.(jobCgroup); ok {
+		w = jc.shim
+	}
 	if s.Cgroup != nil {
 		// The shim's start makes the cgroup around the shim if it must
 		// (the systemd driver's scope) and gives the shim its directories.
 		p, ok := s.Cgroup.(shim.Placer)
 		if !ok {
+			if w != nil {
+				_ = r.pool.Release(w)
+			}
 			return nil, errors.New("the job's cgroup cannot be placed for its shim")
 		}
 		spec.Placer = p
@@ -68,7 +95,7 @@ func (r shimRunner) Start(s jobs.Spec) (jobs.Proc, error) {
 	// A result left by an earlier job of the same id cannot exist (ids are
 	// never reused), but a stale file must never be taken for this job's.
 	r.Forget(s.ID)
-	p, err := r.pool.Start(spec)
+	p, err := r.pool.StartWith(w, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -108,5 +135,5 @@ func (c cgroups) Open(id string) (jobs.Cgroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	return jobCgroup{j}, nil
+	return jobCgroup{Job: j}, nil
 }

@@ -54,6 +54,9 @@ func Main() {
 			os.Exit(1)
 		}
 	}
+	// Before the spec is read: the spawner joins the spare cgroup while the
+	// shim waits.
+	sp := spawnerFromEnv()
 	specIn := os.NewFile(fdSpec, "shim-spec")
 	statusOut := os.NewFile(fdStatus, "shim-status")
 	var spec Spec
@@ -63,7 +66,7 @@ func Main() {
 		report(statusOut, errorMessage(fmt.Errorf("shim: read spec: %w", err)))
 		os.Exit(1)
 	}
-	os.Exit(run(spec, statusOut))
+	os.Exit(run(spec, statusOut, sp))
 }
 
 // report writes m to the isolator and closes the pipe: it is the only
@@ -73,12 +76,22 @@ func report(w *os.File, m message) {
 	w.Close()
 }
 
-func run(spec Spec, statusOut *os.File) int {
+func run(spec Spec, statusOut *os.File, sp *spawner) int {
 	timeout := spec.OutputTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	p, fw, cg, err := start(spec)
+	p, fw, cg, err := start(spec, sp)
+	if sp != nil {
+		// Before anything is reported: once the isolator knows, it may
+		// signal, kill or remove the job's cgroup, and no thread of the
+		// shim may be in it then.
+		if rerr := sp.release(); rerr != nil && err == nil {
+			p.Kill()
+			_, _ = p.Wait()
+			err = rerr
+		}
+	}
 	if err != nil {
 		report(statusOut, errorMessage(err))
 		if fw != nil {
@@ -87,7 +100,7 @@ func run(spec Spec, statusOut *os.File) int {
 		}
 		return 1
 	}
-	report(statusOut, message{Type: msgStarted, PID: p.Pid()})
+	report(statusOut, message{Type: msgStarted, PID: p.Pid(), Moved: p.Moved()})
 
 	res := Result{}
 	r, werr := p.Wait()
@@ -109,9 +122,10 @@ func run(spec Spec, statusOut *os.File) int {
 }
 
 // start makes the job's output pipes, starts forwarding them to logd and
-// starts the job in its sandbox, in its cgroup (nil: none). On a start
-// error the forwarder (if made) still runs, to close the job's log.
-func start(spec Spec) (*sandbox.Process, *output.Forwarder, *cgroup.Job, error) {
+// starts the job in its sandbox, in its cgroup (nil: none), from the
+// spawner's thread when there is one. On a start error the forwarder (if
+// made) still runs, to close the job's log.
+func start(spec Spec, sp *spawner) (*sandbox.Process, *output.Forwarder, *cgroup.Job, error) {
 	var cg sandbox.Cgroup
 	var job *cgroup.Job
 	if len(spec.Cgroup) > 0 {
@@ -141,11 +155,16 @@ func start(spec Spec) (*sandbox.Process, *output.Forwarder, *cgroup.Job, error) 
 		return nil, nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
 	}
 	fw := output.Start(logdapi.NewClient(cc), spec.ID, outR, errR, output.Options{Log: zerolog.Nop()})
+	var spawn func(func() error) error
+	if sp != nil && job != nil {
+		spawn = sp.spawn
+	}
 	p, err := sandbox.Start(sandbox.Spec{
 		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
 		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
 		Stdout: outW, Stderr: errW,
 		Cgroup:    cg,
+		Spawn:     spawn,
 		NetnsPath: spec.NetnsPath, ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
 		Work: spec.Work, Tmp: spec.Tmp,
 		UserNS: spec.UserNS,

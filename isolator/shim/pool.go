@@ -11,14 +11,25 @@ import (
 // are made). A job takes a waiting shim, and a replacement is started in
 // the background once that job's shim reported its start, so that it does
 // not compete for the CPU with the start it replaces.
+//
+// With Spares set (cgroup v1), each waiting shim is paired with a spare
+// cgroup it waits in, made before it (see Spare): the pool owns the pair
+// until Take hands it to a job, or Close, or its shim dying, removes both.
 type Pool struct {
 	size int
 
 	mu      sync.Mutex
 	idle    []*Idle
-	filling bool // a fill goroutine runs
+	spares  Spares // nil: shims wait without a spare
+	gen     int    // bumped by UseSpares: older waiting shims are replaced
+	filling bool   // a fill goroutine runs
 	closed  bool
 	fills   sync.WaitGroup
+}
+
+// Spares makes the spare cgroups the pool's shims wait in.
+type Spares interface {
+	NewSpare() (Spare, error)
 }
 
 // NewPool returns a pool that keeps size shims waiting, and starts the
@@ -31,11 +42,33 @@ func NewPool(size int) *Pool {
 	return p
 }
 
+// UseSpares makes the shims that wait from now on wait in a spare cgroup
+// made by s (nil: none). Shims already waiting are replaced. Call it once
+// the spares of an earlier run are removed.
+func (p *Pool) UseSpares(s Spares) {
+	p.mu.Lock()
+	p.spares = s
+	p.gen++
+	old := p.idle
+	p.idle = nil
+	p.fillLocked()
+	p.mu.Unlock()
+	for _, w := range old {
+		_ = w.Close()
+	}
+}
+
 // Start starts spec's job under a waiting shim, or under a new one when
 // none waits (all taken, or the pool is closed), as the package's Start.
 func (p *Pool) Start(spec Spec) (*Process, error) {
+	return p.StartWith(p.Take(), spec)
+}
+
+// StartWith starts spec's job under w, a shim Take returned, or under a
+// new one when w is nil, as the package's Start; then the pool is filled
+// again.
+func (p *Pool) StartWith(w *Idle, spec Spec) (*Process, error) {
 	defer p.fill()
-	w := p.take()
 	if w == nil {
 		var err error
 		if w, err = Prestart(); err != nil {
@@ -45,10 +78,12 @@ func (p *Pool) Start(spec Spec) (*Process, error) {
 	return w.Start(spec)
 }
 
-// take returns a waiting shim that is still alive, or nil. A shim that died
-// while it waited (killed by someone) is never handed out: it is closed
-// (reaped) and the next one taken.
-func (p *Pool) take() *Idle {
+// Take returns a waiting shim that is still alive, for StartWith, or nil:
+// a job whose cgroup is made from the shim's spare (Idle.Spare) takes its
+// shim before. A shim that died while it waited (killed by someone) is
+// never handed out: it is closed (reaped, its spare removed) and the next
+// one taken. A shim taken must be given to StartWith or closed.
+func (p *Pool) Take() *Idle {
 	p.mu.Lock()
 	var dead []*Idle
 	var w *Idle
@@ -63,9 +98,16 @@ func (p *Pool) take() *Idle {
 	}
 	p.mu.Unlock()
 	for _, d := range dead {
-		d.Close()
+		_ = d.Close()
 	}
 	return w
+}
+
+// Release closes w, a shim Take returned that no job is given after all
+// (its spare removed), and fills the pool again.
+func (p *Pool) Release(w *Idle) error {
+	defer p.fill()
+	return w.Close()
 }
 
 // fill starts shims in the background until size wait, unless a fill runs
@@ -82,20 +124,35 @@ func (p *Pool) fillLocked() {
 	}
 	p.filling = true
 	p.fills.Add(1)
+	spares, gen := p.spares, p.gen
 	go func() {
 		defer p.fills.Done()
 		for {
 			// An error is not kept: the next job starts a shim of its own,
-			// and that start reports it.
-			w, err := Prestart()
+			// and that start reports it. A spare that cannot be made only
+			// costs the job a migration of its init.
+			var spare Spare
+			if spares != nil {
+				if s, err := spares.NewSpare(); err == nil {
+					spare = s
+				}
+			}
+			w, err := PrestartIn(spare)
 			p.mu.Lock()
 			if err != nil || p.closed {
 				p.filling = false
 				p.mu.Unlock()
 				if w != nil {
-					w.Close()
+					_ = w.Close()
 				}
 				return
+			}
+			if gen != p.gen {
+				// UseSpares since: this one is of the old kind.
+				spares, gen = p.spares, p.gen
+				p.mu.Unlock()
+				_ = w.Close()
+				continue
 			}
 			p.idle = append(p.idle, w)
 			if len(p.idle) >= p.size {
@@ -119,6 +176,6 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 	p.fills.Wait()
 	for _, w := range idle {
-		w.Close()
+		_ = w.Close()
 	}
 }

@@ -27,7 +27,8 @@
 //	  record the job's end, Release
 //
 // A shim may be started ahead of its job (Prestart; Pool keeps some
-// waiting): it then waits at its first step, and exits at once, having done
+// waiting; on cgroup v1 with one thread in a spare cgroup that becomes its
+// job's, see spawner.go): it then waits at its first step, and exits at once, having done
 // nothing, if the spec pipe closes without a Spec. The isolator reaps its
 // shims from the goroutine that watches their pidfd, so no OS thread waits
 // for any of them.
@@ -120,6 +121,9 @@ const (
 type message struct {
 	Type string `json:"type"`
 	PID  int    `json:"pid,omitempty"` // started: the host pid of the job's init
+	// Moved (started) says the init was moved into the job's cgroup at its
+	// start gate, not born there (see Spare).
+	Moved bool `json:"moved,omitempty"`
 	// error: the start error's kind as a gRPC code, and its text.
 	Code codes.Code `json:"code,omitempty"`
 	Msg  string     `json:"msg,omitempty"`

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,6 +37,7 @@ type Process struct {
 	exited chan struct{}
 	detach chan struct{}
 	once   sync.Once
+	moved  bool // the init was moved into its cgroup (cgroup v1 without a spare)
 }
 
 // Idle is a shim started ahead of its job: it has run its Go start and
@@ -48,6 +51,7 @@ type Idle struct {
 	exited chan struct{} // closed once the shim has exited and was reaped
 	specW  *os.File
 	statR  *os.File
+	spare  Spare // nil: none
 }
 
 // Start starts a shim for spec and returns once the job's command runs, or
@@ -62,7 +66,21 @@ func Start(spec Spec) (*Process, error) {
 }
 
 // Prestart starts a shim that waits for its job (see Idle).
-func Prestart() (*Idle, error) {
+func Prestart() (*Idle, error) { return PrestartIn(nil) }
+
+// PrestartIn is Prestart for a shim that waits in spare (nil: none): see
+// Spare. The shim owns spare from then on, and removes it once nothing of
+// it is in it, unless the spare became its job's cgroup. On error the
+// spare is removed.
+func PrestartIn(spare Spare) (*Idle, error) {
+	w, err := prestart(spare)
+	if err != nil && spare != nil {
+		err = errors.Join(err, spare.Remove())
+	}
+	return w, err
+}
+
+func prestart(spare Spare) (*Idle, error) {
 	exe, err := sandbox.Executable()
 	if err != nil {
 		return nil, err
@@ -91,7 +109,14 @@ func Prestart() (*Idle, error) {
 	if f := sandbox.InitFile(); f != nil {
 		// Said in the environment: a descriptor the isolator itself
 		// inherited without close-on-exec would be open there too.
-		files, env = append(files, f), append(slices.Clip(shimEnv), initFDEnv)
+		files, env = append(files, f), append(slices.Clip(env), initFDEnv)
+	}
+	if spare != nil {
+		e, err := spareEnvOf(spare)
+		if err != nil {
+			return nil, fmt.Errorf("spare cgroup: %w", err)
+		}
+		env = append(slices.Clip(env), e)
 	}
 	attr := &os.ProcAttr{
 		Dir:   "/",
@@ -126,10 +151,35 @@ func Prestart() (*Idle, error) {
 	w := &Idle{pid: pid, pidfd: os.NewFile(uintptr(fd), "shim-pidfd"), exited: make(chan struct{}), specW: specW, statR: statR}
 	go watch(w.pidfd, true, w.exited)
 	if w.id, err = store.Identify(w.pid); err != nil {
-		w.Close()
+		w.Close() // the caller removes the spare
 		return nil, fmt.Errorf("identify: %w", err)
 	}
+	if spare != nil {
+		w.spare = spare
+		w.awaitPlaced()
+	}
 	return w, nil
+}
+
+// placeTimeout bounds how long PrestartIn waits for the shim's thread to
+// join its spare: each of its writes may wait for an RCU grace period.
+const placeTimeout = 2 * time.Second
+
+// awaitPlaced returns once the shim's spawner thread is in every directory
+// of its spare (a job given the shim earlier would wait for the rest of
+// those writes), or the shim died, or placeTimeout passed: a shim only
+// partly placed still works, its job's init is moved in where it is not.
+func (w *Idle) awaitPlaced() {
+	deadline := time.Now().Add(placeTimeout)
+	for _, d := range w.spare.Dirs() {
+		for {
+			b, err := os.ReadFile(filepath.Join(d, "tasks"))
+			if err != nil || len(b) > 0 || !w.Alive() || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 // Pid is the shim's pid.
@@ -159,13 +209,25 @@ func (w *Idle) Alive() bool {
 	return alive
 }
 
+// Spare is the spare cgroup the shim waits in, nil when none.
+func (w *Idle) Spare() Spare { return w.spare }
+
 // Close stops a shim that was not given a job, and returns once it is
-// reaped.
-func (w *Idle) Close() {
+// reaped; then its spare is removed. The error is the spare's removal's.
+func (w *Idle) Close() error {
 	w.specW.Close()
 	w.statR.Close()
 	w.kill()
 	<-w.exited
+	return w.removeSpare()
+}
+
+// removeSpare removes the shim's spare, once nothing of the shim is in it.
+func (w *Idle) removeSpare() error {
+	if w.spare == nil {
+		return nil
+	}
+	return w.spare.Remove()
 }
 
 // kill sends SIGKILL to the shim through its pidfd (no reused pid can be
@@ -184,7 +246,7 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 		w.specW.Close()
 		w.kill()
 		<-w.exited
-		return nil, err
+		return nil, errors.Join(err, w.removeSpare())
 	}
 	// The shim waits for its spec, so its job's cgroup can still be made
 	// around it (the systemd driver's scope) before anything of the job
@@ -203,12 +265,16 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 	if err := json.NewDecoder(w.statR).Decode(&m); err != nil || m.Type != msgStarted {
 		if err == nil && m.Type == msgError {
 			// The shim closes the job's log, then exits; its watcher reaps
-			// it.
-			return nil, decodeError(m)
+			// it. Its spawner thread ended before it reported.
+			return nil, errors.Join(decodeError(m), w.removeSpare())
 		}
 		return fail(fmt.Errorf("shim for job %s died during setup (%v)", spec.ID, err))
 	}
-	p := &Process{shim: w.id, result: spec.Result, exited: w.exited, detach: make(chan struct{})}
+	// The shim's spawner thread ended before it reported: a spare that did
+	// not become the job's cgroup is empty. Its removal failing leaves a
+	// directory, not a broken job.
+	_ = w.removeSpare()
+	p := &Process{shim: w.id, result: spec.Result, exited: w.exited, detach: make(chan struct{}), moved: m.Moved}
 	if init, err := store.Identify(m.PID); err == nil {
 		p.init = init
 	} // else the job already ended: there is nothing left to signal
@@ -267,6 +333,12 @@ func watch(pidfd *os.File, reap bool, exited chan struct{}) {
 		return true
 	})
 }
+
+// InitMoved reports whether the job's init was moved into its cgroup at
+// its start gate (a cgroup.procs write on cgroup v1, which waits for an
+// RCU grace period) rather than born there: false for a job whose cgroup
+// was its shim's spare, or on cgroup v2. Unknown (false) after Adopt.
+func (p *Process) InitMoved() bool { return p.moved }
 
 // Shim is the identity of the shim process.
 func (p *Process) Shim() store.Proc { return p.shim }
