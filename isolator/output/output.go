@@ -1,5 +1,11 @@
 // Package output forwards a job's stdout and stderr to logd.
 //
+// When logd can take them (logdapi.Drainer), the job's pipes are handed to
+// logd, which moves their contents into the log itself: the output does not
+// pass through this process. If logd goes away meanwhile, the bytes it has
+// not stored are still in the pipes, and the pipes are handed to the next
+// logd. Otherwise, or when logd cannot take them, the output is read here:
+//
 // Both streams go through one ordered queue per job, so every byte gets one
 // global offset and logd sees the two streams interleaved in the order the
 // isolator read them. The queue is sent in batches; a failed batch is resent
@@ -15,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -117,12 +124,134 @@ func Start(logd logdapi.Logd, jobID string, stdout, stderr io.ReadCloser, opts O
 		streams[jobletv1.Stream_STREAM_STDERR] = stderr
 	}
 	f.open = len(streams) // before any reader runs and counts down
+	var pipes []logdapi.Pipe
 	for kind, r := range streams {
 		growPipe(r, opts.PipeBytes)
+		if p, ok := r.(*os.File); ok {
+			pipes = append(pipes, logdapi.Pipe{Stream: kind, File: p})
+		}
+	}
+	if d, ok := logd.(logdapi.Drainer); ok && len(pipes) > 0 && len(pipes) == len(streams) {
+		go f.drain(d, pipes, streams)
+		return f
+	}
+	f.forward(streams)
+	return f
+}
+
+// forward reads the streams here and sends what they carry with Append.
+func (f *Forwarder) forward(streams map[jobletv1.Stream]io.ReadCloser) {
+	for kind, r := range streams {
 		go f.read(kind, r)
 	}
 	go f.send()
-	return f
+}
+
+// drain hands the pipes to logd until it has stored everything, handing
+// them again after a failure. A logd that cannot take them gets the output
+// the other way, read here, from where its log ends.
+func (f *Forwarder) drain(d logdapi.Drainer, pipes []logdapi.Pipe, streams map[jobletv1.Stream]io.ReadCloser) {
+	backoff := f.opts.MinBackoff
+	for attempt := 1; ; attempt++ {
+		size, err := d.Drain(f.ctx, f.jobID, pipes)
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				f.opts.Log.Info().Int("attempts", attempt).Msg("job output delivered to logd again")
+			}
+			for _, r := range streams {
+				r.Close()
+			}
+			f.stop(size, nil)
+			return
+		case f.ctx.Err() != nil:
+			f.discard(streams)
+			f.stop(0, ErrAbandoned)
+			return
+		case errors.Is(err, logdapi.ErrDrainUnsupported):
+			f.opts.Log.Info().Err(err).Msg("logd does not take the output pipes; forwarding the output")
+			if err := f.resume(); err != nil {
+				f.discard(streams)
+				f.stop(0, err)
+				return
+			}
+			f.forward(streams)
+			return
+		case errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrInvalidArgument):
+			f.opts.Log.Error().Err(err).Msg("logd refused job output; the rest of it is dropped")
+			f.discard(streams)
+			f.stop(0, fmt.Errorf("logd refused the output: %w", err))
+			return
+		}
+		if attempt == 1 {
+			f.opts.Log.Warn().Err(err).Msg("cannot hand job output to logd; retrying")
+		}
+		if !f.sleep(backoff) {
+			f.discard(streams)
+			f.stop(0, ErrAbandoned)
+			return
+		}
+		backoff = min(2*backoff, f.opts.MaxBackoff)
+	}
+}
+
+// resume sets the offset of the next byte read to the length of the log in
+// logd, which a drain may have started.
+func (f *Forwarder) resume() error {
+	backoff := f.opts.MinBackoff
+	for {
+		ctx, cancel := context.WithTimeout(f.ctx, f.opts.CallTimeout)
+		st, err := f.logd.Stat(ctx, f.jobID)
+		cancel()
+		if err == nil {
+			f.mu.Lock()
+			f.next = st.Size
+			f.mu.Unlock()
+			return nil
+		}
+		if !f.sleep(backoff) {
+			return ErrAbandoned
+		}
+		backoff = min(2*backoff, f.opts.MaxBackoff)
+	}
+}
+
+// sleep waits for d, or reports false if the forwarder is abandoned first.
+func (f *Forwarder) sleep(d time.Duration) bool {
+	select {
+	case <-time.After(d):
+		return true
+	case <-f.ctx.Done():
+		return false
+	}
+}
+
+// discard drains the streams into nothing until EOF, so that the job never
+// blocks on a pipe nobody reads.
+func (f *Forwarder) discard(streams map[jobletv1.Stream]io.ReadCloser) {
+	for _, r := range streams {
+		go func() {
+			_, _ = io.Copy(io.Discard, r)
+			r.Close()
+		}()
+	}
+}
+
+// stop records the end of delivery: err nil means all of the output, size
+// bytes, and its end are in logd.
+func (f *Forwarder) stop(size int64, err error) {
+	f.mu.Lock()
+	f.stopped = true
+	f.complete = err == nil
+	f.err = err
+	if err == nil {
+		f.next = size
+	}
+	f.open = 0
+	f.queue, f.queued, f.spare = nil, 0, nil
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	close(f.done)
 }
 
 // Done is closed once the log is complete in logd, or the forwarder gave up.
@@ -147,7 +276,8 @@ func (f *Forwarder) Abandon() {
 	<-f.done
 }
 
-// Size is the number of bytes read from the job so far.
+// Size is the number of bytes read from the job so far; when logd drains
+// the pipes itself, the number of bytes in its log once Done is closed.
 func (f *Forwarder) Size() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()

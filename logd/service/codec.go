@@ -11,12 +11,13 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	protobuf "google.golang.org/protobuf/proto"
 
+	"github.com/joblet-dev/joblet/logd/store"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 	logdv1 "github.com/joblet-dev/joblet/proto/gen/logd/v1"
 )
 
 // codec is logd's gRPC codec: protobuf, except that a LogChunk is written
-// without copying its data. The store hands Read a fresh buffer per chunk
+// without copying its data, and its buffer then goes back to the store. The store hands Read a fresh buffer per chunk
 // that nothing writes to again, so the message is sent as a few bytes of
 // header followed by that buffer itself, instead of the whole chunk being
 // copied into a pooled buffer first.
@@ -42,8 +43,19 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	hdr = protowire.AppendTag(hdr, 2, protowire.BytesType)
 	hdr = protowire.AppendVarint(hdr, uint64(len(c.GetData())))
-	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.SliceBuffer(c.GetData())}, nil
+	// The chunk is logd's alone once sent: gRPC hands its buffer back to
+	// the store's pool when it has been written (Read's chunks come from
+	// there; others are left to the garbage collector).
+	data := c.GetData()
+	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.NewBuffer(&data, chunkPool{})}, nil
 }
+
+// chunkPool is the mem.BufferPool view of the store's chunk buffers; gRPC
+// only ever Puts into it.
+type chunkPool struct{}
+
+func (chunkPool) Get(n int) *[]byte { b := make([]byte, n); return &b }
+func (chunkPool) Put(b *[]byte)     { store.PutChunk(b) }
 
 // Unmarshal implements encoding.CodecV2. A WriteRequest, which carries a
 // job's output, is decoded by hand (unmarshalWrite); other messages are

@@ -52,13 +52,16 @@ func Run(ctx context.Context, env daemon.Env) error {
 		// 64 KiB starting window each batch waits on a dozen window updates
 		// until the dynamic estimate has grown, so start at the batch size.
 		grpc.InitialWindowSize(writeWindow), grpc.InitialConnWindowSize(writeWindow))...)
-	logdapi.Register(srv, logged{Logd: st, log: env.Log})
+	lg := logged{Logd: st, log: env.Log}
+	logdapi.Register(srv, lg)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	hs.SetServingStatus(logdv1.Logd_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(env.Listener) }()
+	// Shims hand over their jobs' pipes on connections of their own to the
+	// same socket (logdapi.ServePipes); gRPC gets the rest.
+	go func() { served <- srv.Serve(logdapi.ServePipes(env.Listener, lg, env.Log)) }()
 	env.Log.Info().Str("dir", dir).Str("socket", env.Listener.Addr().String()).Msg("serving")
 
 	select {
@@ -117,6 +120,12 @@ func (l logged) Read(ctx context.Context, jobID string, offset int64, follow boo
 	err := l.Logd.Read(ctx, jobID, offset, follow, fn)
 	l.check(ctx, "Read", jobID, err)
 	return err
+}
+
+func (l logged) Drain(ctx context.Context, jobID string, pipes []logdapi.Pipe) (int64, error) {
+	n, err := l.Logd.(logdapi.Drainer).Drain(ctx, jobID, pipes)
+	l.check(ctx, "Drain", jobID, err)
+	return n, err
 }
 
 func (l logged) Stat(ctx context.Context, jobID string) (logdapi.Stat, error) {

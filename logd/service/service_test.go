@@ -29,6 +29,7 @@ type logd struct {
 	raw    logdv1.LogdClient
 	health healthpb.HealthClient
 	stop   func() // stops the service and waits for Run to return
+	sock   string
 }
 
 // start runs the service on a socket in dir, with its state in dir too.
@@ -63,7 +64,7 @@ func start(tb testing.TB, dir string) *logd {
 		l.Close()
 	}
 	tb.Cleanup(stop)
-	return &logd{Logd: logdapi.NewClient(cc), raw: logdv1.NewLogdClient(cc), health: healthpb.NewHealthClient(cc), stop: stop}
+	return &logd{Logd: logdapi.NewClient(cc), raw: logdv1.NewLogdClient(cc), health: healthpb.NewHealthClient(cc), stop: stop, sock: sock}
 }
 
 // readAll reads a job's log from the start and checks the offsets line up.

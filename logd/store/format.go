@@ -104,6 +104,16 @@ func (w *frameWriter) add(k kind, payload []byte) {
 	w.size += int64(hdrLen + len(payload))
 }
 
+// writeHeader writes, at file position pos, the header of a frame of kind k
+// and payload length n.
+func writeHeader(f *os.File, k kind, n int, pos int64) error {
+	var hdr [hdrLen]byte
+	hdr[0] = byte(k)
+	binary.BigEndian.PutUint32(hdr[1:], uint32(n))
+	_, err := f.WriteAt(hdr[:], pos)
+	return err
+}
+
 // maxIOV is the most buffers one pwritev takes (the kernel's UIO_MAXIOV).
 const maxIOV = 1024
 

@@ -34,6 +34,7 @@ type jobLog struct {
 	st      state
 	index   []mark
 	changed chan struct{} // closed and replaced on every change
+	drain   chan struct{} // holds a token while a Drain moves output in
 }
 
 // state is what a file's frames add up to.
@@ -113,9 +114,24 @@ func (l *jobLog) scan(f *os.File, log zerolog.Logger) error {
 		case kindEOF:
 			st.closed = true
 		default:
-			if _, err := br.Discard(n); err != nil {
-				bad = err
-				continue
+			if got, err := br.Discard(n); err != nil {
+				if got > 0 && k != kindMarker && errors.Is(err, io.EOF) {
+					// Output cut short at the end of the file: logd died
+					// between a frame's header and the end of its data. The
+					// bytes that arrived exist nowhere else any more (a drained
+					// pipe gave them up; an Append writer resends only from the
+					// size it is told), so they are kept, under a header that
+					// says how many there are.
+					if err := writeHeader(f, k, got, pos); err != nil {
+						return fmt.Errorf("keep torn frame: %w", err)
+					}
+					log.Warn().Int("kept_bytes", got).Int("missing_bytes", n-got).
+						Msg("log file ended inside a frame; kept the output it holds")
+					n = got
+				} else {
+					bad = err
+					continue
+				}
 			}
 			if pos-last >= indexEvery {
 				l.index = append(l.index, mark{off: st.stored, pos: pos})
@@ -151,6 +167,11 @@ func (l *jobLog) scan(f *os.File, log zerolog.Logger) error {
 func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int64) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.appendLocked(jobID, recs, eof, limit)
+}
+
+// appendLocked is append with l.mu held.
+func (l *jobLog) appendLocked(jobID string, recs []logdapi.Record, eof bool, limit int64) (int64, error) {
 	if l.err != nil {
 		return 0, l.err
 	}
@@ -236,8 +257,7 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 	wasClosed := l.st.closed
 	l.st = next
 	l.index = append(l.index, marks...)
-	close(l.changed)
-	l.changed = make(chan struct{})
+	l.broadcast()
 	if next.closed && !wasClosed {
 		// Nothing more will be written; readers use their own descriptors.
 		f := l.f
@@ -247,6 +267,12 @@ func (l *jobLog) append(jobID string, recs []logdapi.Record, eof bool, limit int
 		}
 	}
 	return next.size, nil
+}
+
+// broadcast wakes every reader waiting for a change. l.mu is held.
+func (l *jobLog) broadcast() {
+	close(l.changed)
+	l.changed = make(chan struct{})
 }
 
 // check refuses a batch before anything of it is written: an unknown stream,

@@ -240,7 +240,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 	}
 	// Load outside the store lock so a long scan holds up only this job:
 	// others who find the log in the map wait on its own lock.
-	l := &jobLog{path: path, changed: make(chan struct{})}
+	l := &jobLog{path: path, changed: make(chan struct{}), drain: make(chan struct{}, 1)}
 	l.mu.Lock()
 	s.logs[jobID] = l
 	if !exists {

@@ -306,7 +306,7 @@ func TestTornTail(t *testing.T) {
 	}
 	for name, tail := range map[string][]byte{
 		"torn header": appendFrame(nil, kindStdout, []byte("lost"))[:3],
-		"torn data":   appendFrame(nil, kindStderr, []byte("lost"))[:7],
+		"no data":     appendFrame(nil, kindStderr, []byte("lost"))[:hdrLen],
 		"garbage":     {0, 0, 0, 0, 0, 0, 0},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -512,4 +512,32 @@ func TestAppendManyFrames(t *testing.T) {
 	check(s)
 	s.Close()
 	check(open(t, dir, 0))
+}
+
+// Frames around the reader's small buffer (readBuffer): data copied from
+// it, read straight from the file, or both, from any offset.
+func TestReadFramesAroundBuffer(t *testing.T) {
+	s := open(t, t.TempDir(), 0)
+	var (
+		recs []logdapi.Record
+		off  int64
+	)
+	for i, n := range []int{1, 3, readBuffer - 10, readBuffer, readBuffer + 1, 20000, maxData, maxData + 1, 5, 2 * readBuffer} {
+		d := bytes.Repeat([]byte{byte('a' + i)}, n)
+		st := out
+		if i%3 == 2 {
+			st = errS
+		}
+		recs = append(recs, logdapi.Record{Stream: st, Offset: off, Data: d})
+		off += int64(n)
+	}
+	mustAppend(t, s, "12", true, recs...)
+	wb, ws := bytesOf(recs), streamOf(recs)
+	for from := int64(0); from <= off; from += 1 + from/3 {
+		got := readAll(t, s, "12", from)
+		flat(t, got, from)
+		if !bytes.Equal(bytesOf(got), wb[from:]) || !bytes.Equal(streamOf(got), ws[from:]) {
+			t.Fatalf("from %d: wrong bytes", from)
+		}
+	}
 }

@@ -46,10 +46,13 @@ type Logd interface {
 
 // NewClient returns a Logd that calls logd over cc.
 func NewClient(cc grpc.ClientConnInterface) Logd {
-	return client{logdv1.NewLogdClient(cc)}
+	return client{c: logdv1.NewLogdClient(cc), cc: cc}
 }
 
-type client struct{ c logdv1.LogdClient }
+type client struct {
+	c  logdv1.LogdClient
+	cc grpc.ClientConnInterface // for Drain, which dials logd's socket itself
+}
 
 func (c client) Append(ctx context.Context, jobID string, recs []Record, eof bool) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)

@@ -204,6 +204,180 @@ func (x *ReadRequest) GetFollow() bool {
 	return false
 }
 
+// Drain, which is not a gRPC call: the job's output pipes are handed to logd
+// on a connection of their own to logd's socket (see proto/logdapi), which
+// then moves what arrives on them into the log until every pipe is at end
+// of file, closes the log and answers with a DrainResult. The connection
+// starts with the bytes "JOBLET-PIPES/1\n", then a DrainRequest (its length
+// as a 4-byte big-endian number, then its bytes) sent with the read ends
+// attached as SCM_RIGHTS. Only a root peer may hand over pipes.
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pipes         []*DrainPipe           `protobuf:"bytes,2,rep,name=pipes,proto3" json:"pipes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_logd_v1_logd_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_logd_v1_logd_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_logd_v1_logd_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DrainRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DrainRequest) GetPipes() []*DrainPipe {
+	if x != nil {
+		return x.Pipes
+	}
+	return nil
+}
+
+// DrainPipe is one of the pipes sent with a DrainRequest.
+type DrainPipe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        v1.Stream              `protobuf:"varint,1,opt,name=stream,proto3,enum=joblet.v1.Stream" json:"stream,omitempty"`
+	Index         int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // of the descriptor among those sent
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainPipe) Reset() {
+	*x = DrainPipe{}
+	mi := &file_logd_v1_logd_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainPipe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainPipe) ProtoMessage() {}
+
+func (x *DrainPipe) ProtoReflect() protoreflect.Message {
+	mi := &file_logd_v1_logd_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainPipe.ProtoReflect.Descriptor instead.
+func (*DrainPipe) Descriptor() ([]byte, []int) {
+	return file_logd_v1_logd_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DrainPipe) GetStream() v1.Stream {
+	if x != nil {
+		return x.Stream
+	}
+	return v1.Stream(0)
+}
+
+func (x *DrainPipe) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// DrainResult ends a Drain: the log's size, or why it failed (a gRPC code
+// and message, as errdefs maps them).
+type DrainResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          int64                  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	Code          int32                  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResult) Reset() {
+	*x = DrainResult{}
+	mi := &file_logd_v1_logd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResult) ProtoMessage() {}
+
+func (x *DrainResult) ProtoReflect() protoreflect.Message {
+	mi := &file_logd_v1_logd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResult.ProtoReflect.Descriptor instead.
+func (*DrainResult) Descriptor() ([]byte, []int) {
+	return file_logd_v1_logd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DrainResult) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DrainResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *DrainResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type StatRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -213,7 +387,7 @@ type StatRequest struct {
 
 func (x *StatRequest) Reset() {
 	*x = StatRequest{}
-	mi := &file_logd_v1_logd_proto_msgTypes[3]
+	mi := &file_logd_v1_logd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +399,7 @@ func (x *StatRequest) String() string {
 func (*StatRequest) ProtoMessage() {}
 
 func (x *StatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_logd_v1_logd_proto_msgTypes[3]
+	mi := &file_logd_v1_logd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +412,7 @@ func (x *StatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
 func (*StatRequest) Descriptor() ([]byte, []int) {
-	return file_logd_v1_logd_proto_rawDescGZIP(), []int{3}
+	return file_logd_v1_logd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StatRequest) GetJobId() string {
@@ -259,7 +433,7 @@ type StatResponse struct {
 
 func (x *StatResponse) Reset() {
 	*x = StatResponse{}
-	mi := &file_logd_v1_logd_proto_msgTypes[4]
+	mi := &file_logd_v1_logd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +445,7 @@ func (x *StatResponse) String() string {
 func (*StatResponse) ProtoMessage() {}
 
 func (x *StatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_logd_v1_logd_proto_msgTypes[4]
+	mi := &file_logd_v1_logd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +458,7 @@ func (x *StatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
 func (*StatResponse) Descriptor() ([]byte, []int) {
-	return file_logd_v1_logd_proto_rawDescGZIP(), []int{4}
+	return file_logd_v1_logd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StatResponse) GetSize() int64 {
@@ -325,7 +499,17 @@ const file_logd_v1_logd_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
 	"\vfrom_offset\x18\x02 \x01(\x03R\n" +
 	"fromOffset\x12\x16\n" +
-	"\x06follow\x18\x03 \x01(\bR\x06follow\"$\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\"V\n" +
+	"\fDrainRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12/\n" +
+	"\x05pipes\x18\x02 \x03(\v2\x19.joblet.logd.v1.DrainPipeR\x05pipes\"L\n" +
+	"\tDrainPipe\x12)\n" +
+	"\x06stream\x18\x01 \x01(\x0e2\x11.joblet.v1.StreamR\x06stream\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\"O\n" +
+	"\vDrainResult\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"$\n" +
 	"\vStatRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"R\n" +
 	"\fStatResponse\x12\x12\n" +
@@ -349,29 +533,34 @@ func file_logd_v1_logd_proto_rawDescGZIP() []byte {
 	return file_logd_v1_logd_proto_rawDescData
 }
 
-var file_logd_v1_logd_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_logd_v1_logd_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_logd_v1_logd_proto_goTypes = []any{
 	(*WriteRequest)(nil),  // 0: joblet.logd.v1.WriteRequest
 	(*WriteResponse)(nil), // 1: joblet.logd.v1.WriteResponse
 	(*ReadRequest)(nil),   // 2: joblet.logd.v1.ReadRequest
-	(*StatRequest)(nil),   // 3: joblet.logd.v1.StatRequest
-	(*StatResponse)(nil),  // 4: joblet.logd.v1.StatResponse
-	(v1.Stream)(0),        // 5: joblet.v1.Stream
-	(*v1.LogChunk)(nil),   // 6: joblet.v1.LogChunk
+	(*DrainRequest)(nil),  // 3: joblet.logd.v1.DrainRequest
+	(*DrainPipe)(nil),     // 4: joblet.logd.v1.DrainPipe
+	(*DrainResult)(nil),   // 5: joblet.logd.v1.DrainResult
+	(*StatRequest)(nil),   // 6: joblet.logd.v1.StatRequest
+	(*StatResponse)(nil),  // 7: joblet.logd.v1.StatResponse
+	(v1.Stream)(0),        // 8: joblet.v1.Stream
+	(*v1.LogChunk)(nil),   // 9: joblet.v1.LogChunk
 }
 var file_logd_v1_logd_proto_depIdxs = []int32{
-	5, // 0: joblet.logd.v1.WriteRequest.stream:type_name -> joblet.v1.Stream
-	0, // 1: joblet.logd.v1.Logd.Write:input_type -> joblet.logd.v1.WriteRequest
-	2, // 2: joblet.logd.v1.Logd.Read:input_type -> joblet.logd.v1.ReadRequest
-	3, // 3: joblet.logd.v1.Logd.Stat:input_type -> joblet.logd.v1.StatRequest
-	1, // 4: joblet.logd.v1.Logd.Write:output_type -> joblet.logd.v1.WriteResponse
-	6, // 5: joblet.logd.v1.Logd.Read:output_type -> joblet.v1.LogChunk
-	4, // 6: joblet.logd.v1.Logd.Stat:output_type -> joblet.logd.v1.StatResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	8, // 0: joblet.logd.v1.WriteRequest.stream:type_name -> joblet.v1.Stream
+	4, // 1: joblet.logd.v1.DrainRequest.pipes:type_name -> joblet.logd.v1.DrainPipe
+	8, // 2: joblet.logd.v1.DrainPipe.stream:type_name -> joblet.v1.Stream
+	0, // 3: joblet.logd.v1.Logd.Write:input_type -> joblet.logd.v1.WriteRequest
+	2, // 4: joblet.logd.v1.Logd.Read:input_type -> joblet.logd.v1.ReadRequest
+	6, // 5: joblet.logd.v1.Logd.Stat:input_type -> joblet.logd.v1.StatRequest
+	1, // 6: joblet.logd.v1.Logd.Write:output_type -> joblet.logd.v1.WriteResponse
+	9, // 7: joblet.logd.v1.Logd.Read:output_type -> joblet.v1.LogChunk
+	7, // 8: joblet.logd.v1.Logd.Stat:output_type -> joblet.logd.v1.StatResponse
+	6, // [6:9] is the sub-list for method output_type
+	3, // [3:6] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_logd_v1_logd_proto_init() }
@@ -385,7 +574,7 @@ func file_logd_v1_logd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_logd_v1_logd_proto_rawDesc), len(file_logd_v1_logd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
