@@ -120,7 +120,9 @@ func hostRules(t *testing.T) string {
 }
 
 // jobCgroupTree lists every directory under this suite's job cgroup parent
-// (the isolator's joblet-<hash> directory) in every hierarchy.
+// (the isolator's joblet-<hash> directory) in every hierarchy. A waiting
+// shim's spare cgroup (cgroup v1) is listed as "_spare-*": a new one
+// replaces the one a job took, and its name changes, not their number.
 func jobCgroupTree(t *testing.T, s *suite) string {
 	t.Helper()
 	pids, err := s.pids()
@@ -136,6 +138,9 @@ func jobCgroupTree(t *testing.T, s *suite) string {
 	for _, base := range bases {
 		_ = filepath.WalkDir(filepath.Join(base, own), func(p string, d fs.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
+				if strings.HasPrefix(d.Name(), "_spare-") {
+					p = filepath.Join(filepath.Dir(p), "_spare-*")
+				}
 				dirs = append(dirs, p)
 			}
 			return nil
