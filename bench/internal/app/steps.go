@@ -120,17 +120,31 @@ func (b *bench) rnx() scenarios.RNX {
 	return scenarios.RNX{Path: filepath.Join(b.suite.BinDir, "rnx"), Config: b.suite.AdminConfig()}
 }
 
+// rnxPause spaces the runs of the second `rnx run` figure: a server that
+// has just started a job starts the next one faster (on cgroup v1 the
+// kernel's migration lock skips its grace period within a burst), which
+// commands typed one at a time do not get.
+const rnxPause = 300 * time.Millisecond
+
 func (b *bench) rnxRun(context.Context) error {
-	var d []time.Duration
-	err := b.profiled("rnx-run", func() (err error) {
-		d, err = b.rnx().RunLatency(b.sizes.RNXRuns, "true")
-		return err
-	})
-	if err != nil {
-		return err
+	for _, c := range []struct {
+		name, profile string
+		pause         time.Duration
+	}{
+		{"`rnx run true`, a new rnx process each time", "rnx-run", 0},
+		{fmt.Sprintf("… one at a time, %d ms apart, as a user types them", rnxPause.Milliseconds()), "rnx-run-spaced", rnxPause},
+	} {
+		var d []time.Duration
+		err := b.profiled(c.profile, func() (err error) {
+			d, err = b.rnx().RunLatency(b.sizes.RNXRuns, c.pause, "true")
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		v := ms(d)
+		b.rep.Add(report.Row{Section: "2", Name: c.name, Unit: "ms", Value: v, Target: "p50 ≤ 15 ms", Met: met(v.Median <= 15)})
 	}
-	v := ms(d)
-	b.rep.Add(report.Row{Section: "2", Name: "`rnx run true`, a new rnx process each time", Unit: "ms", Value: v, Target: "p50 ≤ 15 ms", Met: met(v.Median <= 15)})
 	return nil
 }
 

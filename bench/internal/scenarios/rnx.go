@@ -29,9 +29,12 @@ func (r RNX) Has(subcommand, flag string) bool {
 
 // RunLatency times `rnx run ARGS...` n times (after a few unmeasured runs),
 // each a new rnx process: start, TLS handshake, RunJob, attach, exit code.
-func (r RNX) RunLatency(n int, args ...string) ([]time.Duration, error) {
+// With pause, each run starts that long after the previous one ended, as
+// commands a user types do; without, they follow each other at once.
+func (r RNX) RunLatency(n int, pause time.Duration, args ...string) ([]time.Duration, error) {
 	var out []time.Duration
 	for i := -3; i < n; i++ {
+		time.Sleep(pause)
 		d, _, err := r.Run(nil, args...)
 		if err != nil {
 			return nil, err
