@@ -126,16 +126,9 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 // it. workDir is the job's workspace: with an IO limit, the disk that backs
 // it is throttled. On error nothing is left behind.
 func (p *Parent) Create(id string, l *jobletv1.Limits, workDir string) (*Job, error) {
-	if !validID.MatchString(id) {
-		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "bad job id %q", id)
-	}
-	var dev device
-	if l.GetMaxIoBps() > 0 {
-		d, err := blockDevice(p.sysDevBlock, workDir)
-		if err != nil {
-			return nil, err
-		}
-		dev = d
+	dev, err := p.checkJob(id, l, workDir)
+	if err != nil {
+		return nil, err
 	}
 	j, err := p.b.create(id, resources(l, dev))
 	if err != nil {
@@ -143,6 +136,18 @@ func (p *Parent) Create(id string, l *jobletv1.Limits, workDir string) (*Job, er
 	}
 	p.log.Debug().Str("job_id", id).Any("paths", j.Paths()).Msg("job cgroup created")
 	return j, nil
+}
+
+// checkJob checks job id and, with an IO limit in l, returns the disk that
+// backs workDir, which the limit throttles.
+func (p *Parent) checkJob(id string, l *jobletv1.Limits, workDir string) (device, error) {
+	if !validID.MatchString(id) {
+		return device{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "bad job id %q", id)
+	}
+	if l.GetMaxIoBps() > 0 {
+		return blockDevice(p.sysDevBlock, workDir)
+	}
+	return device{}, nil
 }
 
 // Cleanup kills and removes job cgroups left by an earlier run of the

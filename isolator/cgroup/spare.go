@@ -108,16 +108,9 @@ func (s *Spare) Remove() error {
 // controller of it. On error the spare is as it was (renamed back), not
 // used: the caller stops the spare's shim, then calls Spare.Remove.
 func (p *Parent) CreateFromSpare(id string, l *jobletv1.Limits, workDir string, s *Spare) (*Job, error) {
-	if !validID.MatchString(id) {
-		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "bad job id %q", id)
-	}
-	var dev device
-	if l.GetMaxIoBps() > 0 {
-		d, err := blockDevice(p.sysDevBlock, workDir)
-		if err != nil {
-			return nil, err
-		}
-		dev = d
+	dev, err := p.checkJob(id, l, workDir)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	cgroups "github.com/opencontainers/cgroups"
 	"github.com/rs/zerolog"
 
 	"github.com/joblet-dev/joblet/isolator/cgroup"
@@ -138,11 +139,10 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 	if err != nil || r.ExitCode != 0 {
 		t.Fatalf("result %+v, %v", r, err)
 	}
-	b, err := os.ReadFile(filepath.Join(spec.WorkDir, "cg"))
+	got, err := cgroups.ParseCgroupFile(filepath.Join(spec.WorkDir, "cg"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := parseCgroups(string(b))
 	for c := range paths {
 		if !strings.HasSuffix(got[c], "/spare1") {
 			t.Errorf("the command's %s cgroup is %q, want the job's", c, got[c])
@@ -220,20 +220,6 @@ func sparesLeft(t *testing.T, parent *cgroup.Parent) []string {
 	dirs, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/joblet-shimtest-%d/_spare-*", os.Getpid()))
 	more, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/*/*/joblet-shimtest-%d/_spare-*", os.Getpid()))
 	return append(dirs, more...)
-}
-
-func parseCgroups(text string) map[string]string {
-	out := map[string]string{}
-	for line := range strings.SplitSeq(strings.TrimSpace(text), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		for c := range strings.SplitSeq(f[1], ",") {
-			out[c] = f[2]
-		}
-	}
-	return out
 }
 
 // BenchmarkStartFromSpare times a job's start as the isolator makes it on
