@@ -85,7 +85,12 @@ func (s *suite) stop(t *testing.T) {
 	t.Helper()
 	select {
 	case <-s.exited:
-		return // killed by the test, which checked what it meant to
+		// Killed by the test, which checked what it meant to; its log
+		// stays only for a failure.
+		if !t.Failed() {
+			_ = os.Remove(s.stderrLog)
+		}
+		return
 	default:
 	}
 	failed := t.Failed()

@@ -560,7 +560,7 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	}
 	usage := r.endCgroup(j, res.Usage)
 	close(j.exited)
-	r.detachLater(j.rec.GetId(), j.log) // the job's processes are gone; network.go
+	detached := r.detachFirst(j.rec.GetId(), j.log) // the job's processes are gone; network.go
 	if fw == nil && errors.Is(werr, ErrShimLost) {
 		// The shim died before closing the job's log: close it, so that
 		// followers see the job's end.
@@ -572,6 +572,11 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	}
 	id := j.rec.GetId() // the id never changes
 	r.removeDirs(id, j.log)
+	select {
+	case <-detached:
+	case <-time.After(endDetachWait):
+		j.log.Warn().Dur("waited", endDetachWait).Msg("recording the job's end before netd released its network")
+	}
 
 	r.mu.Lock()
 	rec := j.rec

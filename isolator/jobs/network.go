@@ -114,6 +114,31 @@ func (r *Registry) detachNow(id string, log zerolog.Logger) {
 	r.detachLater(id, log)
 }
 
+// endDetachWait bounds how long an ended job's final record waits for its
+// network's release (detachFirst): a netd that hangs delays the record
+// no more than that, and the release goes on in the background.
+const endDetachWait = 2 * time.Second
+
+// detachFirst releases an ended job's network in the background and
+// returns a channel closed once the first attempt is over; a failed one
+// goes on as detachLater. The job's end is recorded after that: a client
+// that sees the job ended finds its network free (rnx network remove right
+// after it no longer counts the job).
+func (r *Registry) detachFirst(id string, log zerolog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	if r.opts.Netd == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		if err := r.detachOnce(id); err != nil {
+			r.detachLater(id, log)
+		}
+	}()
+	return done
+}
+
 // detachLater releases a job's network off the caller's path, retrying with
 // backoff while netd is down. Detach is idempotent, so a retry after a
 // call that did reach netd is harmless. The registry's WaitGroup covers the

@@ -18,10 +18,11 @@ import (
 // every call.
 type fakeNetd struct {
 	mu          sync.Mutex
-	attachErr   error    // returned by Attach
-	attachFails int      // how many Attach calls fail (netd down) before one works
-	detachFails int      // how many Detach calls fail (netd down) before one works
-	calls       []string // "attach 1 bridge api", "detach 1"
+	attachErr   error         // returned by Attach
+	attachFails int           // how many Attach calls fail (netd down) before one works
+	detachFails int           // how many Detach calls fail (netd down) before one works
+	detachDelay time.Duration // how long each Detach takes
+	calls       []string      // "attach 1 bridge api", "detach 1"
 	attached    map[string]bool
 }
 
@@ -50,6 +51,10 @@ func (n *fakeNetd) Attach(_ context.Context, id, network, name string) (netdapi.
 }
 
 func (n *fakeNetd) Detach(_ context.Context, id string) error {
+	n.mu.Lock()
+	delay := n.detachDelay
+	n.mu.Unlock()
+	time.Sleep(delay)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.calls = append(n.calls, "detach "+id)
@@ -237,6 +242,25 @@ func TestNetworkDetachedWhenStartFails(t *testing.T) {
 }
 
 // While netd is down, the detach of an ended job is retried until it works.
+// A job's network is released before its end is recorded, even when netd
+// takes its time: whoever learns that the job ended (rnx, then `rnx
+// network remove`) finds the network free.
+func TestNetworkReleasedBeforeEndRecorded(t *testing.T) {
+	netd := newFakeNetd()
+	netd.detachDelay = 200 * time.Millisecond
+	f := newFixture(t, func(o *Options) { o.Netd = netd })
+	id := f.run("true").GetId()
+	if j := f.wait(id); j.GetState() != completed {
+		t.Fatalf("record %v", j)
+	}
+	netd.mu.Lock()
+	attached := netd.attached[id]
+	netd.mu.Unlock()
+	if attached {
+		t.Fatalf("job %s ended with its network still attached; calls %v", id, netd.callsOf(id))
+	}
+}
+
 func TestDetachRetried(t *testing.T) {
 	netd := newFakeNetd()
 	netd.detachFails = 3
