@@ -242,14 +242,18 @@ func TestNetworkDetachedWhenStartFails(t *testing.T) {
 }
 
 // While netd is down, the detach of an ended job is retried until it works.
-// A job's network is released before its end is recorded, even when netd
-// takes its time: whoever learns that the job ended (rnx, then `rnx
-// network remove`) finds the network free.
+// A job's network of a user's own is released before its end is
+// recorded, even when netd takes its time: whoever learns that the job
+// ended (rnx, then `rnx network remove`) finds the network free.
 func TestNetworkReleasedBeforeEndRecorded(t *testing.T) {
 	netd := newFakeNetd()
 	netd.detachDelay = 200 * time.Millisecond
 	f := newFixture(t, func(o *Options) { o.Netd = netd })
-	id := f.run("true").GetId()
+	j, err := f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "true", Network: "team-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := j.GetId()
 	if j := f.wait(id); j.GetState() != completed {
 		t.Fatalf("record %v", j)
 	}
