@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -33,6 +34,31 @@ func TestRunExitCode(t *testing.T) {
 	needSuite(t)
 	if r := rnx(t, "run", "sh", "-c", "exit 3"); r.code != 3 {
 		t.Errorf("rnx run sh -c 'exit 3': want exit 3; got %v", r)
+	}
+}
+
+// A command that is not there, or not executable, ends rnx as a shell
+// would (127, 126), names the job, and the job's record says the same.
+func TestRunOfAMissingCommandExitsAsAShell(t *testing.T) {
+	needSuite(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"joblet-no-such-command"}, 127, "command not found: joblet-no-such-command"},
+		{[]string{"/etc/hostname"}, 126, "cannot execute /etc/hostname"},
+	} {
+		r := rnx(t, append([]string{"run"}, tc.args...)...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.says) {
+			t.Errorf("rnx run %s: want exit %d and %q on stderr; got %v", tc.args[0], tc.code, tc.says, r)
+			continue
+		}
+		id := headerID(t, r.stderr)
+		st := rnx(t, "status", id)
+		if st.code != 0 || !strings.Contains(st.stdout, "FAILED") || !strings.Contains(st.stdout, fmt.Sprintf("Exit Code: %d", tc.code)) {
+			t.Errorf("rnx status %s: want FAILED with exit code %d; got %v", id, tc.code, st)
+		}
 	}
 }
 

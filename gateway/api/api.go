@@ -183,8 +183,12 @@ func userError(ctx context.Context, helper string, err error) error {
 	// Anything else (a helper's internal error, an unexpected status) could
 	// carry internals: log it, tell the client only that it failed.
 	log.Error().Err(err).Str("helper", helper).Msg("helper call failed")
-	return status.Error(codes.Internal, "internal error")
+	return errdefs.ToGRPC(errdefs.WithJob(errHelperFailed, errdefs.JobOf(err)))
 }
+
+// errHelperFailed stands for a helper's error whose details stay in the
+// gateway's log; ToGRPC tells the client only "internal error".
+var errHelperFailed = errors.New("helper call failed")
 
 func knownKind(err error) bool {
 	for _, k := range []error{

@@ -526,7 +526,9 @@ func (r *Registry) failStart(j *job, err error) (*jobletv1.Job, error) {
 		j.log.Error().Err(serr).Msg("cannot save job record")
 	}
 	r.wg.Done()
-	return snap, fmt.Errorf("job %s: %w", id, err)
+	// The caller is told the error and given the record, so a client can
+	// say which job failed and exit as a shell would (127, 126).
+	return snap, errdefs.WithJob(fmt.Errorf("job %s: %w", id, err), snap)
 }
 
 // stateError is what a caller is told when the state cannot be written:

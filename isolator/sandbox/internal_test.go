@@ -26,7 +26,7 @@ func TestErrorsCrossThePipe(t *testing.T) {
 
 	notFound := &stepError{class: classNotFound, step: "look up foo", err: os.ErrNotExist}
 	err = decodeError(spec, errorMessage(notFound))
-	if !errors.Is(err, errdefs.ErrInvalidArgument) || err.Error() != "command not found: foo" {
+	if !errors.Is(err, errdefs.ErrNotFound) || err.Error() != "command not found: foo" {
 		t.Errorf("not found: got %v", err)
 	}
 }

@@ -321,16 +321,16 @@ func TestCommandNotFound(t *testing.T) {
 	spec, marker := newSpec(t, "joblet-no-such-command")
 	before := countChildren(t)
 	_, err := start(t, spec, marker)
-	if !errors.Is(err, errdefs.ErrInvalidArgument) || err.Error() != "command not found: joblet-no-such-command" {
-		t.Fatalf("got %v, want invalid argument \"command not found: joblet-no-such-command\"", err)
+	if !errors.Is(err, errdefs.ErrNotFound) || err.Error() != "command not found: joblet-no-such-command" {
+		t.Fatalf("got %v, want not found \"command not found: joblet-no-such-command\"", err)
 	}
 	if after := countChildren(t); after != before {
 		t.Errorf("children of the test went from %d to %d after a failed Start", before, after)
 	}
 	spec, marker = newSpec(t, "/work")
 	_, err = start(t, spec, marker)
-	if !errors.Is(err, errdefs.ErrInvalidArgument) || err.Error() != "cannot execute /work: permission denied" {
-		t.Errorf("exec of a directory: got %v, want invalid argument \"cannot execute /work: permission denied\"", err)
+	if !errors.Is(err, errdefs.ErrPermissionDenied) || err.Error() != "cannot execute /work: permission denied" {
+		t.Errorf("exec of a directory: got %v, want permission denied \"cannot execute /work: permission denied\"", err)
 	}
 	if _, err := start(t, sandbox.Spec{ID: "x", Args: []string{"true"}}, ""); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("invalid spec: got %v, want invalid argument", err)

@@ -164,10 +164,10 @@ func (e *InitError) Unwrap() error {
 // decodeError turns an error message from the init into the caller's error.
 func decodeError(spec *Spec, m message) error {
 	switch m.Class {
-	case classNotFound:
-		return kind.Errorf(kind.ErrInvalidArgument, "command not found: %s", spec.Args[0])
-	case classExec:
-		return kind.Errorf(kind.ErrInvalidArgument, "cannot execute %s: %s", spec.Args[0], m.Msg)
+	case classNotFound: // a shell's 127
+		return kind.Errorf(kind.ErrNotFound, "command not found: %s", spec.Args[0])
+	case classExec: // a shell's 126: there, but not executable
+		return kind.Errorf(kind.ErrPermissionDenied, "cannot execute %s: %s", spec.Args[0], m.Msg)
 	}
 	return &InitError{ID: spec.ID, Step: m.Step, Msg: m.Msg, Errno: syscall.Errno(m.Errno)}
 }

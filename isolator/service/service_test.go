@@ -277,14 +277,29 @@ func TestJobsThroughTheSocket(t *testing.T) {
 		}
 	})
 	t.Run("not found", func(t *testing.T) {
-		_, err := s.client.Run(ctx, &jobletv1.JobSpec{Command: "no-such-command-joblet"})
-		if err == nil || !strings.Contains(err.Error(), "not found") {
-			t.Fatalf("err %v", err)
-		}
-		jobs, _ := s.client.List(ctx)
-		last := jobs[len(jobs)-1]
-		if last.GetState() != jobletv1.JobState_JOB_STATE_FAILED || !strings.Contains(last.GetReason(), "not found") {
-			t.Fatalf("record %v", last)
+		// The error crosses the socket with its kind and the job's
+		// record, whose exit code is a shell's: 127 not found, 126 not
+		// executable.
+		for _, tc := range []struct {
+			cmd  string
+			kind error
+			exit int32
+		}{
+			{"no-such-command-joblet", errdefs.ErrNotFound, 127},
+			{"/etc/hostname", errdefs.ErrPermissionDenied, 126},
+		} {
+			_, err := s.client.Run(ctx, &jobletv1.JobSpec{Command: tc.cmd})
+			if !errors.Is(err, tc.kind) {
+				t.Fatalf("%s: err %v, want %v", tc.cmd, err, tc.kind)
+			}
+			jobs, _ := s.client.List(ctx)
+			last := jobs[len(jobs)-1]
+			if last.GetState() != jobletv1.JobState_JOB_STATE_FAILED || last.GetExitCode() != tc.exit || !strings.Contains(last.GetReason(), tc.cmd) {
+				t.Fatalf("%s: record %v", tc.cmd, last)
+			}
+			if j := errdefs.JobOf(err); j.GetId() != last.GetId() || j.GetExitCode() != tc.exit {
+				t.Fatalf("%s: the error carries %v, want the record %v", tc.cmd, j, last)
+			}
 		}
 	})
 	t.Run("invalid", func(t *testing.T) {
@@ -319,7 +334,7 @@ func TestJobsThroughTheSocket(t *testing.T) {
 	})
 	t.Run("list", func(t *testing.T) {
 		jobs, err := s.client.List(ctx)
-		if err != nil || len(jobs) != 5 {
+		if err != nil || len(jobs) != 6 {
 			t.Fatalf("%d jobs, %v", len(jobs), err)
 		}
 		for i, j := range jobs {

@@ -234,8 +234,8 @@ func TestFailedStartReaps(t *testing.T) {
 	p := NewPool(1)
 	defer p.Close()
 	_, err := p.Start(jobSpec(t, "1", "no-such-command-joblet"))
-	if !errors.Is(err, errdefs.ErrInvalidArgument) || err.Error() != "command not found: no-such-command-joblet" {
-		t.Fatalf("got %v, want invalid argument: command not found", err)
+	if !errors.Is(err, errdefs.ErrNotFound) || err.Error() != "command not found: no-such-command-joblet" {
+		t.Fatalf("got %v, want not found: command not found", err)
 	}
 	spec := jobSpec(t, "2", "true")
 	spec.Placer = failingPlacer{}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/joblet-dev/joblet/proto/errdefs/kind"
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
 // The kinds of error a caller can act on (defined in package kind, which
@@ -63,10 +64,21 @@ func ToGRPC(err error) error {
 	}
 	for _, k := range kinds {
 		if errors.Is(err, k.err) {
-			return status.Error(k.code, err.Error())
+			return withJob(status.New(k.code, err.Error()), JobOf(err))
 		}
 	}
-	return status.Error(codes.Internal, "internal error")
+	return withJob(status.New(codes.Internal, "internal error"), JobOf(err))
+}
+
+// withJob returns st as an error, with job as its detail when there is one.
+func withJob(st *status.Status, job *jobletv1.Job) error {
+	if job == nil {
+		return st.Err()
+	}
+	if d, err := st.WithDetails(job); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // FromGRPC turns a gRPC status error back into an error of the matching kind,
@@ -79,9 +91,10 @@ func FromGRPC(err error) error {
 	if !ok {
 		return err
 	}
+	job := statusJob(st)
 	for _, k := range kinds {
 		if st.Code() == k.code {
-			return kind.Errorf(k.err, "%s", st.Message())
+			return WithJob(kind.Errorf(k.err, "%s", st.Message()), job)
 		}
 	}
 	switch st.Code() {
@@ -92,6 +105,48 @@ func FromGRPC(err error) error {
 	}
 	return err
 }
+
+// WithJob attaches the record of the job err is about: a job that was
+// created but could not start is recorded FAILED, and the caller is told
+// both the error and the record (its id, its exit code: 127 for a command
+// not found, as a shell has it). The record crosses every gRPC edge as the
+// status's detail; JobOf gives it back. A nil job returns err unchanged.
+func WithJob(err error, job *jobletv1.Job) error {
+	if err == nil || job == nil {
+		return err
+	}
+	return &jobError{err: err, job: job}
+}
+
+// JobOf returns the job record attached to err by WithJob, or carried by
+// a gRPC status error as its detail, or nil.
+func JobOf(err error) *jobletv1.Job {
+	var je *jobError
+	if errors.As(err, &je) {
+		return je.job
+	}
+	if st, ok := status.FromError(err); ok {
+		return statusJob(st)
+	}
+	return nil
+}
+
+func statusJob(st *status.Status) *jobletv1.Job {
+	for _, d := range st.Details() {
+		if j, ok := d.(*jobletv1.Job); ok {
+			return j
+		}
+	}
+	return nil
+}
+
+type jobError struct {
+	err error
+	job *jobletv1.Job
+}
+
+func (e *jobError) Error() string { return e.err.Error() }
+func (e *jobError) Unwrap() error { return e.err }
 
 func hasKind(err error) bool {
 	for _, k := range kinds {

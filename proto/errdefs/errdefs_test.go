@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -24,6 +26,36 @@ func TestRoundTrip(t *testing.T) {
 		if back.Error() != err.Error() {
 			t.Fatalf("message changed: %q -> %q", err.Error(), back.Error())
 		}
+	}
+}
+
+// A job's record attached to an error crosses two gRPC edges (isolator →
+// gateway → client) with the kind and message, also when the error itself
+// is internal and its message is withheld.
+func TestJobCrossesEdges(t *testing.T) {
+	job := &jobletv1.Job{Id: "7", State: jobletv1.JobState_JOB_STATE_FAILED, ExitCode: 127}
+	for _, tc := range []struct {
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		{Errorf(ErrNotFound, "job 7: command not found: x"), codes.NotFound, "run: job 7: command not found: x"},
+		{errors.New("mount /var/lib/secret: busy"), codes.Internal, "internal error"},
+	} {
+		wire := ToGRPC(FromGRPC(ToGRPC(WithJob(fmt.Errorf("run: %w", tc.err), job))))
+		st, _ := status.FromError(wire)
+		if st.Code() != tc.code || st.Message() != tc.msg {
+			t.Fatalf("%v: got %v %q", tc.err, st.Code(), st.Message())
+		}
+		if got := JobOf(wire); got.GetId() != "7" || got.GetExitCode() != 127 {
+			t.Fatalf("%v: job on the wire %v", tc.err, got)
+		}
+		if got := JobOf(FromGRPC(wire)); got.GetId() != "7" {
+			t.Fatalf("%v: job after FromGRPC %v", tc.err, got)
+		}
+	}
+	if WithJob(nil, job) != nil || JobOf(ToGRPC(Errorf(ErrNotFound, "x"))) != nil {
+		t.Fatal("no error or no job must stay so")
 	}
 }
 

@@ -142,8 +142,18 @@ func (n *notifyOnWrite) Write(p []byte) (int, error) {
 func TestRunFailedToStart(t *testing.T) {
 	s := newSuite(t)
 	r := s.rnx(t, "run", "missing")
-	if r.code != 127 || !strings.HasSuffix(r.stderr, "Status: FAILED\nrnx: job 1 failed: exec: \"missing\": executable file not found\n") {
+	if r.code != 127 || r.stdout != "" || !strings.HasSuffix(r.stderr, "Status: FAILED\nrnx: job 1 failed: command not found: missing\n") {
 		t.Fatalf("got %+v", r)
+	}
+	r = s.rnx(t, "run", "notexec")
+	if r.code != 126 || !strings.HasSuffix(r.stderr, "rnx: job 2 failed: cannot execute: notexec\n") {
+		t.Fatalf("got %+v", r)
+	}
+	// Detached, the header goes to stdout as for any job, and the exit
+	// code still says the job did not start.
+	r = s.rnx(t, "run", "-d", "missing")
+	if r.code != 127 || !strings.Contains(r.stdout, "ID: 3") || !strings.HasSuffix(r.stderr, "rnx: job 3 failed: command not found: missing\n") {
+		t.Fatalf("detached: got %+v", r)
 	}
 }
 

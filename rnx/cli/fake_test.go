@@ -17,6 +17,7 @@ import (
 
 	"github.com/joblet-dev/joblet/deploy/certs"
 	"github.com/joblet-dev/joblet/proto/clientconfig"
+	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -169,11 +170,19 @@ func (f *fakeJobs) RunJob(ctx context.Context, req *jobletv1.RunJobRequest) (*jo
 		fj.failAfter = 2
 	case "evil":
 		fj.output = []*jobletv1.LogChunk{chunk(jobletv1.Stream_STREAM_STDOUT, []byte("\x1b]0;pwned\x07hi\n"))}
-	case "missing":
+	case "missing", "notexec":
+		// As the isolator does: the job is recorded FAILED with a shell's
+		// exit code, and the error carries the record.
 		job.State = jobletv1.JobState_JOB_STATE_FAILED
 		job.StartTime = nil
-		job.Reason = "exec: \"missing\": executable file not found"
-		final = cloneJob(job)
+		kind, code, msg := errdefs.ErrNotFound, int32(127), "command not found: "
+		if spec.GetCommand() == "notexec" {
+			kind, code, msg = errdefs.ErrPermissionDenied, 126, "cannot execute: "
+		}
+		job.Reason, job.ExitCode = msg+spec.GetCommand(), code
+		f.jobs[id] = &fakeJob{job: job, final: cloneJob(job), done: make(chan struct{})}
+		close(f.jobs[id].done)
+		return nil, errdefs.ToGRPC(errdefs.WithJob(errdefs.Errorf(kind, "job %s: %s", id, job.Reason), cloneJob(job)))
 	case "sleep":
 		fj.output = []*jobletv1.LogChunk{chunk(jobletv1.Stream_STREAM_STDOUT, []byte("sleeping\n"))}
 		f.jobs[id] = fj

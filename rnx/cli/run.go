@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 	"github.com/joblet-dev/joblet/rnx/client"
 	"github.com/joblet-dev/joblet/rnx/jobspec"
@@ -96,16 +97,24 @@ func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, plan *upload.Plan
 	}
 	job, err := a.startJob(ctx, conn, spec, plan) // upload.go
 	if err != nil {
-		return conn.Explain(err)
+		// A job that was made but could not start comes with its record:
+		// show it and exit as a shell would (127: command not found).
+		if job = errdefs.JobOf(err); !render.Ended(job.GetState()) {
+			return conn.Explain(err)
+		}
 	}
+	header := a.env.Stderr
 	if detach {
-		return render.Header(a.env.Stdout, job)
+		header = a.env.Stdout
 	}
-	if err := render.Header(a.env.Stderr, job); err != nil {
+	if err := render.Header(header, job); err != nil {
 		return err
 	}
 	if render.Ended(job.GetState()) { // failed before it could run: nothing to follow
 		return a.exitWith(job)
+	}
+	if detach {
+		return nil
 	}
 	return a.attach(ctx, conn, job.GetId(), sigs)
 }
