@@ -562,10 +562,7 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	}
 	usage := r.endCgroup(j, res.Usage)
 	close(j.exited)
-	r.mu.Lock()
-	network := j.rec.GetNetwork()
-	r.mu.Unlock()
-	detached := r.detachFirst(j.rec.GetId(), network, j.log) // the job's processes are gone; network.go
+	detached := r.detachFirst(j.rec.GetId(), j.log) // the job's processes are gone; network.go
 	if fw == nil && errors.Is(werr, ErrShimLost) {
 		// The shim died before closing the job's log: close it, so that
 		// followers see the job's end.

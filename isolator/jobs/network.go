@@ -122,19 +122,13 @@ const endDetachWait = 2 * time.Second
 // detachFirst releases an ended job's network in the background and
 // returns a channel closed once the first attempt is over; a failed one
 // goes on as detachLater. The job's end is recorded after that: a client
-// that sees the job ended finds its network free (rnx network remove right
-// after it no longer counts the job). A built-in network cannot be
-// removed, so its release is not waited for: tearing down a veth pair
-// takes the kernel ~20 ms here, which every bridge job's end would pay.
-func (r *Registry) detachFirst(id, network string, log zerolog.Logger) <-chan struct{} {
+// that sees the job ended finds its network free (rnx network list no
+// longer counts the job, and rnx network remove right after it works).
+// netd answers a Detach once the job is out of its state, before the
+// kernel removes the veth pair (~20 ms here), so the wait is short.
+func (r *Registry) detachFirst(id string, log zerolog.Logger) <-chan struct{} {
 	done := make(chan struct{})
 	if r.opts.Netd == nil {
-		close(done)
-		return done
-	}
-	switch network {
-	case netdapi.None, netdapi.Bridge, netdapi.Isolated:
-		r.detachLater(id, log)
 		close(done)
 		return done
 	}

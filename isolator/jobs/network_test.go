@@ -242,26 +242,28 @@ func TestNetworkDetachedWhenStartFails(t *testing.T) {
 }
 
 // While netd is down, the detach of an ended job is retried until it works.
-// A job's network of a user's own is released before its end is
-// recorded, even when netd takes its time: whoever learns that the job
-// ended (rnx, then `rnx network remove`) finds the network free.
+// A job's network is released before its end is recorded, even when netd
+// takes its time: whoever learns that the job ended (rnx, then `rnx
+// network list` or `rnx network remove`) finds the network free.
 func TestNetworkReleasedBeforeEndRecorded(t *testing.T) {
 	netd := newFakeNetd()
 	netd.detachDelay = 200 * time.Millisecond
 	f := newFixture(t, func(o *Options) { o.Netd = netd })
-	j, err := f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "true", Network: "team-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := j.GetId()
-	if j := f.wait(id); j.GetState() != completed {
-		t.Fatalf("record %v", j)
-	}
-	netd.mu.Lock()
-	attached := netd.attached[id]
-	netd.mu.Unlock()
-	if attached {
-		t.Fatalf("job %s ended with its network still attached; calls %v", id, netd.callsOf(id))
+	for _, network := range []string{"team-a", "bridge", "none"} {
+		j, err := f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "true", Network: network})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := j.GetId()
+		if j := f.wait(id); j.GetState() != completed {
+			t.Fatalf("%s: record %v", network, j)
+		}
+		netd.mu.Lock()
+		attached := netd.attached[id]
+		netd.mu.Unlock()
+		if attached {
+			t.Errorf("job %s on %s ended with its network still attached; calls %v", id, network, netd.callsOf(id))
+		}
 	}
 }
 

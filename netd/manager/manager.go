@@ -59,6 +59,9 @@ type network struct {
 	isolated     bool
 	pool         *ipam.Pool
 	dns          *dns.Responder
+	// tearing counts the detached jobs whose veth pair is still being
+	// removed (m.mu); their addresses are freed when it is done.
+	tearing int
 }
 
 func (n *network) gateway() netip.Addr { return ipam.Gateway(n.prefix) }
@@ -96,6 +99,10 @@ type Manager struct {
 	// thread, and the Go runtime keeps each thread it ever made, so a
 	// burst of 32 attaches grew netd by ~50 threads and 3 MiB for good.
 	kernel chan struct{}
+	// torn is signalled (on mu) each time a detached job's teardown ends;
+	// teardowns counts those under way, for Close and Purge.
+	torn      *sync.Cond
+	teardowns sync.WaitGroup
 
 	stopWatch chan struct{} // closed to stop the periodic check (watch.go)
 	watchDone chan struct{}
@@ -141,6 +148,7 @@ func Open(opts Options) (*Manager, error) {
 	}
 	m := &Manager{opts: opts, log: opts.Log, store: store, fw: fw, upstreams: ups, bootID: boot,
 		nets: map[string]*network{}, leases: map[string]*lease{}, kernel: make(chan struct{}, kernelWorkers)}
+	m.torn = sync.NewCond(&m.mu)
 	if err := m.load(st); err != nil {
 		return nil, err
 	}
@@ -241,6 +249,7 @@ func (m *Manager) sortedNets() []*network {
 // down.
 func (m *Manager) Close() error {
 	m.stopWatching()
+	m.teardowns.Wait()
 	m.mu.Lock()
 	gen := m.gen
 	m.mu.Unlock()
@@ -395,6 +404,15 @@ func (m *Manager) Attach(ctx context.Context, jobID, netName, name string) (netd
 		}
 	}
 	ip, err := n.pool.Allocate(jobID)
+	if errors.Is(err, errdefs.ErrResourceExhausted) && n.tearing > 0 {
+		// A job detached from a full network frees its address once its
+		// veth pair is gone: wait for that rather than refuse, then start
+		// over (the lock was let go: the job's lease or its name may have
+		// been taken meanwhile).
+		m.torn.Wait()
+		m.mu.Unlock()
+		return m.Attach(ctx, jobID, netName, name)
+	}
 	if err != nil {
 		m.mu.Unlock()
 		return netdapi.Attachment{}, err
@@ -478,10 +496,13 @@ func (m *Manager) dropLease(l *lease) {
 }
 
 // Detach implements netdapi.Netd. The lease leaves the saved state first
-// (a full disk refuses the Detach and keeps it, and the caller retries),
-// then the kernel work happens outside the lock, so that it never delays
-// another job's Attach; the address is freed only once the veth pair is
-// gone.
+// (a full disk refuses the Detach and keeps it, and the caller retries);
+// Detach returns once the job no longer counts on its network, and its
+// veth pair and pin are removed after that, outside the lock: deleting a
+// veth pair takes the kernel ~20 ms here, which neither the job's end nor
+// another job's Attach should wait for. The address is freed only once
+// the pair is gone; RemoveNetwork, and an Attach to a network that is
+// full, wait for the network's teardowns under way.
 func (m *Manager) Detach(ctx context.Context, jobID string) error {
 	if err := validate.JobID(jobID); err != nil {
 		return err
@@ -512,21 +533,41 @@ func (m *Manager) Detach(ctx context.Context, jobID string) error {
 	if l.busy != nil {
 		m.settle(l)
 	}
-	m.mu.Unlock()
-
-	terr := m.jobKernelWork(func() error { return m.teardown(l.Lease) })
-	m.mu.Lock()
-	if n, ok := m.nets[l.Network]; ok && l.IP != "" {
-		n.pool.Release(netip.MustParseAddr(l.IP))
+	n := m.nets[l.Network]
+	if n != nil {
+		n.tearing++
 	}
+	m.teardowns.Add(1)
 	m.mu.Unlock()
-	if terr != nil {
-		// Reconcile removes what is left at the next start.
-		m.log.Error().Err(terr).Str("job_id", jobID).Msg("detach teardown")
-		return fmt.Errorf("release network of job %s: %w", jobID, terr)
+	if l.Veth == "" {
+		m.finishDetach(l.Lease, n) // a pin at most: no kernel work to wait for
+		return nil
 	}
-	m.log.Info().Str("job_id", jobID).Str("network", l.Network).Msg("detached")
+	go m.finishDetach(l.Lease, n)
 	return nil
+}
+
+// finishDetach removes a detached job's veth pair and pin, then frees its
+// address on n (nil: a network without addresses, or removed meanwhile).
+func (m *Manager) finishDetach(l state.Lease, n *network) {
+	defer m.teardowns.Done()
+	err := m.jobKernelWork(func() error { return m.teardown(l) })
+	m.mu.Lock()
+	if n != nil {
+		if l.IP != "" {
+			n.pool.Release(netip.MustParseAddr(l.IP))
+		}
+		n.tearing--
+	}
+	m.torn.Broadcast()
+	m.mu.Unlock()
+	log := m.log.With().Str("job_id", l.JobID).Str("network", l.Network).Logger()
+	if err != nil {
+		// The next netd's reconcile removes what is left.
+		log.Error().Err(err).Msg("detach teardown")
+		return
+	}
+	log.Info().Msg("detached")
 }
 
 // CreateNetwork implements netdapi.Netd.
@@ -611,12 +652,21 @@ func (m *Manager) RemoveNetwork(ctx context.Context, name string) error {
 	if slices.Contains(validate.Reserved, name) {
 		return errdefs.Errorf(errdefs.ErrInvalidArgument, "network %q is built in and cannot be removed", name)
 	}
-	n, ok := m.nets[name]
-	if !ok {
-		return errdefs.Errorf(errdefs.ErrNotFound, "network %q does not exist", name)
-	}
-	if jobs := m.jobsOn(name); jobs > 0 {
-		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "network %q is used by %d job(s)", name, jobs)
+	var n *network
+	for {
+		var ok bool
+		if n, ok = m.nets[name]; !ok {
+			return errdefs.Errorf(errdefs.ErrNotFound, "network %q does not exist", name)
+		}
+		if jobs := m.jobsOn(name); jobs > 0 {
+			return errdefs.Errorf(errdefs.ErrFailedPrecondition, "network %q is used by %d job(s)", name, jobs)
+		}
+		if n.tearing == 0 {
+			break
+		}
+		// Jobs detached just before: their veth pairs go first, so the
+		// bridge goes with nothing of theirs left on it.
+		m.torn.Wait()
 	}
 	delete(m.nets, name)
 	if err := m.saveLocked(); err != nil {

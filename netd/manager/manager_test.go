@@ -123,6 +123,7 @@ func detachAll(t testing.TB, m *Manager) {
 			t.Errorf("detach %s: %v", id, err)
 		}
 	}
+	m.teardowns.Wait() // the veth pairs go after Detach returns
 }
 
 func TestNames(t *testing.T) {

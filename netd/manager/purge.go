@@ -19,6 +19,7 @@ const ipForward = "/proc/sys/net/ipv4/ip_forward"
 // Call it last: the Manager must not be used afterwards.
 func (m *Manager) Purge() error {
 	m.stopWatching() // or it would restore what Purge removes
+	m.teardowns.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error

@@ -72,6 +72,7 @@ func TestConcurrentAttachesAreSaved(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	m.teardowns.Wait() // the veth pairs go after Detach returns
 	if got := hostLinks(t, "jv"); len(got) != 0 {
 		t.Errorf("veths left: %v", got)
 	}
@@ -222,6 +223,7 @@ func TestConcurrentAttachesKeepThreadsFew(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	m.teardowns.Wait()
 	// The kernel workers, the saver and a few the runtime makes for
 	// itself; without the bound, 29 here.
 	const most = 8
