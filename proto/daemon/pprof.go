@@ -6,7 +6,9 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,7 +19,9 @@ import (
 // EnvPprofDir, when set, makes every daemon profile itself (development
 // only): a CPU profile of its whole run, written as
 // cpu-<service>-<pid>.pprof when it stops, and a heap profile
-// heap-<service>-<pid>-<time>.pprof when it stops and on each SIGUSR1. The
+// heap-<service>-<pid>-<time>.pprof when it stops and on each SIGUSR1, with
+// the runtime's memory classes beside it (mem-<service>-<pid>-<time>.txt:
+// where the RSS that is not live heap goes, e.g. stacks, metadata). The
 // directory must exist and be writable by every service (the gateway runs
 // unprivileged). Read them with `go tool pprof`.
 const EnvPprofDir = "JOBLET_PPROF_DIR"
@@ -89,6 +93,30 @@ func (p *profiler) writeHeap() {
 		return
 	}
 	p.log.Info().Str("file", name).Msg("heap profile written")
+	if err := p.writeMemClasses(strings.TrimSuffix(strings.Replace(name, "heap-", "mem-", 1), ".pprof") + ".txt"); err != nil {
+		p.log.Warn().Err(err).Msg("no memory classes")
+	}
+}
+
+// writeMemClasses writes the runtime's memory classes and a few counts, one
+// "name value" per line.
+func (p *profiler) writeMemClasses(name string) error {
+	var samples []metrics.Sample
+	for _, d := range metrics.All() {
+		if d.Kind == metrics.KindUint64 && (strings.HasPrefix(d.Name, "/memory/classes/") ||
+			d.Name == "/sched/goroutines:goroutines" || d.Name == "/gc/heap/objects:objects") {
+			samples = append(samples, metrics.Sample{Name: d.Name})
+		}
+	}
+	metrics.Read(samples)
+	var b strings.Builder
+	for _, s := range samples {
+		fmt.Fprintf(&b, "%s %d\n", s.Name, s.Value.Uint64())
+	}
+	if n, err := os.ReadDir("/proc/self/task"); err == nil {
+		fmt.Fprintf(&b, "threads %d\n", len(n))
+	}
+	return os.WriteFile(name, []byte(b.String()), 0o644)
 }
 
 func (p *profiler) stop() {
