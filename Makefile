@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 MODULES := proto deploy logd isolator gateway rnx supervisor scheduler netd bench
 BIN := bin
-BINARIES := joblet:supervisor joblet-isolator:isolator joblet-sandbox-init:isolator joblet-logd:logd joblet-gateway:gateway rnx:rnx joblet-scheduler:scheduler joblet-netd:netd
+BINARIES := joblet:supervisor joblet-isolator:isolator joblet-shim:isolator joblet-sandbox-init:isolator joblet-logd:logd joblet-gateway:gateway rnx:rnx joblet-scheduler:scheduler joblet-netd:netd
 GO ?= go
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
@@ -14,12 +14,15 @@ PROTOS = $(shell cd proto && find . -name '*.proto' -not -path './gen/*' | sed '
 all: build
 
 ## build: compile every binary into bin/ (static, as the .deb ships them: no dynamic loader at each
-## start of a job's shim, init and exec stage)
+## start of a job's shim, init and exec stage). The per-job helpers (shim, init) are stripped, as the
+## .deb's binaries are: the isolator keeps a sealed in-memory copy of each; the daemons keep their
+## symbols for perf (make bench -perf)
+HELPERS := joblet-shim joblet-sandbox-init
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do name=$${b%%:*}; mod=$${b##*:}; \
-		echo "go build $$name"; \
-		CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
+		echo "go build $$name"; flags=; case " $(HELPERS) " in *" $$name "*) flags="-ldflags=-s -w" ;; esac; \
+		CGO_ENABLED=0 $(GO) build -trimpath $${flags:+"$$flags"} -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
 
 ## run: start the whole suite in embedded mode, in the foreground (root)
 run: deps build

@@ -115,6 +115,17 @@ if journalctl -u joblet-isolator --no-pager -o cat | grep -q "jobs' inits run fr
 else
 	fail "init binary" "$(journalctl -u joblet-isolator --no-pager -o cat | grep -i 'init binary' | tail -2)"
 fi
+# A running job's shim runs from the packaged shim binary's sealed copy, not from the isolator's.
+id=$(rnx run --detach sleep 20 2>/dev/null | hdr_id)
+sleep 2
+shim=$(pgrep -x joblet-shim | head -1 || true)
+exe=$([[ -n $shim ]] && readlink "/proc/$shim/exe" || true)
+if [[ $exe == *memfd:joblet-shim* ]]; then
+	pass "jobs' shims run from /usr/lib/joblet/joblet-shim"
+else
+	fail "shim binary" "shim pid '$shim' runs from '$exe'"
+fi
+[[ -n $id ]] && rnx stop "$id" >/dev/null 2>&1 || true
 
 echo "== limits (cgroup v2)"
 # Detached, with a generous wait: under software emulation on a busy host

@@ -151,32 +151,44 @@ func keep(f *os.File) (*os.File, error) {
 // That binary links only this package: it starts in about a third of the
 // time of the isolator's and maps a sixth of its size, twice per job (the
 // init, which stays for the job's life, and the exec stage). The file
-// must be a regular file owned by root and writable by no one else, as the
-// daemon's own executable is: whoever can write it runs code as root.
+// must be safe as SealBinary says.
 func UseInitBinary(path string) error {
-	f, err := os.Open(path)
+	kept, err := SealBinary(path, "joblet-init")
 	if err != nil {
 		return fmt.Errorf("init binary: %w", err)
+	}
+	setInit(kept)
+	return nil
+}
+
+// SealBinary returns a sealed in-memory copy, called name, of the helper
+// binary at path (the job's init, or the job's shim), kept open for the
+// life of the process. The file must be a regular file owned by root and
+// writable by no one else, as the daemon's own executable is: whoever can
+// write it runs code as root.
+func SealBinary(path, name string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return fmt.Errorf("init binary %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("init binary %s: not a regular file", path)
+		return nil, fmt.Errorf("%s: not a regular file", path)
 	case st.Uid != 0:
-		return fmt.Errorf("init binary %s: owned by uid %d, not root", path, st.Uid)
+		return nil, fmt.Errorf("%s: owned by uid %d, not root", path, st.Uid)
 	case st.Mode&0o022 != 0:
-		return fmt.Errorf("init binary %s: writable by group or others (mode %#o)", path, st.Mode&0o777)
+		return nil, fmt.Errorf("%s: writable by group or others (mode %#o)", path, st.Mode&0o777)
 	}
-	kept, err := sealCopy(f, "joblet-init")
+	kept, err := sealCopy(f, name)
 	if err != nil {
-		return fmt.Errorf("init binary %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	setInit(kept)
-	return nil
+	return kept, nil
 }
 
 // InitFile is the sealed init binary set by UseInitBinary or InheritInit,

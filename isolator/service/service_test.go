@@ -90,6 +90,33 @@ func (l *memLogd) Append(_ context.Context, id string, recs []logdapi.Record, eo
 	return int64(b.Len()), nil
 }
 
+// Drain takes a job's output pipes, as logd does (logdapi.ServePipes): a
+// job's shim hands them over and has no other way to deliver the output.
+func (l *memLogd) Drain(ctx context.Context, id string, pipes []logdapi.Pipe) (int64, error) {
+	var wg sync.WaitGroup
+	for _, p := range pipes {
+		wg.Go(func() {
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := p.File.Read(buf)
+				if n > 0 {
+					l.mu.Lock()
+					if l.logs[id] == nil {
+						l.logs[id] = &bytes.Buffer{}
+					}
+					l.logs[id].Write(buf[:n])
+					l.mu.Unlock()
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return l.Append(ctx, id, nil, true)
+}
+
 func (l *memLogd) Read(context.Context, string, int64, bool, func(logdapi.Record) error) error {
 	return errdefs.Errorf(errdefs.ErrFailedPrecondition, "not in this fake")
 }
@@ -150,7 +177,7 @@ func startSuite(t *testing.T, cfg config.Config) *suite {
 	}
 	ls := grpc.NewServer()
 	logdapi.Register(ls, logd)
-	go ls.Serve(ll)
+	go ls.Serve(logdapi.ServePipes(ll, logd, zerolog.Nop()))
 	t.Cleanup(ls.Stop)
 
 	netd := serveNetd(t, cfg) // netd_test.go

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/joblet-dev/joblet/isolator/cgroup"
+	"github.com/joblet-dev/joblet/isolator/shim/wire"
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/errdefs"
 )
@@ -41,7 +41,7 @@ func TestResultFileRoundTrip(t *testing.T) {
 	}
 	// The job's usage, which the scope of the systemd driver takes with it,
 	// travels in the result.
-	u := cgroup.Usage{CPUTime: 1500 * time.Millisecond, MemoryPeakBytes: 67 << 20, OOMKills: 1}
+	u := Usage{CPUTime: 1500 * time.Millisecond, MemoryPeakBytes: 67 << 20, OOMKills: 1}
 	want.Usage = &u
 	if err := WriteResult(path, want); err != nil {
 		t.Fatal(err)
@@ -59,13 +59,13 @@ func TestResultFileRoundTrip(t *testing.T) {
 
 func TestErrorKindsSurviveThePipe(t *testing.T) {
 	for _, kind := range []error{errdefs.ErrInvalidArgument, errdefs.ErrNotFound, errdefs.ErrPermissionDenied} {
-		err := decodeError(errorMessage(errdefs.Errorf(kind, "command not found: x")))
+		err := wire.DecodeError(wire.ErrorMessage(errdefs.Errorf(kind, "command not found: x")))
 		if !errors.Is(err, kind) || err.Error() != "command not found: x" {
 			t.Errorf("%v came back as %v", kind, err)
 		}
 	}
 	// An error of no kind stays internal: no kind, its text for the log.
-	err := decodeError(errorMessage(errors.New("mount /proc: EPERM")))
+	err := wire.DecodeError(wire.ErrorMessage(errors.New("mount /proc: EPERM")))
 	for _, kind := range []error{errdefs.ErrInvalidArgument, errdefs.ErrNotFound, errdefs.ErrUnavailable} {
 		if errors.Is(err, kind) {
 			t.Errorf("internal error became %v", kind)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/shim/wire"
 	"github.com/joblet-dev/joblet/isolator/store"
 )
 
@@ -81,7 +82,7 @@ func PrestartIn(spare Spare) (*Idle, error) {
 }
 
 func prestart(spare Spare) (*Idle, error) {
-	exe, err := sandbox.Executable()
+	exe, err := executable()
 	if err != nil {
 		return nil, err
 	}
@@ -101,15 +102,15 @@ func prestart(spare Spare) (*Idle, error) {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
 	// Its stdin, stdout and stderr are /dev/null, so a dead isolator's
-	// pipes can never kill it; then fdSpec, fdStatus, fdShimExe (its own
+	// pipes can never kill it; then FDSpec, FDStatus, FDShimExe (its own
 	// executable: see sandbox.WithExe) and, when jobs' inits have a binary
-	// of their own, fdInit: that sealed copy is shared by every shim, never
+	// of their own, FDInit: that sealed copy is shared by every shim, never
 	// copied per job.
 	files, env := sandbox.WithExe([]*os.File{null, null, null, specR, statW}, exe), shimEnv
 	if f := sandbox.InitFile(); f != nil {
 		// Said in the environment: a descriptor the isolator itself
 		// inherited without close-on-exec would be open there too.
-		files, env = append(files, f), append(slices.Clip(env), initFDEnv)
+		files, env = append(files, f), append(slices.Clip(env), wire.InitFDEnv)
 	}
 	if spare != nil {
 		e, err := spareEnvOf(spare)
@@ -126,7 +127,7 @@ func prestart(spare Spare) (*Idle, error) {
 		// the job, outlive the isolator.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	}
-	proc, err := os.StartProcess(sandbox.ExecPath(exe), []string{arg0}, attr)
+	proc, err := os.StartProcess(sandbox.ExecPath(exe), []string{wire.Arg0}, attr)
 	specR.Close()
 	statW.Close()
 	if err != nil {
@@ -261,12 +262,12 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 	// A write error means the shim died; the read below reports it.
 	_ = json.NewEncoder(w.specW).Encode(spec)
 	w.specW.Close()
-	var m message
-	if err := json.NewDecoder(w.statR).Decode(&m); err != nil || m.Type != msgStarted {
-		if err == nil && m.Type == msgError {
+	var m wire.Message
+	if err := json.NewDecoder(w.statR).Decode(&m); err != nil || m.Type != wire.MsgStarted {
+		if err == nil && m.Type == wire.MsgError {
 			// The shim closes the job's log, then exits; its watcher reaps
 			// it. Its spawner thread ended before it reported.
-			return nil, errors.Join(decodeError(m), w.removeSpare())
+			return nil, errors.Join(wire.DecodeError(m), w.removeSpare())
 		}
 		return fail(fmt.Errorf("shim for job %s died during setup (%v)", spec.ID, err))
 	}

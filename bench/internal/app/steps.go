@@ -315,10 +315,20 @@ func (b *bench) overhead(ctx context.Context) error {
 	perJobPSS := float64(o.Services.PSS-rest.PSS+o.Helpers.PSS) / float64(o.Jobs) / mib
 	b.rep.Add(report.Row{Section: "6", Name: fmt.Sprintf("overhead per running job, %d `sleep 60` jobs: (suite RSS growth + job helper RSS) ÷ %d", o.Jobs, o.Jobs),
 		Unit: "MiB", Value: one(perJob), Target: "≤ 2 MiB", Met: met(perJob <= 2),
-		Note: capNote + fmt.Sprintf("%d helper processes, %.1f MiB RSS (%.1f MiB PSS); suite %.1f → %.1f MiB; by PSS %.2f MiB/job; total (suite + helpers) ÷ %d = %.2f MiB; the commands themselves %.1f MiB",
-			o.HelperCount, float64(o.Helpers.RSS)/mib, float64(o.Helpers.PSS)/mib, float64(rest.RSS)/mib, float64(o.Services.RSS)/mib,
+		Note: capNote + fmt.Sprintf("%d helper processes, %.1f MiB RSS (%.1f MiB PSS): %s, %s; suite %.1f → %.1f MiB; by PSS %.2f MiB/job; total (suite + helpers) ÷ %d = %.2f MiB; the commands themselves %.1f MiB",
+			o.HelperCount, float64(o.Helpers.RSS)/mib, float64(o.Helpers.PSS)/mib, each("shim", o.ShimCount, o.Shims), each("init", o.InitCount, o.Inits),
+			float64(rest.RSS)/mib, float64(o.Services.RSS)/mib,
 			perJobPSS, o.Jobs, float64(o.Services.RSS+o.Helpers.RSS)/float64(o.Jobs)/mib, float64(o.Commands.RSS)/mib)})
 	return nil
+}
+
+// each describes n helper processes of one kind using m in all: their
+// average RSS and PSS.
+func each(kind string, n int, m suite.Memory) string {
+	if n == 0 {
+		return "no " + kind
+	}
+	return fmt.Sprintf("%d %ss, %.2f MiB RSS (PSS %.2f) each", n, kind, float64(m.RSS)/float64(n)/mib, float64(m.PSS)/float64(n)/mib)
 }
 
 func humanBytes(n int64) string {

@@ -45,6 +45,10 @@ type Overhead struct {
 	Helpers     suite.Memory // the suite's own per-job processes (job inits and the like)
 	HelperCount int
 	Commands    suite.Memory // the jobs' commands themselves: not overhead
+	// Shims and Inits split Helpers: the services' children (each job's
+	// shim) and theirs (each job's init), with their counts.
+	Shims, Inits         suite.Memory
+	ShimCount, InitCount int
 }
 
 // RunningOverhead starts n `sleep 60` jobs, measures the suite and its
@@ -106,11 +110,14 @@ func measureRunning(s *suite.Suite, n int) (Overhead, error) {
 	// job's shim, and the shim's child, the job's init. The init's
 	// descendants are the job's commands.
 	helpers := map[string]int{}
-	addHelper := func(pid int) {
+	addHelper := func(pid int, kind *suite.Memory, count *int) {
 		if m, err := suite.MemoryOf(pid); err == nil {
 			o.Helpers.RSS += m.RSS
 			o.Helpers.PSS += m.PSS
 			o.HelperCount++
+			kind.RSS += m.RSS
+			kind.PSS += m.PSS
+			*count++
 			helpers[fmt.Sprintf("job helper %d", pid)] = pid
 		}
 	}
@@ -119,9 +126,9 @@ func measureRunning(s *suite.Suite, n int) (Overhead, error) {
 			if isService[shim] {
 				continue
 			}
-			addHelper(shim)
+			addHelper(shim, &o.Shims, &o.ShimCount)
 			for _, init := range suite.Children(shim) {
-				addHelper(init)
+				addHelper(init, &o.Inits, &o.InitCount)
 				for _, d := range suite.Descendants(init) {
 					if m, err := suite.MemoryOf(d); err == nil {
 						o.Commands.RSS += m.RSS

@@ -1,6 +1,7 @@
 // Command joblet-isolator is the isolator daemon: it owns the job registry
-// and runs each job in its sandbox. The same binary is each job's shim, and
-// each job's init when joblet-sandbox-init is not installed beside it.
+// and runs each job in its sandbox. The same binary is each job's shim when
+// joblet-shim is not installed beside it, and each job's init when
+// joblet-sandbox-init is not.
 package main
 
 import (

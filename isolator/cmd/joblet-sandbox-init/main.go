@@ -8,11 +8,17 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 )
 
 func main() {
+	// One P: the init mostly waits (for the job, for signals to forward),
+	// and each P costs resident memory for the job's life (its caches, and
+	// the threads more Ps wake); it starts with one per CPU, as its
+	// environment is empty. The job's command gets its own environment.
+	runtime.GOMAXPROCS(1)
 	if sandbox.IsInit() {
 		sandbox.Init() // never returns
 	}

@@ -1,0 +1,177 @@
+// Package shimproc is a job's shim process itself: it starts the job in its
+// sandbox, hands the job's output pipes to logd, waits for the job and
+// records its Result (package shim is the isolator's side, and describes
+// the exchange). It is the main of the joblet-shim binary, and of the
+// isolator's own binary when that one is not installed beside it.
+//
+// A shim runs for the whole life of its job, one per running job, so what
+// it links is resident memory per job: this package links the sandbox, the
+// wire types and a client of logd's pipe hand-over that speaks it without
+// gRPC or protobuf, and reads the job's cgroup counters itself
+// (cgroup.go says why). Nothing else.
+package shimproc
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"slices"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/shim/wire"
+)
+
+// memoryLimit is the shim's soft Go heap limit: logd reads the job's
+// output from the pipes itself, so the shim's heap holds only its own few
+// structures.
+const memoryLimit = 4 << 20
+
+// procName is the shim's name in ps and top, NUL-terminated for prctl.
+var procName = []byte(wire.Arg0 + "\x00")
+
+// IsShim reports whether this process was started by the isolator as a
+// job's shim.
+func IsShim() bool {
+	return len(os.Args) == 1 && os.Args[0] == wire.Arg0
+}
+
+// Main is a job's shim: it runs the job, forwards its output and records
+// its result. It never returns.
+func Main() {
+	debug.SetMemoryLimit(memoryLimit)
+	// Started from /proc/self/fd/N, its name would be N: name it for ps.
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&procName[0])), 0, 0, 0)
+	// A terminal's or a session's signals are not for the shim: the job is
+	// stopped through its cgroup, and the shim ends with it.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	sandbox.CloseInheritedExe(wire.FDShimExe)
+	if slices.Contains(os.Environ(), wire.InitFDEnv) {
+		// The isolator's sealed init binary: the job's init runs from it.
+		if err := sandbox.InheritInit(os.NewFile(wire.FDInit, "shim-init")); err != nil {
+			report(os.NewFile(wire.FDStatus, "shim-status"), wire.ErrorMessage(fmt.Errorf("shim: %w", err)))
+			os.Exit(1)
+		}
+	}
+	// Before the spec is read: the spawner joins the spare cgroup while the
+	// shim waits.
+	sp := spawnerFromEnv()
+	specIn := os.NewFile(wire.FDSpec, "shim-spec")
+	statusOut := os.NewFile(wire.FDStatus, "shim-status")
+	var spec wire.Spec
+	err := json.NewDecoder(specIn).Decode(&spec)
+	specIn.Close()
+	if err != nil {
+		report(statusOut, wire.ErrorMessage(fmt.Errorf("shim: read spec: %w", err)))
+		os.Exit(1)
+	}
+	os.Exit(run(spec, statusOut, sp))
+}
+
+// report writes m to the isolator and closes the pipe: it is the only
+// message, and the isolator may be gone by the time the job ends.
+func report(w *os.File, m wire.Message) {
+	_ = json.NewEncoder(w).Encode(m) // a write error means the isolator died; the job goes on
+	w.Close()
+}
+
+func run(spec wire.Spec, statusOut *os.File, sp *spawner) int {
+	timeout := spec.OutputTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	p, fw, cg, err := start(spec, sp)
+	if sp != nil {
+		// Before anything is reported: once the isolator knows, it may
+		// signal, kill or remove the job's cgroup, and no thread of the
+		// shim may be in it then.
+		if rerr := sp.release(); rerr != nil && err == nil {
+			p.Kill()
+			_, _ = p.Wait()
+			err = rerr
+		}
+	}
+	if err != nil {
+		report(statusOut, wire.ErrorMessage(err))
+		if fw != nil {
+			// The log exists and is closed, so a follower sees its end.
+			fw.await(timeout)
+		}
+		return 1
+	}
+	report(statusOut, wire.Message{Type: wire.MsgStarted, PID: p.Pid(), Moved: p.Moved()})
+
+	res := wire.Result{}
+	r, werr := p.Wait()
+	res.ExitCode, res.Signal = r.ExitCode, r.Signal
+	if werr != nil {
+		res.Error = werr.Error()
+	}
+	if cg != nil {
+		if u, err := cg.stats(); err == nil {
+			res.Usage = &u
+		} // else the isolator reads the cgroup itself, if it still exists
+	}
+	res.OutputComplete = fw.await(timeout) == nil
+	res.EndedAt = time.Now().UTC()
+	if err := wire.WriteResult(spec.Result, res); err != nil {
+		return 2 // the isolator records the job as lost
+	}
+	return 0
+}
+
+// start makes the job's output pipes, starts handing them to logd and
+// starts the job in its sandbox, in its cgroup (nil: none), from the
+// spawner's thread when there is one. On a start error the forwarder (if
+// made) still runs, to close the job's log.
+func start(spec wire.Spec, sp *spawner) (*sandbox.Process, *forwarder, *jobCgroup, error) {
+	var cg sandbox.Cgroup
+	var job *jobCgroup
+	if len(spec.Cgroup) > 0 {
+		j, err := openJobCgroup(spec.ID, spec.Cgroup)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cg, job = j, j
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
+	}
+	// Handed over now, while the job starts, not on its first output: a
+	// short job's log is then open by the time it ends.
+	fw := forward(spec.LogdSocket, spec.ID, outR, errR)
+	var spawn func(func() error) error
+	if sp != nil && job != nil {
+		spawn = sp.spawn
+	}
+	p, err := sandbox.Start(sandbox.Spec{
+		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
+		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
+		Stdout: outW, Stderr: errW,
+		Cgroup:    cg,
+		Spawn:     spawn,
+		NetnsPath: spec.NetnsPath, ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
+		Work: spec.Work, Tmp: spec.Tmp,
+		UserNS: spec.UserNS,
+	})
+	// The job holds its own copies; ours must go for logd to see EOF.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return nil, fw, nil, err
+	}
+	return p, fw, job, nil
+}

@@ -1,0 +1,180 @@
+// Package wire is what the isolator and a job's shim exchange: the shim's
+// argv[0], descriptors and environment, the Spec it reads, the one message
+// it answers with, and the Result file it leaves (see package shim for the
+// exchange). Both sides import it; it links nothing but the sandbox's
+// types, since the shim (package shimproc, binary joblet-shim) runs once
+// per running job and every package it links is resident memory per job.
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/proto/atomicfile"
+	"github.com/joblet-dev/joblet/proto/errdefs/kind"
+)
+
+// Arg0 is argv[0] of a shim.
+const Arg0 = "joblet-shim"
+
+// Descriptor numbers in the shim, after stdin, stdout and stderr.
+const (
+	FDSpec   = 3 // read end: the Spec as JSON
+	FDStatus = 4 // write end: one Message to the isolator
+	// FDShimExe is the shim's inherited copy of its own executable
+	// (sandbox.WithExe), closed first thing.
+	FDShimExe = 5
+	// FDInit, when the environment holds InitFDEnv, is the sealed init
+	// binary (sandbox.InitFile) that the job's init runs from.
+	FDInit = 6
+)
+
+// InitFDEnv in the shim's environment says FDInit is passed.
+const InitFDEnv = "JOBLET_SHIM_INIT_FD=6"
+
+// SpareEnv, in a shim's environment, holds the directories of its spare
+// cgroup as JSON (see shim.Spare).
+const SpareEnv = "JOBLET_SHIM_SPARE"
+
+// Spec is what a shim needs to start and follow one job.
+type Spec struct {
+	ID       string   `json:"id"`
+	Hostname string   `json:"hostname"`
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	RootDir  string   `json:"root_dir"`
+	WorkDir  string   `json:"work_dir"`
+	// Cgroup is the job's cgroup directories by controller (cgroup.Job
+	// Paths; the one key "" on v2); empty: no cgroup.
+	Cgroup     map[string]string `json:"cgroup,omitempty"`
+	NetnsPath  string            `json:"netns_path,omitempty"`
+	ResolvConf string            `json:"resolv_conf,omitempty"`
+	Hosts      string            `json:"hosts,omitempty"`
+	// Work and Tmp cap what the job may write to /work and /tmp.
+	Work sandbox.Storage `json:"work"`
+	Tmp  sandbox.Storage `json:"tmp"`
+	// UserNS is the job's user namespace; nil: none.
+	UserNS *sandbox.UserNS `json:"user_ns,omitempty"`
+	// LogdSocket is where the job's output goes; Result where the shim
+	// writes how the job ended.
+	LogdSocket string `json:"logd_socket"`
+	Result     string `json:"result"`
+	// OutputTimeout bounds how long an ended job waits for logd to take
+	// the rest of its output (30 s when zero).
+	OutputTimeout time.Duration `json:"output_timeout,omitempty"`
+	// Placer, when set, makes the job's cgroup once the shim exists, with
+	// the shim's pid, before the shim reads this Spec; what it returns
+	// becomes Cgroup. Not sent to the shim.
+	Placer Placer `json:"-"`
+}
+
+// Placer is a job's cgroup that is made for a running shim (cgroup.Job):
+// with the systemd driver the shim is the first process of the job's
+// scope, which cannot exist before it.
+type Placer interface {
+	Place(shimPID int) (map[string]string, error)
+}
+
+// Message types on the status pipe.
+const (
+	MsgStarted = "started"
+	MsgError   = "error"
+)
+
+// Message is the one JSON object a shim writes on the status pipe.
+type Message struct {
+	Type string `json:"type"`
+	PID  int    `json:"pid,omitempty"` // started: the host pid of the job's init
+	// Moved (started) says the init was moved into the job's cgroup at its
+	// start gate, not born there (see shim.Spare).
+	Moved bool `json:"moved,omitempty"`
+	// error: the start error's kind (its text, as package kind names it;
+	// empty: internal), and the error's text.
+	Kind string `json:"kind,omitempty"`
+	Msg  string `json:"msg,omitempty"`
+}
+
+// kinds are the error kinds that survive the status pipe.
+var kinds = []error{
+	kind.ErrNotFound, kind.ErrInvalidArgument, kind.ErrPermissionDenied, kind.ErrAlreadyExists,
+	kind.ErrFailedPrecondition, kind.ErrResourceExhausted, kind.ErrUnavailable, kind.ErrUnauthenticated,
+}
+
+// ErrorMessage encodes a start error so that its kind survives.
+func ErrorMessage(err error) Message {
+	m := Message{Type: MsgError, Msg: err.Error()}
+	for _, k := range kinds {
+		if errors.Is(err, k) {
+			m.Kind = k.Error()
+			break
+		}
+	}
+	return m
+}
+
+// DecodeError turns an error message back into an error of its kind; one
+// of no kind stays internal (its text, with paths, is for the log only).
+func DecodeError(m Message) error {
+	for _, k := range kinds {
+		if m.Kind == k.Error() {
+			return kind.Errorf(k, "%s", m.Msg)
+		}
+	}
+	return errors.New(m.Msg)
+}
+
+// Result is how a job ended, as its shim records it.
+type Result struct {
+	ExitCode int       `json:"exit_code"` // 128+Signal when killed by a signal
+	Signal   int       `json:"signal"`
+	EndedAt  time.Time `json:"ended_at"`
+	// OutputComplete is false when logd did not take all of the output in
+	// time.
+	OutputComplete bool `json:"output_complete"`
+	// Error is set when the shim lost track of the job's process (its
+	// exit status is then unknown).
+	Error string `json:"error,omitempty"`
+	// Usage is what the job used, read from its cgroup once the job's init
+	// ended; nil when it could not be read. The shim reads it because the
+	// cgroup may not outlive the shim: with the systemd driver, systemd
+	// removes the job's scope as soon as the shim, its last process, exits.
+	Usage *Usage `json:"usage,omitempty"`
+}
+
+// Usage is what a job used, from the kernel's counters in its cgroup (the
+// fields and JSON of cgroup.Usage, which the isolator reads the same way).
+type Usage struct {
+	CPUTime         time.Duration `json:"cpu_time"`          // user + system CPU time
+	MemoryPeakBytes uint64        `json:"memory_peak_bytes"` // v2 memory.peak (5.19+), v1 memory.max_usage_in_bytes
+	OOMKills        uint64        `json:"oom_kills"`         // processes the kernel OOM killer killed in the job
+}
+
+// WriteResult replaces path with r: temporary file, fsync, rename, fsync of
+// the directory, so a reader sees the whole result or none.
+func WriteResult(path string, r Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	return nil
+}
+
+// ReadResult reads the result at path; a missing one is os.ErrNotExist.
+func ReadResult(path string) (Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Result{}, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Result{}, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return r, nil
+}
