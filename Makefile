@@ -18,11 +18,14 @@ all: build
 ## .deb's binaries are: the isolator keeps a sealed in-memory copy of each; the daemons keep their
 ## symbols for perf (make bench -perf)
 HELPERS := joblet-shim joblet-sandbox-init
+## grpcnotrace: gRPC without golang.org/x/net/trace (and html/template with it), which nothing here
+## uses: rnx 19.7 -> 14.8 MB, fewer pages to fault in at each start
+TAGS := grpcnotrace
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do name=$${b%%:*}; mod=$${b##*:}; \
 		echo "go build $$name"; flags=; case " $(HELPERS) " in *" $$name "*) flags="-ldflags=-s -w" ;; esac; \
-		CGO_ENABLED=0 $(GO) build -trimpath $${flags:+"$$flags"} -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
+		CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) $${flags:+"$$flags"} -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
 
 ## run: start the whole suite in embedded mode, in the foreground (root)
 run: deps build
@@ -69,9 +72,9 @@ build-race:
 	@for b in $(BINARIES); do name=$${b%%:*}; mod=$${b##*:}; \
 		if [ $$name = joblet-sandbox-init ]; then \
 			echo "go build $$name (without -race: it runs inside each job's memory limit)"; \
-			CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN_RACE)/$$name ./$$mod/cmd/$$name || exit 1; continue; fi; \
+			CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -o $(BIN_RACE)/$$name ./$$mod/cmd/$$name || exit 1; continue; fi; \
 		echo "go build -race $$name"; \
-		$(GO) build -race -trimpath -o $(BIN_RACE)/$$name ./$$mod/cmd/$$name || exit 1; done
+		$(GO) build -race -trimpath -tags $(TAGS) -o $(BIN_RACE)/$$name ./$$mod/cmd/$$name || exit 1; done
 
 reliability: build build-race
 	cd e2e && JOBLET_RELIABILITY=full JOBLET_E2E_REQUIRED=1 \
@@ -108,7 +111,7 @@ deb:
 	@for b in $(BINARIES) joblet-certs:deploy; do name=$${b%%:*}; mod=$${b##*:}; \
 		case $$name in joblet-*) out=$(DIST)/stage/lib/$$name ;; rnx) out=$(DIST)/stage/rnx ;; *) continue ;; esac; \
 		echo "go build $$name (static)"; \
-		CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $$out ./$$mod/cmd/$$name || exit 1; done
+		CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags=-s -o $$out ./$$mod/cmd/$$name || exit 1; done
 	VERSION=$(VERSION) $(TOOLS)/nfpm pkg --config deploy/nfpm.yaml --packager deb \
 		--target $(DIST)/joblet_$(VERSION)_amd64.deb
 
