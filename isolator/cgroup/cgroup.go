@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/fscommon"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -329,26 +330,62 @@ type Usage struct {
 }
 
 // Stats reads the job's usage. Call it after the job's processes are gone
-// and before Destroy, which takes the counters with it.
+// and before Destroy, which takes the counters with it. It reads the three
+// counters it reports and nothing else: the library's Stats reads every
+// file of the cpu, cpuacct and memory controllers (on v1 ~0.28 ms against
+// ~0.03, BenchmarkStatsAndRunning), and a job's end waits for this.
 func (j *Job) Stats() (Usage, error) {
 	if j.m == nil {
 		return Usage{}, errNotPlaced
 	}
-	st, err := j.m.Stats(&cgroups.StatsOptions{Controllers: cgroups.CPU | cgroups.Memory})
+	var u Usage
+	var err error
+	if j.v2dir != "" {
+		u, err = statsV2(j.v2dir)
+	} else {
+		paths := j.m.GetPaths()
+		u, err = statsV1(paths["cpuacct"], paths["memory"])
+	}
 	if err != nil {
 		return Usage{}, fmt.Errorf("cgroup stats of job %s: %w", j.id, err)
 	}
 	// The library reads v1 memory.oom_control and v2 memory.events for the
-	// kill count, but only through this call; Stats does not include it.
-	ooms, err := j.m.OOMKillCount()
-	if err != nil {
+	// kill count.
+	if u.OOMKills, err = j.m.OOMKillCount(); err != nil {
 		return Usage{}, fmt.Errorf("OOM kill count of job %s: %w", j.id, err)
 	}
-	return Usage{
-		CPUTime:         time.Duration(st.CpuStats.CpuUsage.TotalUsage),
-		MemoryPeakBytes: st.MemoryStats.Usage.MaxUsage,
-		OOMKills:        ooms,
-	}, nil
+	return u, nil
+}
+
+// statsV1 reads a v1 job's CPU time (cpuacct.usage, ns) and peak memory
+// (memory.max_usage_in_bytes). A job always joins both hierarchies.
+func statsV1(cpuacct, memory string) (Usage, error) {
+	if cpuacct == "" || memory == "" {
+		return Usage{}, errors.New("no cpuacct or memory hierarchy")
+	}
+	ns, err := fscommon.GetCgroupParamUint(cpuacct, "cpuacct.usage")
+	if err != nil {
+		return Usage{}, err
+	}
+	peak, err := fscommon.GetCgroupParamUint(memory, "memory.max_usage_in_bytes")
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{CPUTime: time.Duration(ns), MemoryPeakBytes: peak}, nil
+}
+
+// statsV2 reads a v2 job's CPU time (cpu.stat usage_usec) and peak memory
+// (memory.peak, kernel 5.19+; zero before, as the library reports it).
+func statsV2(dir string) (Usage, error) {
+	us, err := fscommon.GetValueByKey(dir, "cpu.stat", "usage_usec")
+	if err != nil {
+		return Usage{}, err
+	}
+	peak, err := fscommon.GetCgroupParamUint(dir, "memory.peak")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Usage{}, err
+	}
+	return Usage{CPUTime: time.Duration(us) * time.Microsecond, MemoryPeakBytes: peak}, nil
 }
 
 // Signal sends sig to every process in the job. The cgroup is frozen while
@@ -376,7 +413,8 @@ func (j *Job) Signal(sig syscall.Signal) error {
 
 // KillAll kills every process of the job and waits until none is left: with
 // cgroup.kill on v2 (kernel 5.14+), else by freezing and SIGKILLing until
-// the cgroup is empty.
+// the cgroup is empty. Processes already exiting (Running) are only waited
+// for: they need no signal, and freezing would wait for them.
 func (j *Job) KillAll() error {
 	if j.m == nil {
 		return nil
@@ -401,6 +439,14 @@ func (j *Job) KillAll() error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("job %s: %d processes survive SIGKILL", j.id, len(pids))
+		}
+		live, err := running(pids)
+		if err != nil {
+			return fmt.Errorf("job %s: %w", j.id, err)
+		}
+		if len(live) == 0 {
+			time.Sleep(time.Millisecond)
+			continue
 		}
 		if err := j.Signal(unix.SIGKILL); err != nil {
 			return err

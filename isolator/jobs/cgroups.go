@@ -28,6 +28,10 @@ type Cgroup interface {
 	Signal(sig syscall.Signal) error
 	// KillAll kills every process in the cgroup and waits until none is left.
 	KillAll() error
+	// Running lists the processes in the cgroup that can still run: not
+	// the ones already exiting, which their teardown may keep in the
+	// cgroup a little longer.
+	Running() ([]int, error)
 	// Stats reads what the job used; call it before Destroy.
 	Stats() (Usage, error)
 	// Destroy kills what is left and removes the cgroup; it is idempotent.

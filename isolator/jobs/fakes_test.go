@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -76,7 +77,11 @@ type fakeCgroups struct {
 	created   map[string]*fakeCgroup // by job id
 	limits    map[string]*jobletv1.Limits
 	devices   []string // the ioDevice of each Create
-	events    []string // "create 1", "apply 1", "stats 1", "destroy 1", "signal 1 terminated", "killall 1"
+	events    []string // "create 1", "apply 1", "stats 1", "running 1", "destroy 1", "signal 1 terminated", "killall 1"
+	// stray and killAll are given to the cgroups created from now on (see
+	// fakeCgroup).
+	stray   func() ([]int, error)
+	killAll func()
 }
 
 func newFakeCgroups() *fakeCgroups {
@@ -92,7 +97,7 @@ func (c *fakeCgroups) Create(id string, l *jobletv1.Limits, ioDevice string) (Cg
 	if _, err := os.Stat(ioDevice); err != nil {
 		return nil, fmt.Errorf("cgroup created before the workspace: %w", err)
 	}
-	cg := &fakeCgroup{id: id, parent: c}
+	cg := &fakeCgroup{id: id, parent: c, stray: c.stray, killAll: c.killAll}
 	c.created[id], c.limits[id], c.usage[id] = cg, proto.Clone(l).(*jobletv1.Limits), c.next
 	c.devices = append(c.devices, ioDevice)
 	c.events = append(c.events, "create "+id)
@@ -132,6 +137,10 @@ type fakeCgroup struct {
 	parent *fakeCgroups
 	mu     sync.Mutex
 	pgid   int
+	// stray, when set, is what Running reports, and killAll runs in
+	// KillAll.
+	stray   func() ([]int, error)
+	killAll func()
 }
 
 func (g *fakeCgroup) UseCgroupFD(*syscall.SysProcAttr) (bool, error) { return false, nil }
@@ -164,7 +173,43 @@ func (g *fakeCgroup) Signal(sig syscall.Signal) error {
 
 func (g *fakeCgroup) KillAll() error {
 	g.parent.event("killall " + g.id)
-	return g.kill(syscall.SIGKILL)
+	g.mu.Lock()
+	k := g.killAll
+	g.mu.Unlock()
+	if k != nil {
+		k()
+	}
+	if err := g.kill(syscall.SIGKILL); err != nil {
+		return err
+	}
+	// Like the real one, until none is left (its zombies reaped by their
+	// new parent).
+	g.mu.Lock()
+	pgid := g.pgid
+	g.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); pgid > 0 && syscall.Kill(-pgid, 0) == nil; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process group %d survives SIGKILL", pgid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// Running reports the job's process group while it has a process, or
+// what stray says.
+func (g *fakeCgroup) Running() ([]int, error) {
+	g.mu.Lock()
+	pgid, stray := g.pgid, g.stray
+	g.mu.Unlock()
+	g.parent.event("running " + g.id)
+	if stray != nil {
+		return stray()
+	}
+	if pgid > 0 && syscall.Kill(-pgid, 0) == nil {
+		return []int{pgid}, nil
+	}
+	return nil, nil
 }
 
 func (g *fakeCgroup) Stats() (Usage, error) {

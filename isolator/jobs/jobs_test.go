@@ -108,6 +108,7 @@ func (f *fixture) wait(id string) *jobletv1.Job {
 		case <-time.After(10 * time.Second):
 			f.t.Fatalf("job %s did not end", id)
 		}
+		f.awaitRetired(id)
 	case !retired:
 		f.t.Fatalf("no job %s", id)
 	}
@@ -116,6 +117,25 @@ func (f *fixture) wait(id string) *jobletv1.Job {
 		f.t.Fatal(err)
 	}
 	return rec
+}
+
+// awaitRetired waits until ended job id is retired: its teardown after
+// the final record (cgroup removal, shim release) is done.
+func (f *fixture) awaitRetired(id string) {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.reg.mu.Lock()
+		_, retired := f.reg.ended[id]
+		f.reg.mu.Unlock()
+		if retired {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("job %s ended but was not torn down", id)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // stored returns what is on disk for job id.

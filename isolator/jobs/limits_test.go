@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,8 +87,8 @@ func TestCgroupLifecycle(t *testing.T) {
 	f.cg.setNext(Usage{CPUTime: 1500 * time.Microsecond, MemoryPeakBytes: 4096})
 	j := f.run("sh", "-c", "exit 3")
 	rec := f.wait(j.GetId())
-	if ev := f.cg.eventsOf(j.GetId()); !slices.Equal(ev, []string{"create", "apply", "stats", "destroy"}) {
-		t.Errorf("cgroup events %v, want create, apply, stats, destroy", ev)
+	if ev := f.cg.eventsOf(j.GetId()); !slices.Equal(ev, []string{"create", "apply", "stats", "running", "destroy"}) {
+		t.Errorf("cgroup events %v, want create, apply, stats, running, destroy", ev)
 	}
 	u := rec.GetUsage()
 	if u.GetCpuTimeUsec() != 1500 || u.GetMemoryPeakBytes() != 4096 || u.GetOomKills() != 0 {
@@ -103,6 +104,60 @@ func TestCgroupLifecycle(t *testing.T) {
 
 // A cgroup that cannot be made fails the start with nothing left; a job
 // that cannot start has its cgroup removed.
+// A job's end is recorded only once nothing of it can run: a process
+// left running in its cgroup is killed first, and the record waits for
+// that. The cgroup is removed after the record.
+func TestEndRecordedOnlyWhenNothingRuns(t *testing.T) {
+	f := newFixture(t, nil)
+	var mu sync.Mutex
+	left := []int{4242} // a process that outlived the job's command
+	release := make(chan struct{})
+	f.cg.stray = func() ([]int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(left), nil
+	}
+	f.cg.killAll = func() {
+		<-release // the stray process takes its time to die
+		mu.Lock()
+		left = nil
+		mu.Unlock()
+	}
+	j := f.run("true")
+	for deadline := time.Now().Add(10 * time.Second); !slices.Contains(f.cg.eventsOf(j.GetId()), "killall"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no KillAll of the stray process: %v", f.cg.eventsOf(j.GetId()))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rec, err := f.reg.Wait(context.Background(), j.GetId(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.GetState() != jobletv1.JobState_JOB_STATE_RUNNING {
+		t.Errorf("recorded %v while a process of the job was still being killed", rec.GetState())
+	}
+	if st := f.stored(j.GetId()).Job.GetState(); st != jobletv1.JobState_JOB_STATE_RUNNING {
+		t.Errorf("saved %v while a process of the job was still being killed", st)
+	}
+	close(release)
+	if rec := f.wait(j.GetId()); rec.GetState() != completed {
+		t.Errorf("record %v", rec)
+	}
+	ev := f.cg.eventsOf(j.GetId())
+	if want := []string{"create", "apply", "stats", "running", "killall", "destroy"}; !slices.Equal(ev, want) {
+		t.Errorf("cgroup events %v, want %v", ev, want)
+	}
+
+	// Without a stray process, no kill: the record follows the check.
+	f.cg.stray, f.cg.killAll = nil, nil
+	j = f.run("true")
+	f.wait(j.GetId())
+	if ev := f.cg.eventsOf(j.GetId()); slices.Contains(ev, "killall") {
+		t.Errorf("cgroup events %v: KillAll for a job with nothing left", ev)
+	}
+}
+
 func TestCgroupFailures(t *testing.T) {
 	f := newFixture(t, nil)
 	f.cg.createErr = errdefs.Errorf(errdefs.ErrAlreadyExists, "cgroup of job 1 already exists")
@@ -186,8 +241,9 @@ func TestStopThroughTheCgroup(t *testing.T) {
 	if rec.GetState() != stopped {
 		t.Errorf("record %v", rec)
 	}
+	f.awaitRetired(j.GetId()) // the cgroup is removed after the record
 	ev := f.cg.eventsOf(j.GetId())
-	want := []string{"create", "apply", "signal terminated", "killall", "stats", "destroy"}
+	want := []string{"create", "apply", "signal terminated", "killall", "stats", "running", "destroy"}
 	if !slices.Equal(ev, want) {
 		t.Errorf("cgroup events %v, want %v", ev, want)
 	}
@@ -197,6 +253,7 @@ func TestStopThroughTheCgroup(t *testing.T) {
 	if _, err := f.reg.Stop(context.Background(), j.GetId()); err != nil {
 		t.Fatal(err)
 	}
+	f.awaitRetired(j.GetId())
 	if ev := f.cg.eventsOf(j.GetId()); slices.Contains(ev, "killall") {
 		t.Errorf("cgroup events %v: KillAll for a job that ended on SIGTERM", ev)
 	}

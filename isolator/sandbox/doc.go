@@ -7,8 +7,10 @@
 // init builds a new root on a tmpfs, pivot_roots into it, and starts the
 // command; then it stays as PID 1, reaps orphans, forwards SIGTERM, SIGINT
 // and SIGHUP to every process of the job, and reports the command's exit
-// status. When the command exits the init exits too, and the kernel kills
-// whatever is left in the PID namespace.
+// status. When the command exits the init kills and reaps whatever is left
+// in the PID namespace, reports, and exits; Process.Wait returns once the
+// init is exiting, without waiting for the kernel to tear down its
+// namespaces and mounts (see sync.go).
 //
 // What the job sees:
 //   - only its own processes (a fresh /proc for its PID namespace, with

@@ -60,10 +60,32 @@ func Init() {
 		m.Signal = int(ws.Signal())
 		m.ExitCode = 128 + m.Signal
 	}
+	// Before the end is reported: the report means that nothing of the job
+	// runs any more but this init, which only exits after it (see
+	// Process.Wait).
+	endNamespace()
 	// The parent may be gone (isolator restart): nobody to tell, still exit.
 	_ = report.Encode(m)
-	// Exiting kills every process left in the PID namespace.
 	os.Exit(0)
+}
+
+// endNamespace kills every other process of the PID namespace and reaps
+// them all. The kernel would kill them too once the init exits, but only
+// after the init's own teardown (its mount namespace, with an RCU grace
+// period or two), which the job's end is no longer made to wait for.
+// kill(-1) cannot miss a process being forked: the parent is signalled
+// before its child is attached, and the fork fails.
+func endNamespace() {
+	_ = unix.Kill(-1, unix.SIGKILL)
+	for {
+		_, err := unix.Wait4(-1, nil, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil { // ECHILD: no process left but this one
+			return
+		}
+	}
 }
 
 // setup reads the spec, builds the sandbox and starts the command; it returns

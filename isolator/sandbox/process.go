@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -331,11 +332,19 @@ func (p *Process) Moved() bool { return p.moved }
 // Pid returns the host pid of the job's init.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
-// Wait blocks until the job has ended, every process of it included. Call it
-// once, from one goroutine.
+// Wait blocks until the job has ended, every process of it included: the
+// command and everything else of its PID namespace have exited and were
+// reaped, and the init is exiting (every thread of it past the point where
+// it can run anything, its memory and descriptors released). The init's
+// own teardown (its namespaces and mounts) may still be under way: it is
+// reaped in the background. Call Wait once, from one goroutine.
 func (p *Process) Wait() (Result, error) {
 	var m message
 	decErr := p.dec.Decode(&m)
+	if decErr == nil && m.Type == msgExit && p.awaitExiting() {
+		go func() { _ = p.cmd.Wait() }()
+		return Result{ExitCode: m.ExitCode, Signal: m.Signal}, nil
+	}
 	p.sync.Close()
 	err := p.cmd.Wait()
 	var exitErr *exec.ExitError
@@ -354,6 +363,21 @@ func (p *Process) Wait() (Result, error) {
 	}
 	return Result{ExitCode: ws.ExitStatus()}, fmt.Errorf("job %s: sandbox init exited with status %d without a result",
 		p.spec.ID, ws.ExitStatus())
+}
+
+// awaitExiting waits, after the init's exit report, until the init is
+// exiting, and closes the sync pipe. The init sends the report once every
+// other process of its namespace is reaped (endNamespace) and then only
+// exits; its copy of the pipe, which no other process has (close-on-exec
+// before the command starts), is closed when the last of its threads goes
+// through the kernel's exit_files: past exit_signals and exit_mm, so no
+// thread of it can return to user space. That is before its namespaces
+// are torn down. It reports false if anything else arrives on the pipe.
+func (p *Process) awaitExiting() bool {
+	defer p.sync.Close()
+	var extra message
+	err := p.dec.Decode(&extra)
+	return errors.Is(err, io.EOF)
 }
 
 // Terminate sends SIGTERM to every process of the job: the init forwards it

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -111,6 +113,10 @@ func (j *job) wait() sandbox.Result {
 	case <-time.After(10 * time.Second):
 		j.t.Fatal("job output not closed after the job ended")
 	}
+	// Wait leaves the init to be reaped in the background: tests that
+	// count this process's children need it gone.
+	pid := j.proc.Pid()
+	waitFor(j.t, "the init reaped", func() bool { return errors.Is(unix.Kill(pid, 0), unix.ESRCH) })
 	return res
 }
 
@@ -381,6 +387,52 @@ func TestTerminateAndKill(t *testing.T) {
 	if err := j.proc.Kill(); err != nil {
 		t.Errorf("Kill after the end: %v", err)
 	}
+}
+
+// Wait returns once every process of the job is gone, those the command
+// left behind included, and the init is exiting: no thread of it can run
+// again, though the kernel may still be tearing down its namespaces.
+func TestWaitEndsTheWholeJob(t *testing.T) {
+	requiresRoot(t)
+	spec, marker := newSpec(t, "sh", "-c", `(sleep 1000 &); (trap "" TERM; sleep 1000 &); sleep 1; exit 3`)
+	j, err := start(t, spec, marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string // the two left behind
+	waitFor(t, "job processes", func() bool {
+		pids = slices.DeleteFunc(markedPids(t, marker), func(p string) bool {
+			b, _ := os.ReadFile("/proc/" + p + "/cmdline")
+			return string(b) != "sleep\x001000\x00"
+		})
+		return len(pids) == 2
+	})
+	// Not j.wait, which waits for the init to be reaped too.
+	if res, err := j.proc.Wait(); err != nil || res != (sandbox.Result{ExitCode: 3}) {
+		t.Errorf("result %+v, %v; want exit 3", res, err)
+	}
+	// Gone, not even zombies: the init reaped them before it reported.
+	for _, p := range pids {
+		pid, _ := strconv.Atoi(p)
+		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+			t.Errorf("process %d of the job is still there when Wait returned (kill: %v)", pid, err)
+		}
+	}
+	task := fmt.Sprintf("/proc/%d/task", j.proc.Pid())
+	tids, _ := os.ReadDir(task) // none: reaped already
+	for _, tid := range tids {
+		b, err := os.ReadFile(filepath.Join(task, tid.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		flags, _ := strconv.ParseUint(f[6], 10, 64)
+		if f[0] != "Z" && f[0] != "X" && flags&0x4 == 0 { // PF_EXITING
+			t.Errorf("thread %s of the init is not exiting when Wait returned: %s", tid.Name(), b)
+		}
+	}
+	pid := j.proc.Pid()
+	waitFor(t, "the init reaped", func() bool { return errors.Is(unix.Kill(pid, 0), unix.ESRCH) })
 }
 
 func TestTerminateForwarded(t *testing.T) {

@@ -91,28 +91,35 @@ func probeStage() {
 
 // startStage starts the command at path through the exec stage, in the
 // job's user namespace if it has one, and returns its pid once the command
-// runs.
+// runs. It forks with syscall.ForkExec, not os/exec: os.StartProcess first
+// probes, once per process, that pidfds work (a pidfd_open, a waitid and a
+// throwaway vfork child), which the init, a new process per job, would pay
+// on every job's path; the init needs no pidfd (it reaps with wait4).
 func startStage(spec *initSpec, path string, stdout, stderr *os.File) (int, error) {
 	repR, repW, err := os.Pipe()
 	if err != nil {
 		return 0, setupErr("report pipe", err)
 	}
 	defer repR.Close()
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe", // the sealed copy the init runs from
-		Args:       append([]string{execArg0, path}, spec.Args...),
-		Env:        append([]string{}, spec.Env...), // never nil: nil means "inherit"
-		Stdout:     stdout,
-		Stderr:     stderr,
-		ExtraFiles: []*os.File{repW}, // fdReport
-		// Stdin nil: /dev/null of the new root. Setsid: a session of its own
-		// and no controlling terminal.
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	// Stdin: /dev/null of the new root.
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		repW.Close()
+		return 0, setupErr("open "+os.DevNull, err)
 	}
+	// Setsid: a session of its own and no controlling terminal.
+	attr := &syscall.SysProcAttr{Setsid: true}
 	if u := spec.UserNS; u != nil {
-		u.apply(cmd.SysProcAttr)
+		u.apply(attr)
 	}
-	err = cmd.Start()
+	pid, err := syscall.ForkExec("/proc/self/exe", // the sealed copy the init runs from
+		append([]string{execArg0, path}, spec.Args...),
+		&syscall.ProcAttr{
+			Env:   append([]string{}, spec.Env...),
+			Files: []uintptr{null.Fd(), stdout.Fd(), stderr.Fd(), repW.Fd()}, // fdReport
+			Sys:   attr,
+		})
+	null.Close()
 	repW.Close()
 	if err != nil {
 		return 0, setupErr("start the exec stage", err)
@@ -120,17 +127,27 @@ func startStage(spec *initSpec, path string, stdout, stderr *os.File) (int, erro
 	var m message
 	switch err := json.NewDecoder(repR).Decode(&m); {
 	case errors.Is(err, io.EOF):
-		return cmd.Process.Pid, nil // closed by a successful execve
+		return pid, nil // closed by a successful execve
 	case err != nil:
-		_ = cmd.Wait()
+		waitPid(pid)
 		return 0, setupErr("read the exec stage's report", err)
 	}
-	_ = cmd.Wait()
+	waitPid(pid)
 	var cause error = syscall.Errno(m.Errno)
 	if m.Errno == 0 {
 		cause = errors.New(m.Msg)
 	}
 	return 0, &stepError{class: m.Class, step: m.Step, err: cause}
+}
+
+// waitPid reaps the exec stage pid, which failed before its execve.
+func waitPid(pid int) {
+	for {
+		_, err := unix.Wait4(pid, nil, 0, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
 }
 
 // CheckUserNS checks, once at the isolator's start, that jobs can run in

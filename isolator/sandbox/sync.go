@@ -36,10 +36,13 @@ import (
 //	read syncPipe ◀──────────────────────────  {"type":"started"}
 //	  Start returns                              or {"type":"error",...}, exit 1
 //	                                           reap children, forward signals
-//	Wait: read syncPipe ◀─────────────────────  {"type":"exit",...} when the
-//	                                             command ends, then exit 0
-//	wait4(init)                                kernel kills the rest of the
-//	                                             PID namespace
+//	                                           the command ends: kill(-1,
+//	                                             SIGKILL), reap until none left
+//	Wait: read syncPipe ◀─────────────────────  {"type":"exit",...}, then exit 0
+//	      read syncPipe to EOF ◀──────────────  the last thread's exit_files:
+//	      (the init can run nothing more)        every thread is exiting
+//	      Wait returns; wait4(init) in the     the kernel tears down its
+//	      background                             namespaces and mounts
 //
 // The spec is written only once the init is in the job's cgroup (Spec.Cgroup),
 // so every process the job ever has, and the init's own work for it, is

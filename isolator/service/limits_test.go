@@ -174,8 +174,17 @@ func TestLimitsEnforced(t *testing.T) {
 		if r.GetLimits().String() != l.String() {
 			t.Errorf("recorded limits %v, want %v", r.GetLimits(), l)
 		}
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", cg["memory"])); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("the stopped job's cgroup is still there (%v)", err)
+		// Removed just after the job's end is recorded.
+		dir := filepath.Join("/sys/fs/cgroup/memory", cg["memory"])
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			_, err := os.Stat(dir)
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("the stopped job's cgroup is still there (%v)", err)
+				break
+			}
 		}
 	})
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -309,6 +310,29 @@ func TestPidsLimitAndKillAll(t *testing.T) {
 	}
 	if pids, err := j.Pids(); err != nil || len(pids) != 0 {
 		t.Fatalf("after KillAll: %v, %v", pids, err)
+	}
+}
+
+// Running lists the job's live processes, and nothing once they are
+// killed.
+func TestRunning(t *testing.T) {
+	j := newJob(t, &jobletv1.Limits{}, "")
+	p := start(t, j, "sleep 1000")
+	var live []int
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(live, p.cmd.Process.Pid); time.Sleep(10 * time.Millisecond) {
+		var err error
+		if live, err = j.Running(); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Running = %v, want the job's shell %d among them", live, p.cmd.Process.Pid)
+		}
+	}
+	if err := j.KillAll(); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := j.Running(); err != nil || len(live) != 0 {
+		t.Errorf("Running after KillAll = %v, %v", live, err)
 	}
 }
 
