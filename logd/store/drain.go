@@ -36,6 +36,7 @@ func (s *Store) Drain(ctx context.Context, jobID string, pipes []logdapi.Pipe) (
 	if err != nil {
 		return 0, err
 	}
+	defer s.release(jobID, l)
 	select {
 	case l.drain <- struct{}{}:
 	case <-ctx.Done():

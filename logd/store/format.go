@@ -163,7 +163,12 @@ func readHeader(r io.Reader, hdr *[hdrLen]byte) (kind, int, error) {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, 0, err
 	}
-	k, n := kind(hdr[0]), int(binary.BigEndian.Uint32(hdr[1:]))
+	return parseHeader(hdr[:])
+}
+
+// parseHeader checks and decodes the frame header at the start of h.
+func parseHeader(h []byte) (kind, int, error) {
+	k, n := kind(h[0]), int(binary.BigEndian.Uint32(h[1:hdrLen]))
 	ok := false
 	switch k {
 	case kindStdout, kindStderr, kindMarker:

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -23,10 +24,13 @@ import (
 const indexEvery = 1 << 20
 
 // jobLog is one job's log: its file and what is known about it. The file
-// holds the bytes; memory holds only sizes, a sparse index and, while the
-// log is open, the write descriptor.
+// holds the bytes; memory holds only sizes, a sparse index, while the log is
+// open the write descriptor, and while it has several readers their tail.
 type jobLog struct {
-	path string
+	path  string
+	users int         // get calls not yet released; guarded by Store.mu
+	ended atomic.Bool // the log is closed: once unused it can leave memory
+	tail  tail        // its readers' shared chunks and turns
 
 	mu      sync.Mutex
 	err     error    // set when the log cannot be used (load failed, store closed)
@@ -73,6 +77,7 @@ func (l *jobLog) load(dir string, create bool, log zerolog.Logger) error {
 		return err
 	}
 	if l.st.closed {
+		l.ended.Store(true)
 		return f.Close()
 	}
 	l.f = f
@@ -80,9 +85,19 @@ func (l *jobLog) load(dir string, create bool, log zerolog.Logger) error {
 }
 
 // scan rebuilds the state and index from the file, cutting off a torn or
-// unreadable tail so appends continue on a clean frame boundary.
+// unreadable tail so appends continue on a clean frame boundary. It reads
+// headers and small frames through a small buffer and seeks past the data
+// of larger ones, so loading a long log (again, after it left memory) reads
+// a fraction of it.
 func (l *jobLog) scan(f *os.File, log zerolog.Logger) error {
-	br := bufio.NewReaderSize(f, maxData+hdrLen)
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	// Most logs are small, and a closed one is loaded again on each later
+	// use: a buffer no larger than the file.
+	br := bufio.NewReaderSize(f, int(min(size, readBuffer)))
 	var (
 		st   state
 		hdr  [hdrLen]byte
@@ -114,7 +129,7 @@ func (l *jobLog) scan(f *os.File, log zerolog.Logger) error {
 		case kindEOF:
 			st.closed = true
 		default:
-			if got, err := br.Discard(n); err != nil {
+			if got, err := skipData(f, br, n, size-(pos+hdrLen)); err != nil {
 				if got > 0 && k != kindMarker && errors.Is(err, io.EOF) {
 					// Output cut short at the end of the file: logd died
 					// between a frame's header and the end of its data. The
@@ -147,18 +162,33 @@ func (l *jobLog) scan(f *os.File, log zerolog.Logger) error {
 		st.end = pos + hdrLen + int64(n)
 	}
 	if bad != nil {
-		fi, err := f.Stat()
-		if err != nil {
-			return err
-		}
 		if err := f.Truncate(st.end); err != nil {
 			return fmt.Errorf("cut torn tail: %w", err)
 		}
-		log.Warn().Err(bad).Int64("kept_bytes", st.end).Int64("cut_bytes", fi.Size()-st.end).
+		log.Warn().Err(bad).Int64("kept_bytes", st.end).Int64("cut_bytes", size-st.end).
 			Msg("log file had a torn or corrupt tail; cut it off")
 	}
 	l.st = st
 	return nil
+}
+
+// skipData passes over a frame's n bytes of data, of which the file holds
+// left: from br if it has them, otherwise by seeking f past them. Like
+// bufio's Discard, it returns how many it passed and io.EOF when the file
+// ends first.
+func skipData(f *os.File, br *bufio.Reader, n int, left int64) (int, error) {
+	if n <= br.Buffered() {
+		return br.Discard(n)
+	}
+	got, err := n, error(nil)
+	if int64(n) > left {
+		got, err = int(max(left, 0)), io.EOF
+	}
+	if _, serr := f.Seek(int64(got-br.Buffered()), io.SeekCurrent); serr != nil {
+		return 0, serr
+	}
+	br.Reset(f)
+	return got, err
 }
 
 // append writes the new part of recs, then with eof closes the log. All
@@ -260,6 +290,7 @@ func (l *jobLog) appendLocked(jobID string, recs []logdapi.Record, eof bool, lim
 	l.broadcast()
 	if next.closed && !wasClosed {
 		// Nothing more will be written; readers use their own descriptors.
+		l.ended.Store(true)
 		f := l.f
 		l.f = nil
 		if err := f.Close(); err != nil {
@@ -271,6 +302,7 @@ func (l *jobLog) appendLocked(jobID string, recs []logdapi.Record, eof bool, lim
 
 // broadcast wakes every reader waiting for a change. l.mu is held.
 func (l *jobLog) broadcast() {
+	l.tail.wrote(l.st.stored, l.st.closed)
 	close(l.changed)
 	l.changed = make(chan struct{})
 }

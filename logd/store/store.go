@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -43,11 +44,14 @@ type Options struct {
 }
 
 // Store is every job's log under one directory. It is the one owner of the
-// per-job state: all of it lives in the jobLogs of its map.
+// per-job state: all of it lives in the jobLogs of its map. A log is in the
+// map while it is open or in use; a closed log nobody reads or writes is
+// let go (release), and loaded from its file again when next asked for.
 type Store struct {
-	dir string
-	max int64
-	log zerolog.Logger
+	dir  string
+	max  int64
+	log  zerolog.Logger
+	held atomic.Int64 // bytes in the logs' shared tails (tailBudget)
 
 	mu      sync.Mutex
 	logs    map[string]*jobLog
@@ -123,6 +127,7 @@ func (s *Store) Append(_ context.Context, jobID string, recs []logdapi.Record, e
 	if err != nil {
 		return 0, err
 	}
+	defer s.release(jobID, l)
 	return l.append(jobID, recs, eof, s.max)
 }
 
@@ -139,12 +144,14 @@ func (s *Store) Stat(_ context.Context, jobID string) (logdapi.Stat, error) {
 	if err != nil {
 		return logdapi.Stat{}, err
 	}
+	defer s.release(jobID, l)
 	return l.stat()
 }
 
 // Read implements logdapi.Logd. Each reader reads the file through its own
 // descriptor at its own pace; writers only wake it, so a reader that is slow
-// to take what it is given holds up nobody.
+// to take what it is given holds up nobody. Readers at the same place share
+// what they read through the log's tail (shared.go).
 func (s *Store) Read(ctx context.Context, jobID string, offset int64, follow bool, fn func(logdapi.Record) error) error {
 	if err := validID(jobID); err != nil {
 		return err
@@ -156,29 +163,45 @@ func (s *Store) Read(ctx context.Context, jobID string, offset int64, follow boo
 	if err != nil {
 		return err
 	}
+	defer s.release(jobID, l)
 	// seek also waits for the log to be loaded, or made, by whoever first
 	// asked for it.
 	start, err := l.seek(offset)
 	if err != nil {
 		return err
 	}
+	at := l.tail.join(start.pos)
+	defer l.tail.leave(at)
 	f, err := os.OpenFile(l.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("open log of job %s: %w", jobID, err)
 	}
 	defer f.Close()
 	r := newReader(f, start, offset)
+	last := int64(-1) // without follow: the end of the log when Read began
 	for {
 		end, closed, changed, err := l.snapshot()
 		if err != nil {
 			return err
 		}
+		if !follow {
+			if last < 0 {
+				last = end
+			}
+			end = last
+		}
 		if r.pos < end {
-			if err := r.sendTo(end, fn); err != nil {
+			limit, done, err := l.tail.take(ctx, s.done, at)
+			if err != nil {
 				return err
 			}
-			if follow {
-				continue // more may have come while we were sending
+			err = r.sendTo(end, limit, &l.tail, at, fn)
+			done()
+			if err != nil {
+				return err
+			}
+			if follow || r.pos < end {
+				continue // more may have come while we were sending, or the turn ended first
 			}
 		}
 		if !follow || closed {
@@ -214,8 +237,9 @@ func (s *Store) await(ctx context.Context, jobID string, follow bool) (*jobLog, 
 }
 
 // get returns jobID's log, loading it from disk, or with create making it,
-// if it is not in memory yet. When the log does not exist it returns
-// ErrNotFound and a channel that is closed when some new log appears.
+// if it is not in memory yet. The caller hands it back with release when
+// done. When the log does not exist it returns ErrNotFound and a channel
+// that is closed when some new log appears.
 func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error) {
 	s.mu.Lock()
 	if s.closed {
@@ -223,6 +247,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 		return nil, nil, errShutdown
 	}
 	if l := s.logs[jobID]; l != nil {
+		l.users++
 		s.mu.Unlock()
 		return l, nil, nil
 	}
@@ -240,7 +265,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 	}
 	// Load outside the store lock so a long scan holds up only this job:
 	// others who find the log in the map wait on its own lock.
-	l := &jobLog{path: path, changed: make(chan struct{}), drain: make(chan struct{}, 1)}
+	l := &jobLog{path: path, changed: make(chan struct{}), drain: make(chan struct{}, 1), users: 1, tail: newTail(&s.held)}
 	l.mu.Lock()
 	s.logs[jobID] = l
 	if !exists {
@@ -257,6 +282,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 	l.mu.Unlock()
 	if err != nil {
 		s.mu.Lock()
+		l.users--
 		if s.logs[jobID] == l {
 			delete(s.logs, jobID) // let a later call try again
 		}
@@ -264,6 +290,19 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 		return nil, nil, err
 	}
 	return l, nil, nil
+}
+
+// release hands back a log got from get. A closed log that nobody uses any
+// more leaves memory: a job's log is read rarely once the job is over, and a
+// store that kept every log it had seen would grow with every job. Its next
+// use loads it from the file again (load), which is all there is to it.
+func (s *Store) release(jobID string, l *jobLog) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.users--
+	if l.users == 0 && l.ended.Load() && s.logs[jobID] == l {
+		delete(s.logs, jobID)
+	}
 }
 
 // validID admits only what the isolator hands out, so a job id can never
