@@ -3,6 +3,7 @@ package cgroup
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
@@ -17,6 +18,16 @@ func (p *Parent) Open(id string) (*Job, error) {
 		return nil, fmt.Errorf("bad job id %q", id)
 	}
 	return p.b.open(id)
+}
+
+// Exists reports whether job id has a cgroup under the parent, in any
+// hierarchy.
+func (p *Parent) Exists(id string) (bool, error) {
+	ids, err := p.b.jobs()
+	if err != nil {
+		return false, fmt.Errorf("list job cgroups: %w", err)
+	}
+	return slices.Contains(ids, id), nil
 }
 
 // CleanupExcept is Cleanup for every job cgroup but those keep reports

@@ -76,8 +76,9 @@ type fakeCgroups struct {
 	usage     map[string]Usage       // what Stats reports, by job id
 	created   map[string]*fakeCgroup // by job id
 	limits    map[string]*jobletv1.Limits
-	devices   []string // the ioDevice of each Create
-	events    []string // "create 1", "apply 1", "stats 1", "running 1", "destroy 1", "signal 1 terminated", "killall 1"
+	devices   []string        // the ioDevice of each Create
+	events    []string        // "create 1", "apply 1", "stats 1", "running 1", "destroy 1", "signal 1 terminated", "killall 1"
+	left      map[string]bool // cgroups an earlier run left, for Exists
 	// stray and killAll are given to the cgroups created from now on (see
 	// fakeCgroup).
 	stray   func() ([]int, error)
@@ -102,6 +103,14 @@ func (c *fakeCgroups) Create(id string, l *jobletv1.Limits, ioDevice string) (Cg
 	c.devices = append(c.devices, ioDevice)
 	c.events = append(c.events, "create "+id)
 	return cg, nil
+}
+
+// Exists implements CgroupChecker: a cgroup made and not destroyed, or one
+// left by "a previous run" (left).
+func (c *fakeCgroups) Exists(id string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.created[id] != nil || c.left[id], nil
 }
 
 // setNext sets what Stats reports for the cgroups created from now on.

@@ -167,17 +167,28 @@ func Open(opts Options) (*Registry, error) {
 	// Records are taken in one at a time, by this goroutine alone; the
 	// jobs adopted meanwhile are supervised only once every record is in,
 	// so that no supervisor changes the registry while it is being built.
-	var adopted []*job
+	var adopted, again []*job
 	for _, rec := range recs {
-		if j := r.recover(rec); j != nil {
+		switch j, startAgain := r.recover(rec); {
+		case startAgain:
+			again = append(again, j)
+		case j != nil:
 			adopted = append(adopted, j)
 		}
+	}
+	// Before any job is supervised or launched: the sweep reads the
+	// registry without its lock.
+	if err := r.sweepUploads(); err != nil { // upload.go
+		return nil, err
 	}
 	for _, j := range adopted {
 		go r.supervise(j, nil)
 	}
-	if err := r.sweepUploads(); err != nil { // upload.go
-		return nil, err
+	for _, j := range again {
+		go func() {
+			// A start error is recorded on the job (failStart).
+			_, _ = r.launch(j, specOf(j.rec))
+		}()
 	}
 	return r, nil
 }
@@ -191,33 +202,39 @@ func rootsRoot(state string) string     { return filepath.Join(state, "roots") }
 
 // recover takes a record from disk into the registry. A job that was
 // running is adopted when its shim still runs (detached.go): that job is
-// returned, for the caller to supervise. Otherwise it cannot be followed
-// again (its pipes and its parent are gone), so it is ended.
-func (r *Registry) recover(rec store.Record) *job {
+// returned, for the caller to supervise. A scheduled job the previous
+// isolator was starting, but had not started, is returned with startAgain
+// set, for the caller to launch (schedule.go). Otherwise a job that was
+// running cannot be followed again (its pipes and its parent are gone), so
+// it is ended.
+func (r *Registry) recover(rec store.Record) (j *job, startAgain bool) {
 	id := rec.Job.GetId()
 	log := r.opts.Log.With().Str(logging.KeyJobID, id).Logger()
 	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_SCHEDULED {
 		r.recoverScheduled(rec.Job, log) // see schedule.go
-		return nil
+		return nil, false
 	}
 	reason := ReasonRestarted
 	if rec.Job.GetState() == jobletv1.JobState_JOB_STATE_RUNNING {
+		if r.neverStarted(rec, log) { // schedule.go
+			return r.startAgain(rec.Job, log), true
+		}
 		var adopted *job
 		if adopted, reason = r.adopt(rec, log); adopted != nil { // detached.go
-			return adopted
+			return adopted, false
 		}
 	}
 	if dr, ok := r.opts.Runner.(DetachedRunner); ok {
 		dr.Forget(id)
 	}
-	j := &job{rec: rec.Job, log: log, exited: make(chan struct{}), done: make(chan struct{})}
+	j = &job{rec: rec.Job, log: log, exited: make(chan struct{}), done: make(chan struct{})}
 	close(j.exited)
 	close(j.done)
 	r.jobs[id] = j
 	defer r.retire(j)
 	if rec.Job.GetState() != jobletv1.JobState_JOB_STATE_RUNNING {
 		r.removeDirs(id, log)
-		return nil
+		return nil, false
 	}
 	if killed, err := killLeftover(rec.Init); err != nil {
 		log.Error().Err(err).Int("pid", rec.Init.PID).Msg("cannot kill a job left by the previous isolator")
@@ -241,7 +258,7 @@ func (r *Registry) recover(rec store.Record) *job {
 		defer r.wg.Done()
 		r.awaitOutput(output.Start(r.opts.Logd, id, nil, nil, r.outputOptions(log)))
 	}()
-	return nil
+	return nil, false
 }
 
 // killLeftover kills the job whose init is p, if p still runs. The init is

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,6 +29,10 @@ import (
 //	SCHEDULED ── Stop ──▶ CANCELED (saved), then Scheduler.Cancel (best effort)
 //	      │
 //	      └── StartScheduled (the scheduler, when due) ──▶ RUNNING ── launch, as Run does
+//	                                                         │ the isolator dies before
+//	                                                         │ the job's cgroup exists
+//	                                                         ▼
+//	                                   the next isolator launches it (startAgain)
 //
 // StartScheduled is idempotent by job id, which is what lets the scheduler
 // hand a job off again after a crash without it running twice.
@@ -35,7 +41,15 @@ import (
 const (
 	ReasonCanceled     = "canceled before it started"
 	ReasonNotScheduled = "isolator restarted before the scheduler accepted the job"
+	ReasonStartedAgain = "isolator restarted as the job was starting; started again"
 )
+
+// CgroupChecker is an optional part of Options.Cgroups: whether a job has
+// a cgroup. Without it, a scheduled job whose start a crash cut short is
+// recorded as lost, never started again.
+type CgroupChecker interface {
+	Exists(id string) (bool, error)
+}
 
 // lateNote is how late a scheduled job may start before its record says so.
 const lateNote = time.Second
@@ -275,4 +289,46 @@ func (r *Registry) recoverScheduled(rec *jobletv1.Job, log zerolog.Logger) {
 		log.Error().Err(err).Msg("cannot save job record")
 	}
 	log.Warn().Msg(ReasonNotScheduled)
+}
+
+// neverStarted reports whether rec, found RUNNING, is a scheduled job that
+// the previous isolator had begun to start (the RUNNING record is saved
+// before anything else) but had not started: no shim, no init and no start
+// time recorded, and no cgroup. The cgroup is made before the shim is given
+// the job, and nothing but the job's end removes it, so without one nothing
+// of the job ever ran. Nobody else would start such a job: the scheduler
+// handed it off already. A job run through the API is not started again:
+// its caller was told the call failed, and may run it again itself.
+func (r *Registry) neverStarted(rec store.Record, log zerolog.Logger) bool {
+	cc, ok := r.opts.Cgroups.(CgroupChecker)
+	if !ok || rec.Job.GetScheduledTime() == nil || rec.Job.GetStartTime() != nil || rec.Shim.PID > 0 || rec.Init.PID > 0 {
+		return false
+	}
+	exists, err := cc.Exists(rec.Job.GetId())
+	if err != nil {
+		log.Error().Err(err).Msg("cannot tell whether the job had started; it is ended as lost")
+		return false
+	}
+	return !exists
+}
+
+// startAgain takes in a job for which neverStarted holds, holding a running
+// slot, for the caller to launch once every record is in. The job's root
+// mount point, and a /work disk image being made, are made afresh; its
+// workspace (with its upload) and its network (Attach is idempotent) are
+// taken as they are.
+func (r *Registry) startAgain(rec *jobletv1.Job, log zerolog.Logger) *job {
+	id := rec.GetId()
+	for _, p := range []string{filepath.Join(rootsRoot(r.opts.StateDir), id), workImage(r.opts.StateDir, id)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Error().Err(err).Str("path", p).Msg("cannot remove what the start cut short left")
+		}
+	}
+	rec.Reason = ReasonStartedAgain
+	j := &job{rec: rec, log: log, exited: make(chan struct{}), done: make(chan struct{})}
+	r.jobs[id] = j
+	r.running++
+	r.wg.Add(1)
+	log.Warn().Msg(ReasonStartedAgain)
+	return j
 }

@@ -3,10 +3,14 @@ package jobs
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/errdefs"
@@ -308,5 +312,63 @@ func TestScheduledJobsSurviveRestart(t *testing.T) {
 	}
 	if end := f.wait(j.GetId()); end.GetState() != completed || f.logd.stdoutOf(j.GetId()) != "later\n" || end.GetReason() != "started 3s late" {
 		t.Fatalf("ended record %v", end)
+	}
+}
+
+// A scheduled job whose start a crash of the isolator cut short (its
+// RUNNING record saved, nothing of it started: no shim, no init, no
+// cgroup) is started by the next isolator: it fell due, and the scheduler
+// has handed it off. With a cgroup left, or for a job run through the API,
+// it may have run (or its caller was told the run failed): it is ended as
+// lost, as before.
+func TestScheduledJobCutShortByACrashStartsAgain(t *testing.T) {
+	f, _ := newSchedFixture(t, nil)
+	ctx := context.Background()
+	j := f.schedule("1h", &jobletv1.JobSpec{Command: "echo", Args: []string{"due"}})
+	if err := f.reg.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	due := f.stored(j.GetId()).Job
+	due.State = jobletv1.JobState_JOB_STATE_RUNNING
+	mayHaveRun := proto.Clone(due).(*jobletv1.Job)
+	mayHaveRun.Id, err = st.NextID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaAPI := &jobletv1.Job{Command: "true", State: jobletv1.JobState_JOB_STATE_RUNNING}
+	if viaAPI.Id, err = st.NextID(); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range []*jobletv1.Job{due, mayHaveRun, viaAPI} {
+		if err := st.Save(store.Record{Job: rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What a start cut short leaves: its root mount point.
+	if err := os.MkdirAll(filepath.Join(f.dir, "roots", due.GetId()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.cg.left = map[string]bool{mayHaveRun.GetId(): true}
+
+	f.open()
+	end := f.wait(due.GetId())
+	if end.GetState() != completed || end.GetReason() != ReasonStartedAgain || f.logd.stdoutOf(due.GetId()) != "due\n" {
+		t.Fatalf("the job cut short: %v, output %q", end, f.logd.stdoutOf(due.GetId()))
+	}
+	if d := f.stored(due.GetId()); d.Job.GetState() != completed {
+		t.Fatalf("on disk: %v", d.Job)
+	}
+	for _, id := range []string{mayHaveRun.GetId(), viaAPI.GetId()} {
+		if r, _ := f.reg.Get(ctx, id); r.GetState() != failed || r.GetReason() != ReasonRestarted {
+			t.Errorf("job %s: %v, want failed: %s", id, r, ReasonRestarted)
+		}
+	}
+	// The scheduler's hand-off may come again: it starts nothing twice.
+	if r, err := f.reg.StartScheduled(ctx, due.GetId(), time.Second); err != nil || r.GetState() != completed {
+		t.Errorf("a second hand-off: %v, %v", r, err)
 	}
 }
