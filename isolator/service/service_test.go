@@ -20,7 +20,7 @@ import (
 	"github.com/joblet-dev/joblet/isolator/jobs"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
-	"github.com/joblet-dev/joblet/isolator/shim"
+	"github.com/joblet-dev/joblet/isolator/shim/shimproc"
 	"github.com/joblet-dev/joblet/isolator/store"
 	"github.com/joblet-dev/joblet/proto/config"
 	"github.com/joblet-dev/joblet/proto/daemon"
@@ -37,8 +37,8 @@ func TestMain(m *testing.M) {
 	if sandbox.IsInit() {
 		sandbox.Init()
 	}
-	if shim.IsShim() {
-		shim.Main()
+	if shimproc.IsShim() {
+		shimproc.Main()
 	}
 	os.Exit(m.Run())
 }

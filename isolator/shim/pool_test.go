@@ -16,6 +16,7 @@ import (
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
+	"github.com/joblet-dev/joblet/isolator/shim/shimproc"
 	"github.com/joblet-dev/joblet/proto/errdefs"
 )
 
@@ -25,8 +26,8 @@ func TestMain(m *testing.M) {
 	if sandbox.IsInit() {
 		sandbox.Init()
 	}
-	if IsShim() {
-		Main()
+	if shimproc.IsShim() {
+		shimproc.Main()
 	}
 	os.Exit(m.Run())
 }

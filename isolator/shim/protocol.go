@@ -6,14 +6,14 @@
 // The shim is a small binary of its own, joblet-shim (package shimproc),
 // found beside the isolator's executable and sealed in memory once (see
 // UseBinary); when it is not installed there, the isolator's binary is
-// re-executed from its sealed in-memory copy in shim mode (IsShim is true
-// and the daemon's main calls Main first). It runs in the host's
-// namespaces, in a session of its own, with no parent-death signal,
-// outside the job's cgroup. The isolator and its shim talk over two pipes
+// re-executed from its sealed in-memory copy in shim mode (shimproc.IsShim
+// is true and the daemon's main calls shimproc.Main first). It runs in the
+// host's namespaces, in a session of its own, with no parent-death
+// signal, outside the job's cgroup. The isolator and its shim talk over two pipes
 // (descriptors, Spec, message: package wire), then through one file:
 //
-//	isolator (Start)                           shim (Main)
-//	────────────────                           ───────────
+//	isolator (Start)                           shim (shimproc.Main)
+//	────────────────                           ────────────────────
 //	fork+exec the sealed copy ───────────────▶ read the Spec (JSON) on fd 3
 //	                                           make the output pipes, hand
 //	                                           them to logd (which reads them),

@@ -9,7 +9,7 @@ import (
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/service"
-	"github.com/joblet-dev/joblet/isolator/shim"
+	"github.com/joblet-dev/joblet/isolator/shim/shimproc"
 	"github.com/joblet-dev/joblet/proto/daemon"
 )
 
@@ -17,8 +17,8 @@ func main() {
 	if sandbox.IsInit() {
 		sandbox.Init() // never returns
 	}
-	if shim.IsShim() {
-		shim.Main() // never returns
+	if shimproc.IsShim() {
+		shimproc.Main() // never returns
 	}
 	os.Exit(daemon.Main("isolator", service.Run))
 }
