@@ -10,6 +10,7 @@ import (
 
 	"github.com/joblet-dev/joblet/proto/clientconfig"
 	"github.com/joblet-dev/joblet/proto/config"
+	"github.com/joblet-dev/joblet/proto/logging"
 	"github.com/joblet-dev/joblet/supervisor/devcerts"
 	"github.com/joblet-dev/joblet/supervisor/devenv"
 )
@@ -32,9 +33,13 @@ func TestSettings(t *testing.T) {
 	if err != nil || s.Port != 6000 || s.Grace != 1500*time.Millisecond {
 		t.Fatalf("overrides = %+v, %v", s, err)
 	}
+	s, err = settingsFrom(env(map[string]string{logging.EnvLevel: "Warn"}))
+	if err != nil || s.LogLevel != "Warn" {
+		t.Fatalf("log level = %+v, %v; want Warn passed on", s, err)
+	}
 	for _, bad := range []map[string]string{
 		{EnvPort: "0"}, {EnvPort: "70000"}, {EnvPort: "http"},
-		{EnvStopGrace: "-1s"}, {EnvStopGrace: "10"},
+		{EnvStopGrace: "-1s"}, {EnvStopGrace: "10"}, {logging.EnvLevel: "verbose"},
 	} {
 		if _, err := settingsFrom(env(bad)); err == nil {
 			t.Errorf("%v: want an error", bad)

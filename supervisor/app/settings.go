@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/joblet-dev/joblet/proto/logging"
 )
 
 // Environment variables that tune embedded mode.
@@ -19,6 +21,9 @@ const (
 type settings struct {
 	Port  int
 	Grace time.Duration
+	// LogLevel is JOBLET_LOG_LEVEL as given (checked), passed on to the
+	// services; empty leaves them at their default.
+	LogLevel string
 }
 
 func settingsFrom(getenv func(string) string) (settings, error) {
@@ -36,6 +41,12 @@ func settingsFrom(getenv func(string) string) (settings, error) {
 			return s, fmt.Errorf("%s=%q: want a non-negative duration such as 10s", EnvStopGrace, v)
 		}
 		s.Grace = d
+	}
+	if v := getenv(logging.EnvLevel); v != "" {
+		if _, err := logging.ParseLevel(v); err != nil {
+			return s, err
+		}
+		s.LogLevel = v
 	}
 	return s, nil
 }

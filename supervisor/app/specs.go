@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/joblet-dev/joblet/proto/daemon"
+	"github.com/joblet-dev/joblet/proto/logging"
 	"github.com/joblet-dev/joblet/supervisor/child"
 	"github.com/joblet-dev/joblet/supervisor/devenv"
 )
@@ -22,6 +23,9 @@ func pluginDir(runDir, name string) string { return filepath.Join(runDir, "plugi
 // as.
 func childSpecs(pl placement, l devenv.Layout, bins map[string]string, id devenv.Identity, set settings, logFormat string) ([]child.Spec, error) {
 	env := []string{"PATH=" + safePath, EnvLogFormat + "=" + logFormat}
+	if set.LogLevel != "" {
+		env = append(env, logging.EnvLevel+"="+set.LogLevel)
+	}
 	if d := os.Getenv(daemon.EnvPprofDir); d != "" {
 		// Development profiling (proto/daemon): passed on when asked for.
 		env = append(env, daemon.EnvPprofDir+"="+d)

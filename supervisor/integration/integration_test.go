@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,6 +152,7 @@ func TestEmbeddedSuite(t *testing.T) {
 		"JOBLET_PORT=" + strconv.Itoa(port),
 		"JOBLET_STOP_GRACE=2s",
 		"JOBLET_LOG_FORMAT=json",
+		"JOBLET_LOG_LEVEL=debug",
 	}
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
@@ -212,6 +214,21 @@ func TestEmbeddedSuite(t *testing.T) {
 			t.Fatalf("%s pid %d not running; pids %v", svc, pids[svc], pids)
 		}
 	}
+
+	t.Run("log level passed on", func(t *testing.T) {
+		for svc, pid := range pids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(strings.Split(string(b), "\x00"), "JOBLET_LOG_LEVEL=debug") {
+				t.Errorf("%s's environment %q lacks JOBLET_LOG_LEVEL=debug", svc, b)
+			}
+		}
+		if !strings.Contains(logs.String(), `"level":"debug"`) {
+			t.Errorf("no debug line logged at JOBLET_LOG_LEVEL=debug:\n%s", logs)
+		}
+	})
 
 	t.Run("gateway is unprivileged", func(t *testing.T) {
 		st := procStatus(t, pids["gateway"])
