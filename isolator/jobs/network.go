@@ -53,7 +53,8 @@ func (r *Registry) checkNetwork(spec *jobletv1.JobSpec) error {
 }
 
 // attach asks netd for the job's network ("bridge" when the spec names
-// none) and records the network, address and host name on the job. The
+// none) and records the network, address and host name on the job; when
+// netd refuses, the network asked for. The
 // zero Attachment (no netd) means a fresh namespace with loopback only.
 func (r *Registry) attach(j *job, spec *jobletv1.JobSpec) (netdapi.Attachment, error) {
 	if r.opts.Netd == nil {
@@ -76,6 +77,11 @@ func (r *Registry) attach(j *job, spec *jobletv1.JobSpec) (netdapi.Attachment, e
 		a, err = r.opts.Netd.Attach(ctx, id, network, spec.GetName())
 	}
 	if err != nil {
+		// The record names the network asked for, not the "none" it
+		// starts with: it was refused, and the job never ran on "none".
+		r.mu.Lock()
+		j.rec.Network = network
+		r.mu.Unlock()
 		return netdapi.Attachment{}, netdError(network, err)
 	}
 	r.mu.Lock()

@@ -185,6 +185,9 @@ func TestNetworkRefused(t *testing.T) {
 			if len(jobs) != 1 || jobs[0].GetState() != jobletv1.JobState_JOB_STATE_FAILED || !strings.Contains(jobs[0].GetReason(), tc.message) {
 				t.Fatalf("records %v", jobs)
 			}
+			if n := jobs[0].GetNetwork(); n != "nope" {
+				t.Errorf("record's network %q, want the one asked for, nope", n)
+			}
 			id := jobs[0].GetId()
 			if ev := f.cg.eventsOf(id); len(ev) != 0 {
 				t.Errorf("cgroup events %v, want none", ev)
