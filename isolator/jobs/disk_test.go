@@ -1,12 +1,15 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/joblet-dev/joblet/proto/errdefs"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
@@ -28,7 +31,8 @@ func TestStateDiskFull(t *testing.T) {
 	if end := f.wait(first.GetId()); end.GetState() != jobletv1.JobState_JOB_STATE_COMPLETED {
 		t.Fatalf("first job %v", end)
 	}
-	saved, err := os.ReadFile(filepath.Join(dir, "jobs", first.GetId()+".json"))
+	saved := f.stored(first.GetId()).Job
+	journal, err := os.ReadFile(filepath.Join(dir, "journal"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,8 +45,11 @@ func TestStateDiskFull(t *testing.T) {
 			t.Fatalf("run on a full disk: %v, want a clear ResourceExhausted", err)
 		}
 	}
-	if got, _ := os.ReadFile(filepath.Join(dir, "jobs", first.GetId()+".json")); string(got) != string(saved) {
-		t.Errorf("saved record changed on a full disk:\n%s\nwant:\n%s", got, saved)
+	if got := f.stored(first.GetId()).Job; !proto.Equal(got, saved) {
+		t.Errorf("saved record changed on a full disk:\n%v\nwant:\n%v", got, saved)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "journal")); !bytes.Equal(got, journal) {
+		t.Errorf("the journal changed on a full disk: %d bytes, was %d", len(got), len(journal))
 	}
 	if j, err := f.reg.Get(context.Background(), first.GetId()); err != nil || j.GetState() != jobletv1.JobState_JOB_STATE_COMPLETED {
 		t.Errorf("get on a full disk: %v %v", j, err)
@@ -50,9 +57,8 @@ func TestStateDiskFull(t *testing.T) {
 	if js, err := f.reg.List(context.Background()); err != nil || len(js) != 1 {
 		t.Errorf("list on a full disk: %v %v", js, err)
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, "jobs"))
-	if len(ents) != 1 {
-		t.Errorf("records dir holds %d entries, want the one record (no temporary left)", len(ents))
+	if m, _ := filepath.Glob(filepath.Join(dir, "journal?*")); len(m) != 0 {
+		t.Errorf("left next to the journal: %v", m)
 	}
 	f.assertNoDirs("2")
 	f.reg.mu.Lock()

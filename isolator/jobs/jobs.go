@@ -155,7 +155,7 @@ func Open(opts Options) (*Registry, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	st, err := store.Open(opts.StateDir)
+	st, err := store.OpenLogging(opts.StateDir, opts.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/isolator/limits"
 	"github.com/joblet-dev/joblet/isolator/output"
@@ -141,11 +142,7 @@ func (f *fixture) awaitRetired(id string) {
 // stored returns what is on disk for job id.
 func (f *fixture) stored(id string) store.Record {
 	f.t.Helper()
-	st, err := store.Open(f.dir)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	recs, err := st.Load()
+	recs, err := store.Read(f.dir)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -547,24 +544,30 @@ func TestConcurrentRunsAndList(t *testing.T) {
 }
 
 // When the record cannot be written nothing runs, and the job's slot is
-// given back.
+// given back. The record's write fails with EFBIG: the process may not
+// grow a file past its size now (RLIMIT_FSIZE; Go ignores SIGXFSZ), for
+// the moment of the Run.
 func TestStateWriteFailure(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.MaxRunning = 1 })
-	jobsDir := filepath.Join(f.dir, "jobs")
-	if err := os.Rename(jobsDir, jobsDir+".away"); err != nil {
+	journal, err := os.Stat(filepath.Join(f.dir, "journal"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(jobsDir, nil, 0o600); err != nil { // not a directory
+	var was unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &was); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "true"}); err == nil {
-		t.Fatal("run succeeded without a record")
-	}
-	if err := os.Remove(jobsDir); err != nil {
+	limit := was
+	limit.Cur = uint64(journal.Size())
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &limit); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(jobsDir+".away", jobsDir); err != nil {
+	_, err = f.reg.Run(context.Background(), &jobletv1.JobSpec{Command: "true"})
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &was); err != nil {
 		t.Fatal(err)
+	}
+	if !errors.Is(err, unix.EFBIG) {
+		t.Fatalf("run without a record: %v, want its write's EFBIG", err)
 	}
 	j := f.wait(f.run("true").GetId())
 	if j.GetId() != "2" || j.GetState() != completed {

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -71,15 +70,9 @@ func (s *suite) restartIsolator() {
 // shimPID reads the pid of a job's shim from its record on disk.
 func (s *suite) shimPID(id string) int {
 	s.t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.cfg.StateDir("isolator"), "jobs", id+".json"))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var rec struct {
-		Shim struct{ PID int } `json:"shim"`
-	}
-	if err := json.Unmarshal(b, &rec); err != nil || rec.Shim.PID <= 0 {
-		s.t.Fatalf("no shim pid in the record of job %s: %s (%v)", id, b, err)
+	rec := s.record(id)
+	if rec.Shim.PID <= 0 {
+		s.t.Fatalf("no shim pid in the record of job %s: %+v", id, rec)
 	}
 	return rec.Shim.PID
 }

@@ -3,7 +3,6 @@ package service
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -244,19 +243,29 @@ func (s *suite) ended(id string) (*jobletv1.Job, string) {
 	return nil, ""
 }
 
+// record reads job id's record from the isolator's state on disk.
+func (s *suite) record(id string) store.Record {
+	s.t.Helper()
+	recs, err := store.Read(s.cfg.StateDir("isolator"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Job.GetId() == id {
+			return r
+		}
+	}
+	s.t.Fatalf("no record of job %s on disk", id)
+	return store.Record{}
+}
+
 // initPID reads the host pid of a running job's init from its record on
 // disk, to check afterwards that nothing of the job is left.
 func (s *suite) initPID(id string) int {
 	s.t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.cfg.StateDir("isolator"), "jobs", id+".json"))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var rec struct {
-		Init struct{ PID int } `json:"init"`
-	}
-	if err := json.Unmarshal(b, &rec); err != nil || rec.Init.PID <= 0 {
-		s.t.Fatalf("no init pid in the record of job %s: %s (%v)", id, b, err)
+	rec := s.record(id)
+	if rec.Init.PID <= 0 {
+		s.t.Fatalf("no init pid in the record of job %s: %+v", id, rec)
 	}
 	return rec.Init.PID
 }
@@ -388,9 +397,8 @@ func TestJobsThroughTheSocket(t *testing.T) {
 		t.Errorf("shims or zombies left after shutdown: %v", left)
 	}
 	assertNoMounts(t, s.cfg.Paths.StateDir)
-	b, err := os.ReadFile(filepath.Join(s.cfg.StateDir("isolator"), "jobs", j.GetId()+".json"))
-	if err != nil || !strings.Contains(string(b), "STOPPED") || !strings.Contains(string(b), jobs.ReasonShutdown) {
-		t.Fatalf("record after shutdown: %s (%v)", b, err)
+	if rec := s.record(j.GetId()).Job; rec.GetState() != jobletv1.JobState_JOB_STATE_STOPPED || !strings.Contains(rec.GetReason(), jobs.ReasonShutdown) {
+		t.Fatalf("record after shutdown: %v", rec)
 	}
 	for _, d := range []string{"work", "roots"} {
 		ents, _ := os.ReadDir(filepath.Join(s.cfg.StateDir("isolator"), d))

@@ -1,9 +1,15 @@
 // Package store persists the isolator's job records and its id counter under
-// the isolator's state directory. Every write goes to a temporary file that is
-// renamed over the old one, so a crash leaves either the old or the new
-// version, never a torn one. Save and the id counter wait for the disk
-// (fsync of the file and of its directory), so a machine crash cannot lose
-// them either; Update does not (see there).
+// the isolator's state directory.
+//
+// Records go to one append-only journal (journal.go): each Save or Update
+// appends the job's whole record, and the latest entry of an id is its
+// record. One writer goroutine at a time owns the file and commits every
+// pending entry with one write and, when a Save is among them, one
+// fdatasync: concurrent Saves share the wait for the disk (group commit).
+// Save returns once its entry is durable; Update once it is written (in the
+// page cache), without waiting for the disk (see there). The journal is
+// rewritten with only the latest entry of each id at Open and whenever it
+// has grown well past that size.
 package store
 
 import (
@@ -12,11 +18,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/joblet-dev/joblet/proto/atomicfile"
@@ -44,7 +51,8 @@ type Proc struct {
 	BootID     string `json:"bootId,omitempty"`
 }
 
-// file is the on-disk form of a Record.
+// file is the on-disk form of a Record: the payload of a journal entry,
+// and the content of a record file of the old layout.
 type file struct {
 	Job  json.RawMessage `json:"job"`
 	Init Proc            `json:"init"`
@@ -53,14 +61,33 @@ type file struct {
 
 // Store is the isolator's persisted state in one directory:
 //
-//	<dir>/last-id        no job id up to it may be handed out again
-//	<dir>/jobs/<id>.json one record per job
+//	<dir>/last-id  no job id up to it may be handed out again
+//	<dir>/journal  the job records (journal.go)
+//
+// A directory of the previous layout (<dir>/jobs/<id>.json, one file per
+// record) is taken into the journal at Open (migrate.go).
 type Store struct {
 	dir string
+	log zerolog.Logger
 
 	mu       sync.Mutex // serialises id allocation
 	lastID   uint64     // the last id handed out
 	reserved uint64     // the counter on disk: NextID hands out ids up to it without a write
+
+	jmu     sync.Mutex // guards next and writing
+	idle    sync.Cond  // on jmu: broadcast when the writer stops
+	next    *batch     // the entries waiting for the writer, nil if none
+	writing bool       // a writer goroutine runs
+
+	// Owned by the writer goroutine (and by Open before any).
+	f         *os.File
+	end       int64 // the end of the last entry written whole
+	dirty     bool  // bytes past end may be left by a failed write: cut them first
+	compacted int64 // the journal's size after the last compaction
+	minFree   int64 // see reserve
+
+	syncs      atomic.Int64 // fdatasyncs of the journal, for tests and benchmarks
+	beforeSync func()       // nil but in tests, which hold the writer in a sync with it
 }
 
 // idBlock is how many ids one durable write of the counter reserves: the
@@ -69,14 +96,22 @@ type Store struct {
 // reused, and need not be consecutive); Close writes the exact counter.
 const idBlock = 64
 
-// Open opens (creating if needed) the store in dir. The id counter is read
-// back and raised past any record found, so an id is never handed out twice
-// even if the counter file was lost.
-func Open(dir string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "jobs"), 0o700); err != nil {
+// Open opens (creating if needed) the store in dir, without logging what
+// it repairs; see OpenLogging.
+func Open(dir string) (*Store, error) { return OpenLogging(dir, zerolog.Nop()) }
+
+// OpenLogging opens (creating if needed) the store in dir. The journal is
+// read back (a torn or corrupt part is cut off and logged, see journal.go),
+// records of the previous layout are taken in, and the journal is
+// rewritten with the latest entry of each id. The id counter is read back
+// and raised past any record found, so an id is never handed out twice even
+// if the counter file was lost.
+func OpenLogging(dir string, log zerolog.Logger) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	s := &Store{dir: dir}
+	s := &Store{dir: dir, log: log, minFree: defaultMinFree}
+	s.idle.L = &s.jmu
 	b, err := os.ReadFile(s.counterPath())
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -87,22 +122,16 @@ func Open(dir string) (*Store, error) {
 			return nil, fmt.Errorf("parse id counter %s: %w", s.counterPath(), err)
 		}
 	}
-	ids, err := s.ids()
+	maxID, err := s.openJournal()
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range ids {
-		s.lastID = max(s.lastID, id)
-	}
+	s.lastID = max(s.lastID, maxID)
 	s.reserved = s.lastID
 	return s, nil
 }
 
 func (s *Store) counterPath() string { return filepath.Join(s.dir, "last-id") }
-
-func (s *Store) recordPath(id string) string {
-	return filepath.Join(s.dir, "jobs", id+".json")
-}
 
 // NextID returns a new job id. The counter on disk is at or past the id
 // before it is returned (a block of idBlock ids is reserved at a time), so
@@ -122,10 +151,11 @@ func (s *Store) NextID() (string, error) {
 	return strconv.FormatUint(next, 10), nil
 }
 
-// Close writes the last id handed out as the counter, so that the next
-// Store goes on right after it instead of after the reserved block. The
-// Store stays usable.
+// Close waits until every entry appended is written, and writes the last id
+// handed out as the counter, so that the next Store goes on right after it
+// instead of after the reserved block. The Store stays usable.
 func (s *Store) Close() error {
+	s.flush()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.reserved == s.lastID {
@@ -139,27 +169,31 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) writeCounter(v uint64) error {
-	if err := writeFile(s.counterPath(), []byte(strconv.FormatUint(v, 10)+"\n")); err != nil {
+	if err := atomicfile.WriteFile(s.counterPath(), []byte(strconv.FormatUint(v, 10)+"\n"), 0o600); err != nil {
 		return fmt.Errorf("persist id counter: %w", errdefs.NoSpace(err, "state", "the job id counter"))
 	}
 	return nil
 }
 
-// Save writes r, replacing the job's previous record, and waits for the
-// disk.
-func (s *Store) Save(r Record) error { return s.save(r, writeFile) }
+// Save records r, replacing the job's previous record, and waits for the
+// disk: once it returns, a machine crash cannot lose r.
+func (s *Store) Save(r Record) error { return s.save(r, true) }
 
-// Update writes r like Save but does not wait for the disk: an isolator
-// crash cannot lose it (it is in the page cache), a machine crash can, and
-// then the previous record stays, whole. It is for what a reboot makes
-// moot anyway, such as the identity of a running job's processes: they do
-// not survive it either, and the previous record (RUNNING) ends the job as
-// lost just the same.
-func (s *Store) Update(r Record) error { return s.save(r, replaceFile) }
+// Update records r like Save but waits only until r is written to the
+// journal (the page cache), not for the disk. An isolator crash cannot lose
+// it; a machine crash before the next Save's fdatasync (or the kernel's own
+// writeback, within seconds) can, and then the job's record is the one
+// before it. So can a failure of the disk in the next fdatasync of the
+// journal (the entries of that batch are cut off again, see commit). It is
+// for what a reboot makes moot anyway, such as the identity of a running
+// job's processes: they do not survive it either, and the previous record
+// (RUNNING) ends the job as lost just the same.
+func (s *Store) Update(r Record) error { return s.save(r, false) }
 
-func (s *Store) save(r Record, write func(string, []byte) error) error {
+func (s *Store) save(r Record, durable bool) error {
 	id := r.Job.GetId()
-	if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil || strconv.FormatUint(n, 10) != id {
 		return fmt.Errorf("save job record: bad id %q", id)
 	}
 	j, err := protojson.Marshal(r.Job)
@@ -170,88 +204,31 @@ func (s *Store) save(r Record, write func(string, []byte) error) error {
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", id, err)
 	}
-	if err := write(s.recordPath(id), b); err != nil {
+	if len(b) > maxPayload { // it would read back as corruption
+		return fmt.Errorf("save job %s: record of %d bytes, more than %d", id, len(b), maxPayload)
+	}
+	if err := s.append(n, b, durable); err != nil {
 		return fmt.Errorf("save job %s: %w", id, errdefs.NoSpace(err, "state", "job "+id+"'s record"))
 	}
 	return nil
 }
 
-// Load returns every record, in increasing id order.
+// Load returns every record, in increasing id order, once every entry
+// appended before it is written.
 func (s *Store) Load() ([]Record, error) {
-	ids, err := s.ids()
-	if err != nil {
-		return nil, err
-	}
-	recs := make([]Record, 0, len(ids))
-	for _, id := range ids {
-		name := s.recordPath(strconv.FormatUint(id, 10))
-		b, err := os.ReadFile(name)
-		if err != nil {
-			return nil, fmt.Errorf("read job record: %w", err)
-		}
-		var f file
-		if err := json.Unmarshal(b, &f); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", name, err)
-		}
-		j := &jobletv1.Job{}
-		if err := protojson.Unmarshal(f.Job, j); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", name, err)
-		}
-		recs = append(recs, Record{Job: j, Init: f.Init, Shim: f.Shim})
-	}
-	return recs, nil
+	s.flush()
+	return Read(s.dir)
 }
 
-// ids lists the ids of the stored records, sorted. Anything else in the
-// directory (such as a temporary file left by a crash) is ignored.
-func (s *Store) ids() ([]uint64, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, "jobs"))
-	if err != nil {
-		return nil, fmt.Errorf("list job records: %w", err)
+// decode turns an entry's payload back into a Record.
+func decode(b []byte) (Record, error) {
+	var f file
+	if err := json.Unmarshal(b, &f); err != nil {
+		return Record{}, err
 	}
-	var ids []uint64
-	for _, e := range ents {
-		base, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || !e.Type().IsRegular() {
-			continue
-		}
-		id, err := strconv.ParseUint(base, 10, 64)
-		if err != nil || strconv.FormatUint(id, 10) != base {
-			continue
-		}
-		ids = append(ids, id)
+	j := &jobletv1.Job{}
+	if err := protojson.Unmarshal(f.Job, j); err != nil {
+		return Record{}, err
 	}
-	// ReadDir sorts by name; ids of different lengths need numeric order.
-	slices.Sort(ids)
-	return ids, nil
-}
-
-// writeFile replaces path with b durably (see atomicfile).
-func writeFile(path string, b []byte) error {
-	return atomicfile.WriteFile(path, b, 0o600)
-}
-
-// replaceFile replaces path with b atomically, without waiting for the
-// disk: a temporary file in the same directory renamed over path.
-func replaceFile(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("install %s: %w", path, err)
-	}
-	return nil
+	return Record{Job: j, Init: f.Init, Shim: f.Shim}, nil
 }

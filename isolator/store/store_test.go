@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -21,7 +22,7 @@ func TestRoundTrip(t *testing.T) {
 	want := []Record{
 		{Job: &jobletv1.Job{Id: "2", Command: "echo", Args: []string{"hi", ""}, State: jobletv1.JobState_JOB_STATE_RUNNING,
 			StartTime: timestamppb.Now(), Limits: &jobletv1.Limits{MaxMemoryMb: 64}, Hostname: "job-2"},
-			Init: Proc{PID: 42, StartTicks: 7, BootID: "b"}},
+			Init: Proc{PID: 42, StartTicks: 7, BootID: "b"}, Shim: Proc{PID: 41, StartTicks: 6, BootID: "b"}},
 		{Job: &jobletv1.Job{Id: "10", Command: "false", State: jobletv1.JobState_JOB_STATE_FAILED, ExitCode: 1, Reason: "exited with code 1"}},
 	}
 	for _, r := range want {
@@ -29,24 +30,29 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A leftover temporary file and foreign names are not records.
-	for _, name := range []string{".3.json.tmp123", "x.json", "007.json"} {
-		if err := os.WriteFile(filepath.Join(dir, "jobs", name), []byte("garbage"), 0o600); err != nil {
-			t.Fatal(err)
+	check := func(what string, got []Record, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d records, want %d", what, len(got), len(want))
+		}
+		for i := range want { // numeric order: 2 before 10
+			if !proto.Equal(got[i].Job, want[i].Job) || got[i].Init != want[i].Init || got[i].Shim != want[i].Shim {
+				t.Errorf("%s: record %d: got %v %+v %+v, want %v %+v %+v", what, i, got[i].Job, got[i].Init, got[i].Shim, want[i].Job, want[i].Init, want[i].Shim)
+			}
 		}
 	}
 	got, err := s.Load()
-	if err != nil {
+	check("Load", got, err)
+	got, err = Read(dir)
+	check("Read while open", got, err)
+	if s, err = Open(dir); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != len(want) {
-		t.Fatalf("loaded %d records, want %d", len(got), len(want))
-	}
-	for i := range want { // numeric order: 2 before 10
-		if !proto.Equal(got[i].Job, want[i].Job) || got[i].Init != want[i].Init {
-			t.Errorf("record %d: got %v %+v, want %v %+v", i, got[i].Job, got[i].Init, want[i].Job, want[i].Init)
-		}
-	}
+	got, err = s.Load()
+	check("Load after reopening", got, err)
 }
 
 func TestSaveReplaces(t *testing.T) {
@@ -68,15 +74,65 @@ func TestSaveReplaces(t *testing.T) {
 	}
 }
 
+// Save and Update append in call order, whichever waits for the disk: the
+// later entry of an id wins, also once the journal is read back.
+func TestLaterEntryWins(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		save bool
+		rec  Record
+	}{
+		{true, Record{Job: &jobletv1.Job{Id: "1", State: jobletv1.JobState_JOB_STATE_RUNNING}}},
+		{false, Record{Job: &jobletv1.Job{Id: "1", State: jobletv1.JobState_JOB_STATE_RUNNING}, Init: Proc{PID: 5}}},
+		{true, Record{Job: &jobletv1.Job{Id: "2", State: jobletv1.JobState_JOB_STATE_SCHEDULED}}},
+		{true, Record{Job: &jobletv1.Job{Id: "1", State: jobletv1.JobState_JOB_STATE_COMPLETED}}},
+		{false, Record{Job: &jobletv1.Job{Id: "2", State: jobletv1.JobState_JOB_STATE_RUNNING}, Shim: Proc{PID: 9}}},
+	}
+	for _, st := range steps {
+		save := s.Update
+		if st.save {
+			save = s.Save
+		}
+		if err := save(st.rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, load := range []func() ([]Record, error){s.Load, func() ([]Record, error) { return Read(dir) }, func() ([]Record, error) {
+		s, err := Open(dir)
+		if err != nil {
+			return nil, err
+		}
+		return s.Load()
+	}} {
+		got, err := load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].Job.GetState() != jobletv1.JobState_JOB_STATE_COMPLETED || got[0].Init != (Proc{}) ||
+			got[1].Job.GetState() != jobletv1.JobState_JOB_STATE_RUNNING || got[1].Shim.PID != 9 {
+			t.Fatalf("got %v", got)
+		}
+	}
+}
+
 func TestSaveRefusesBadID(t *testing.T) {
 	s, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"", "../x", "1/2", "a"} {
+	for _, id := range []string{"", "../x", "1/2", "a", "007", "-1"} {
 		if err := s.Save(Record{Job: &jobletv1.Job{Id: id}}); err == nil {
 			t.Errorf("id %q saved", id)
 		}
+	}
+	// Nor a record too large to be told from a corrupt length when read back.
+	huge := strings.Repeat("x", maxPayload)
+	if err := s.Save(Record{Job: &jobletv1.Job{Id: "1", Args: []string{huge}}}); err == nil {
+		t.Error("a record larger than an entry may be saved")
 	}
 }
 
@@ -150,8 +206,8 @@ func mustAtoi(t *testing.T, s string) int {
 	return n
 }
 
-// TestUpdate: Update replaces a record like Save, leaving no temporary
-// file, and Load reads it back.
+// TestUpdate: Update replaces a record like Save, leaving nothing but the
+// journal, and Load reads it back.
 func TestUpdate(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir)
@@ -169,9 +225,9 @@ func TestUpdate(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].Shim != shim || recs[0].Job.GetCommand() != "true" {
 		t.Fatalf("Load = %v, %v", recs, err)
 	}
-	ents, err := os.ReadDir(filepath.Join(dir, "jobs"))
-	if err != nil || len(ents) != 1 {
-		t.Fatalf("jobs dir: %v, %v; want the one record", ents, err)
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 1 || ents[0].Name() != journalName {
+		t.Fatalf("state dir: %v, %v; want the journal alone", ents, err)
 	}
 	if err := s.Update(Record{Job: &jobletv1.Job{Id: "x"}}); err == nil {
 		t.Fatal("bad id accepted")
