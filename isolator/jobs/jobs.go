@@ -425,7 +425,7 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 	if err := r.makeWorkspace(j, work); err != nil { // upload.go
 		return nil, nil, nil, err
 	}
-	if err := os.Mkdir(root, 0o755); err != nil {
+	if err := startFS.run(func() error { return os.Mkdir(root, 0o755) }); err != nil {
 		return nil, nil, nil, fmt.Errorf("create root mount point: %w", err)
 	}
 	// Every job's /work has the same cap. A job with an IO limit gets it as
@@ -451,7 +451,7 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 	}
 	// After the /work disk (an IO limit throttles it), before the job's
 	// first process: every limit is in place when the job starts.
-	cg, err := r.opts.Cgroups.Create(id, j.rec.GetLimits(), ioDevice)
+	cg, err := gated(startFS, func() (Cgroup, error) { return r.opts.Cgroups.Create(id, j.rec.GetLimits(), ioDevice) })
 	var proc Proc
 	if err == nil {
 		proc, err = r.opts.Runner.Start(Spec{
@@ -473,7 +473,7 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 			UserNS:     r.opts.UserNS,
 		})
 		if err != nil {
-			if derr := cg.Destroy(); derr != nil {
+			if derr := cleanupFS.run(cg.Destroy); derr != nil {
 				j.log.Error().Err(derr).Msg("cannot remove the cgroup of a job that did not start")
 			}
 		}
@@ -738,7 +738,7 @@ func (r *Registry) settleCgroup(j *job, measured *Usage) Usage {
 func (r *Registry) removeCgroup(j *job) {
 	j.cgMu.Lock()
 	defer j.cgMu.Unlock()
-	if err := j.cg.Destroy(); err != nil {
+	if err := cleanupFS.run(j.cg.Destroy); err != nil {
 		j.log.Error().Err(err).Msg("cannot remove the job's cgroup")
 	}
 	j.cgGone = true
@@ -787,7 +787,7 @@ func (r *Registry) removeDirs(id string, log zerolog.Logger) {
 // measured): the kernel detaches what the job's dying mount namespace
 // still has on it.
 func (r *Registry) removeRootDir(id string, log zerolog.Logger) {
-	if err := os.Remove(filepath.Join(rootsRoot(r.opts.StateDir), id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := cleanupFS.run(func() error { return os.Remove(filepath.Join(rootsRoot(r.opts.StateDir), id)) }); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.Error().Err(err).Msg("cannot remove the job's root mount point")
 	}
 }
@@ -795,11 +795,11 @@ func (r *Registry) removeRootDir(id string, log zerolog.Logger) {
 // removeWorkspace removes a job's workspace (and the image of its /work
 // disk, if an isolator died while making it).
 func (r *Registry) removeWorkspace(id string, log zerolog.Logger) {
-	if err := os.RemoveAll(filepath.Join(workRoot(r.opts.StateDir), id)); err != nil {
+	if err := cleanupFS.run(func() error { return os.RemoveAll(filepath.Join(workRoot(r.opts.StateDir), id)) }); err != nil {
 		log.Error().Err(err).Msg("cannot remove the job's workspace")
 	}
 	// Only an isolator that died while making a /work disk leaves one.
-	if err := os.Remove(workImage(r.opts.StateDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := cleanupFS.run(func() error { return os.Remove(workImage(r.opts.StateDir, id)) }); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.Error().Err(err).Msg("cannot remove the job's /work image")
 	}
 }

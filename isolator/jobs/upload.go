@@ -140,7 +140,7 @@ func (r *Registry) makeWorkspace(j *job, work string) error {
 	if j.upload != "" {
 		return r.placeUpload(j, work)
 	}
-	err := os.Mkdir(work, 0o755)
+	err := startFS.run(func() error { return os.Mkdir(work, 0o755) })
 	if errors.Is(err, fs.ErrExist) && j.rec.GetScheduleInput() != "" {
 		return nil
 	}

@@ -31,6 +31,7 @@ type jobLog struct {
 	users int         // get calls not yet released; guarded by Store.mu
 	ended atomic.Bool // the log is closed: once unused it can leave memory
 	tail  tail        // its readers' shared chunks and turns
+	sync  *syncer     // the Store's: its fsyncs
 
 	mu      sync.Mutex
 	err     error    // set when the log cannot be used (load failed, store closed)
@@ -56,7 +57,7 @@ type mark struct{ off, pos int64 }
 
 // load opens (with create: makes) the file and rebuilds the state from it.
 // l.mu is held.
-func (l *jobLog) load(dir string, create bool, log zerolog.Logger) error {
+func (l *jobLog) load(create bool, log zerolog.Logger) error {
 	flags := os.O_RDWR | syscall.O_NOFOLLOW
 	if create {
 		flags |= os.O_CREATE | os.O_EXCL
@@ -68,7 +69,7 @@ func (l *jobLog) load(dir string, create bool, log zerolog.Logger) error {
 	if create {
 		// The new name must survive a crash, or the job's output would
 		// vanish along with it.
-		if err := syncDir(dir); err != nil {
+		if err := l.sync.syncDir(); err != nil {
 			f.Close()
 			return err
 		}
@@ -271,7 +272,7 @@ func (l *jobLog) appendLocked(jobID string, recs []logdapi.Record, eof bool, lim
 	if fw.size > 0 {
 		err := fw.writeAt(l.f, next.end)
 		if err == nil && next.closed && !l.st.closed {
-			err = l.f.Sync() // the job is over: make its output durable now
+			err = l.sync.file(l.f) // the job is over: make its output durable now
 		}
 		if err != nil {
 			// Keep the file a clean run of whole frames.
@@ -375,18 +376,9 @@ func (l *jobLog) shut() error {
 	if l.f == nil {
 		return nil
 	}
-	err := errors.Join(l.f.Sync(), l.f.Close())
+	err := errors.Join(l.sync.file(l.f), l.f.Close())
 	l.f = nil
 	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // noSpace gives a full log disk its kind (ResourceExhausted) and a message

@@ -52,6 +52,7 @@ type Store struct {
 	max  int64
 	log  zerolog.Logger
 	held atomic.Int64 // bytes in the logs' shared tails (tailBudget)
+	sync *syncer
 
 	mu      sync.Mutex
 	logs    map[string]*jobLog
@@ -89,6 +90,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		dir:     dir,
 		max:     limit,
 		log:     opts.Log,
+		sync:    newSyncer(dir),
 		logs:    map[string]*jobLog{},
 		created: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -265,7 +267,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 	}
 	// Load outside the store lock so a long scan holds up only this job:
 	// others who find the log in the map wait on its own lock.
-	l := &jobLog{path: path, changed: make(chan struct{}), drain: make(chan struct{}, 1), users: 1, tail: newTail(&s.held)}
+	l := &jobLog{path: path, changed: make(chan struct{}), drain: make(chan struct{}, 1), users: 1, tail: newTail(&s.held), sync: s.sync}
 	l.mu.Lock()
 	s.logs[jobID] = l
 	if !exists {
@@ -274,7 +276,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 	}
 	s.mu.Unlock()
 
-	err = l.load(s.dir, !exists, s.log.With().Str(logging.KeyJobID, jobID).Logger())
+	err = l.load(!exists, s.log.With().Str(logging.KeyJobID, jobID).Logger())
 	if err != nil {
 		l.err = fmt.Errorf("load log of job %s: %w", jobID, noSpace(err, jobID))
 		err = l.err

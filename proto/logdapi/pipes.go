@@ -183,7 +183,12 @@ func receivePipes(uc *net.UnixConn) (string, []Pipe, error) {
 	if _, err := io.ReadFull(uc, magic); err != nil || string(magic) != pipesMagic {
 		return "", nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "not a pipe hand-over")
 	}
-	buf := make([]byte, 4+maxDrainMessage)
+	// The descriptors come with the request's first byte, so this read
+	// needs room for a usual request only (a job id and two pipes); the
+	// rest of a longer one is read after it. A buffer for the largest
+	// (64 KiB) made logd allocate 64 MiB per 1000 jobs, and the heap grow
+	// with it in a burst.
+	buf := make([]byte, 512)
 	oob := make([]byte, syscall.CmsgSpace(4*4))
 	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
 	fds := parseRights(oob[:oobn])

@@ -145,3 +145,74 @@ func peer(t *testing.T, sock string) {
 	}
 	fmt.Printf("answer: %s, %s: %s\n", what, codes.Code(res.GetCode()), res.GetMessage())
 }
+
+// recordingDrainer records the hand-over it gets: the job, and each
+// pipe's stream and inode (the pipe is closed once Drain returns).
+type recordingDrainer struct {
+	job  chan string
+	pipe chan [2]uint64
+}
+
+func (d *recordingDrainer) Drain(_ context.Context, jobID string, pipes []Pipe) (int64, error) {
+	d.job <- jobID
+	for _, p := range pipes {
+		var st syscall.Stat_t
+		_ = syscall.Fstat(int(p.File.Fd()), &st)
+		d.pipe <- [2]uint64{uint64(p.Stream), st.Ino}
+	}
+	return 0, nil
+}
+
+// A request longer than logd's first read of it (which takes the
+// descriptors) is read whole, and its pipe works: the first read is small
+// so that a hand-over allocates little.
+func TestLongPipeRequest(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: logd takes pipes from root only")
+	}
+	sock := filepath.Join(t.TempDir(), "logd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &recordingDrainer{job: make(chan string, 1), pipe: make(chan [2]uint64, 2)}
+	pl := ServePipes(l, d, zerolog.Nop())
+	defer pl.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	m, err := frame(&logdv1.DrainRequest{JobId: "12345", Pipes: []*logdv1.DrainPipe{{Index: 0, Stream: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pad the message with an unknown field (number 15, bytes) of 4000
+	// bytes: it must still parse, and the frame's length must cover it.
+	pad := append([]byte{15<<3 | 2, 0xa0, 0x1f}, bytes.Repeat([]byte{'x'}, 4000)...)
+	body := append(m[4:], pad...)
+	req := append([]byte{byte(len(body) >> 24), byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	uc := c.(*net.UnixConn)
+	if _, err := uc.Write([]byte(pipesMagic)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := uc.WriteMsgUnix(req, syscall.UnixRights(int(r.Fd())), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-d.job; got != "12345" {
+		t.Fatalf("job %q, want 12345", got)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(r.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := <-d.pipe, [2]uint64{2, st.Ino}; got != want {
+		t.Errorf("pipe (stream, inode) %v, want %v", got, want)
+	}
+}

@@ -279,10 +279,11 @@ func (b *bench) memoryRows(context.Context) error {
 	for _, n := range names {
 		rest, load, logs := b.rest[n], b.afterLoad[n], b.afterLog[n]
 		b.rep.Add(report.Row{Section: "6", Name: "RSS " + n + " at rest", Unit: "MiB", Value: one(float64(rest.RSS) / mib),
-			Note: fmt.Sprintf("PSS %.1f MiB", float64(rest.PSS)/mib)})
+			Note: fmt.Sprintf("PSS %.1f MiB, %d threads", float64(rest.PSS)/mib, rest.Threads)})
 		if b.afterLoad != nil {
 			row := report.Row{Section: "6", Name: "RSS " + n + " after the " + strconv.Itoa(b.sizes.LoadJobs) + " jobs", Unit: "MiB", Value: one(float64(load.RSS) / mib),
-				Baseline: "at rest", BaselineValue: one(float64(rest.RSS) / mib), Target: "rest ± 10%"}
+				Baseline: "at rest", BaselineValue: one(float64(rest.RSS) / mib), Target: "rest ± 10%",
+				Note: fmt.Sprintf("%d threads", load.Threads)}
 			if load.RSS > 0 && rest.RSS > 0 {
 				r := float64(load.RSS) / float64(rest.RSS)
 				row.Met = met(r >= 0.9 && r <= 1.1)

@@ -11,9 +11,12 @@ import (
 
 // Memory is a process's resident memory in bytes: RSS counts every page
 // mapped in, PSS divides shared pages among the processes sharing them.
+// Threads is its count of threads: a Go service keeps every thread it
+// made, and each keeps its stacks resident.
 type Memory struct {
-	RSS int64
-	PSS int64
+	RSS     int64
+	PSS     int64
+	Threads int
 }
 
 // MemoryOf reads a process's RSS and PSS from /proc/PID/smaps_rollup.
@@ -38,6 +41,9 @@ func MemoryOf(pid int) (Memory, error) {
 		case "Pss:":
 			m.PSS = kb << 10
 		}
+	}
+	if ts, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); err == nil {
+		m.Threads = len(ts)
 	}
 	return m, nil
 }
