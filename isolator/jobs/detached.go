@@ -36,7 +36,9 @@ type DetachedProc interface {
 	// Detach makes Wait return ErrDetached at once: the isolator stops
 	// following the job and leaves it running.
 	Detach()
-	// Release removes the supervisor's result, once the job's end is saved.
+	// Release removes the supervisor's result, once the job's end is
+	// saved, and returns once the supervisor is gone (Wait may return
+	// before it exits).
 	Release() error
 }
 
@@ -159,7 +161,7 @@ func (r *Registry) outputPipes(j *job) (outW, errW *os.File, fw *output.Forwarde
 func (r *Registry) releaseShim(j *job) {
 	if d, ok := j.proc.(DetachedProc); ok {
 		if err := d.Release(); err != nil {
-			j.log.Warn().Err(err).Msg("cannot remove the shim's result")
+			j.log.Warn().Err(err).Msg("cannot release the job's shim (its result, its exit)")
 		}
 	}
 }

@@ -140,8 +140,15 @@ func TestPoolUsesWarmShim(t *testing.T) {
 		if r.ExitCode != 3 || r.OutputComplete {
 			t.Fatalf("result %+v", r)
 		}
+		// The result is read before the shim's exit (its Go teardown):
+		// the shim exits, and is reaped, right after.
+		select {
+		case <-proc.exited:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the job's shim %d is left 5 s after its result", warm)
+		}
 		if !gone(warm) {
-			t.Fatalf("the job's shim %d is left after its result", warm)
+			t.Fatalf("the job's shim %d is not reaped", warm)
 		}
 	}
 	p.Close()

@@ -21,13 +21,15 @@
 //	                                           netns, init = PID 1 of the job)
 //	read fd 4 ◀──────────────────────────────  {"type":"started","pid":N}
 //	  record shim + init identity                or {"type":"error",...}; close
-//	  watch the shim's pidfd                   wait for the job, then for its
+//	  watch fd 4 and the shim's pidfd          wait for the job, then for its
 //	                                           output to reach logd (eof)
 //	                                           write the Result to
-//	                                           <shims>/<id>.json (temp, fsync,
-//	                                           rename, fsync dir), exit 0
-//	pidfd readable: read the Result,
-//	  record the job's end, Release
+//	                                           <shims>/<id>.json (temp,
+//	                                           rename: no fsync), close fd 4,
+//	                                           exit 0
+//	fd 4 at EOF: read the Result,
+//	  record the job's end, Release;
+//	  pidfd readable: reap the shim
 //
 // A shim may be started ahead of its job (Prestart; Pool keeps some
 // waiting; on cgroup v1 with one thread in a spare cgroup that becomes its
@@ -36,9 +38,14 @@
 // shims from the goroutine that watches their pidfd, so no OS thread waits
 // for any of them.
 //
+// The job's end is known at fd 4's EOF, before the shim's own exit (its Go
+// teardown, 1-2 ms): the shim is no part of the job. A shim that dies
+// without a result closes fd 4 too, and Wait finds no result.
+//
 // A new isolator finds a running job's shim again by its pid and start
-// time (Adopt): alive, it is watched again; gone, its Result file tells how
-// the job ended; neither, the job is lost.
+// time (Adopt): alive, it is watched again (its pidfd: the new isolator
+// has no pipe to it); gone, its Result file tells how the job ended;
+// neither, the job is lost.
 package shim
 
 import "github.com/joblet-dev/joblet/isolator/shim/wire"
@@ -57,8 +64,8 @@ type Result = wire.Result
 // Usage is what a job used, as its shim read it from the job's cgroup.
 type Usage = wire.Usage
 
-// WriteResult replaces path with r: temporary file, fsync, rename, fsync of
-// the directory, so a reader sees the whole result or none.
+// WriteResult replaces path with r: temporary file, rename, so a reader
+// sees the whole result or none; not fsynced (wire.WriteResult says why).
 func WriteResult(path string, r Result) error { return wire.WriteResult(path, r) }
 
 // ReadResult reads the result at path; a missing one is os.ErrNotExist.

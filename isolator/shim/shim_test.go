@@ -172,6 +172,25 @@ func TestAdopt(t *testing.T) {
 		}
 		_ = proc.Release()
 	})
+	t.Run("gone with a torn result", func(t *testing.T) {
+		// What a machine crash may leave of a result written without fsync.
+		for _, torn := range []string{"", `{"exit_code":0,"sig`} {
+			cmd, p := startSleeper(t)
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if err := os.WriteFile(result, []byte(torn), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			proc, err := Adopt(p, store.Proc{}, result)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := proc.Wait(); !errors.Is(err, ErrNoResult) {
+				t.Fatalf("torn result %q: %+v, %v; want ErrNoResult", torn, r, err)
+			}
+			_ = proc.Release()
+		}
+	})
 	t.Run("gone without a result", func(t *testing.T) {
 		cmd, p := startSleeper(t)
 		_ = cmd.Process.Kill()

@@ -276,7 +276,9 @@ func BenchmarkStartFromSpare(b *testing.B) {
 		w := pool.Take()
 		if w == nil {
 			pool.mu.Lock()
-			b.Fatalf("no waiting shim in the pool (spare %v): filling %v, idle %d", withSpare == 1, pool.filling, len(pool.idle))
+			filling, idle := pool.filling, len(pool.idle)
+			pool.mu.Unlock() // else the deferred Close waits for it forever
+			b.Fatalf("no waiting shim in the pool (spare %v): filling %v, idle %d", withSpare == 1, filling, idle)
 		}
 		var j *cgroup.Job
 		if sp, ok := w.Spare().(testSpare); ok {

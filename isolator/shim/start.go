@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,6 +37,11 @@ type Process struct {
 	init   store.Proc // zero when it could not be identified
 	result string     // the shim's result file
 	exited chan struct{}
+	// ended is closed once the shim closed its status pipe, after its
+	// result file is in place (or as it died without one): the job's end
+	// is known then, without the shim's exit (see Wait). Adopt has no
+	// pipe: ended is exited.
+	ended  chan struct{}
 	detach chan struct{}
 	once   sync.Once
 	moved  bool // the init was moved into its cgroup (cgroup v1 without a spare)
@@ -242,8 +248,8 @@ func (w *Idle) kill() {
 // Start gives the shim spec and returns once the job's command runs, as
 // the package's Start. It may be called once.
 func (w *Idle) Start(spec Spec) (*Process, error) {
-	defer w.statR.Close()
 	fail := func(err error) (*Process, error) {
+		w.statR.Close()
 		w.specW.Close()
 		w.kill()
 		<-w.exited
@@ -267,6 +273,7 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 		if err == nil && m.Type == wire.MsgError {
 			// The shim closes the job's log, then exits; its watcher reaps
 			// it. Its spawner thread ended before it reported.
+			w.statR.Close()
 			return nil, errors.Join(wire.DecodeError(m), w.removeSpare())
 		}
 		return fail(fmt.Errorf("shim for job %s died during setup (%v)", spec.ID, err))
@@ -275,11 +282,23 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 	// not become the job's cgroup is empty. Its removal failing leaves a
 	// directory, not a broken job.
 	_ = w.removeSpare()
-	p := &Process{shim: w.id, result: spec.Result, exited: w.exited, detach: make(chan struct{}), moved: m.Moved}
+	p := &Process{shim: w.id, result: spec.Result, exited: w.exited, ended: make(chan struct{}), detach: make(chan struct{}), moved: m.Moved}
 	if init, err := store.Identify(m.PID); err == nil {
 		p.init = init
 	} // else the job already ended: there is nothing left to signal
+	go awaitEOF(w.statR, p.ended)
 	return p, nil
+}
+
+// awaitEOF closes ended once the shim's status pipe reaches EOF: the shim
+// closes it right after its result file is renamed into place, and the
+// kernel closes it as the shim dies. Nobody else holds its write end: the
+// shim's copy is close-on-exec, so the job's init never has it. It waits
+// in the netpoller, not on a thread.
+func awaitEOF(statR *os.File, ended chan struct{}) {
+	defer close(ended)
+	defer statR.Close()
+	_, _ = io.Copy(io.Discard, statR)
 }
 
 // Adopt finds the shim of job a previous isolator started: shim and init
@@ -288,6 +307,9 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 // result, else the error is ErrNoResult.
 func Adopt(shim, init store.Proc, result string) (*Process, error) {
 	p := &Process{shim: shim, init: init, result: result, exited: make(chan struct{}), detach: make(chan struct{})}
+	// A shim started by another isolator has no pipe to this one: its
+	// exit tells that its result is written.
+	p.ended = p.exited
 	fd, err := unix.PidfdOpen(shim.PID, unix.PIDFD_NONBLOCK)
 	switch {
 	case errors.Is(err, unix.ESRCH):
@@ -348,17 +370,31 @@ func (p *Process) Shim() store.Proc { return p.shim }
 // could be identified.
 func (p *Process) Pid() int { return p.init.PID }
 
-// Wait waits for the shim to end and returns the job's result; ErrDetached
-// once Detach is called.
+// Wait waits for the job's result and returns it; ErrDetached once Detach
+// is called. The result is read as soon as the shim has written it (it
+// closes its status pipe then), not once the shim has exited: what is left
+// of the shim then is its Go runtime's teardown (1-2 ms), and the shim is
+// no part of the job: it is never in the job's cgroup once it reported the
+// start (its spawner thread has ended; with the systemd driver it sits in
+// the scope's "shim" cgroup, beside the job's), so the job's end can be
+// recorded before it exits. A shim adopted from an earlier isolator is
+// waited for (its exit is all this isolator can see); the watcher reaps
+// this isolator's shims either way.
 func (p *Process) Wait() (Result, error) {
 	select {
-	case <-p.exited:
+	case <-p.ended:
 	case <-p.detach:
 		return Result{}, ErrDetached
 	}
 	r, err := ReadResult(p.result)
 	if errors.Is(err, os.ErrNotExist) {
 		return Result{}, ErrNoResult
+	}
+	// A torn result (empty, or cut short) is none: it is written without
+	// fsync (wire.WriteResult), so the machine crashed after its rename and
+	// before its data reached the disk, and the job is lost.
+	if syn := (*json.SyntaxError)(nil); errors.As(err, &syn) {
+		return Result{}, fmt.Errorf("%w: %w", ErrNoResult, err)
 	}
 	if err != nil {
 		return Result{}, err
@@ -375,12 +411,25 @@ func (p *Process) Detach() {
 	p.once.Do(func() { close(p.detach) })
 }
 
-// Release removes the shim's result file, once the job's end is recorded.
+// exitTimeout bounds Release's wait for a shim's exit: once its result is
+// written, all it does is exit.
+const exitTimeout = 5 * time.Second
+
+// Release removes the shim's result file, once the job's end is recorded,
+// then waits for the shim to be gone (Wait returns before the shim's exit;
+// this isolator's own shims are reaped by then), so that nothing of a job
+// outlives its supervision, and an isolator shutting down leaves no shim
+// of an ended job behind.
 func (p *Process) Release() error {
 	if err := os.Remove(p.result); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return nil
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(exitTimeout):
+		return fmt.Errorf("shim %d still running %v after its result", p.shim.PID, exitTimeout)
+	}
 }
 
 // Terminate sends SIGTERM to the job's init, which forwards it to every

@@ -52,6 +52,9 @@ func Main() {
 	// stopped through its cgroup, and the shim ends with it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
 	sandbox.CloseInheritedExe(wire.FDShimExe)
+	// The status pipe's EOF tells the isolator the job's result is written
+	// (see run): no process the shim starts may hold it open.
+	_, _ = unix.FcntlInt(wire.FDStatus, unix.F_SETFD, unix.FD_CLOEXEC)
 	if slices.Contains(os.Environ(), wire.InitFDEnv) {
 		// The isolator's sealed init binary: the job's init runs from it.
 		if err := sandbox.InheritInit(os.NewFile(wire.FDInit, "shim-init")); err != nil {
@@ -75,10 +78,16 @@ func Main() {
 }
 
 // report writes m to the isolator and closes the pipe: it is the only
-// message, and the isolator may be gone by the time the job ends.
+// message (an error), and the isolator may be gone by the time the job
+// ends.
 func report(w *os.File, m wire.Message) {
-	_ = json.NewEncoder(w).Encode(m) // a write error means the isolator died; the job goes on
+	send(w, m)
 	w.Close()
+}
+
+// send writes m to the isolator.
+func send(w *os.File, m wire.Message) {
+	_ = json.NewEncoder(w).Encode(m) // a write error means the isolator died; the job goes on
 }
 
 func run(spec wire.Spec, statusOut *os.File, sp *spawner) int {
@@ -105,7 +114,11 @@ func run(spec wire.Spec, statusOut *os.File, sp *spawner) int {
 		}
 		return 1
 	}
-	report(statusOut, wire.Message{Type: wire.MsgStarted, PID: p.Pid(), Moved: p.Moved()})
+	// The pipe stays open until the result is written: its EOF is how the
+	// isolator learns the job ended, without waiting for this process's
+	// exit (the Go runtime's teardown). Were the isolator gone, nothing
+	// reads it, and closing it is harmless.
+	send(statusOut, wire.Message{Type: wire.MsgStarted, PID: p.Pid(), Moved: p.Moved()})
 
 	res := wire.Result{}
 	r, werr := p.Wait()
@@ -123,6 +136,7 @@ func run(spec wire.Spec, statusOut *os.File, sp *spawner) int {
 	if err := wire.WriteResult(spec.Result, res); err != nil {
 		return 2 // the isolator records the job as lost
 	}
+	statusOut.Close()
 	return 0
 }
 

@@ -11,10 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
-	"github.com/joblet-dev/joblet/proto/atomicfile"
 	"github.com/joblet-dev/joblet/proto/errdefs/kind"
 )
 
@@ -153,14 +153,35 @@ type Usage struct {
 	OOMKills        uint64        `json:"oom_kills"`         // processes the kernel OOM killer killed in the job
 }
 
-// WriteResult replaces path with r: temporary file, fsync, rename, fsync of
-// the directory, so a reader sees the whole result or none.
+// WriteResult replaces path with r: a temporary file in the same
+// directory, renamed over path, so a reader sees the whole result or none.
+//
+// Neither the file nor the directory is fsynced: the result only carries
+// the job's end to the isolator, which records that end in its own record,
+// durably, right after reading it (and then removes the file). A machine
+// crash before that record loses the job's end either way: the job's
+// record is still RUNNING and the next start ends it as lost, since its
+// shim is gone with the machine (a result that survived would be used, one
+// torn or missing is not). The two fsyncs cost 1-3 ms on every job's end.
 func WriteResult(path string, r Result) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
-	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("write result: %w", err)
 	}
 	return nil
