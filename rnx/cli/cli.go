@@ -151,8 +151,12 @@ func (a *app) loadConfig() (*clientconfig.Config, error) {
 	return clientconfig.Load(path)
 }
 
-// connect opens a connection to the selected node.
-func (a *app) connect() (*client.Conn, error) {
+// connect opens a connection to the selected node for the given calls
+// (full gRPC method names, in the order they will be made).
+func (a *app) connect(calls ...string) (*client.Conn, error) {
+	// Before the config is read, so that the calls' messages are set up
+	// while rnx reads it and then waits for the server.
+	client.Warm(calls...)
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, err
@@ -180,9 +184,10 @@ func (a *app) printError(err error) {
 	fmt.Fprintf(a.env.Stderr, "rnx: %s\n", termsafe.String(strings.Join(parts, "; ")))
 }
 
-// withConn connects to the node, calls fn with the connection and closes it.
-func (a *app) withConn(fn func(*client.Conn) error) error {
-	conn, err := a.connect()
+// withConn connects to the node for calls (see connect), calls fn with the
+// connection and closes it.
+func (a *app) withConn(calls []string, fn func(*client.Conn) error) error {
+	conn, err := a.connect(calls...)
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"regexp"
-	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -14,20 +12,33 @@ import (
 	"github.com/joblet-dev/joblet/rnx/termsafe"
 )
 
-// jobID is what a job id may look like; the server has the final word, this
-// keeps garbage and control characters from reaching it. Compiled at first
-// use, so that commands without a job id (run above all) do not pay for it
-// at start.
-var jobID = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-})
+// validJobID reports whether id looks like a job id: a letter or digit,
+// then up to 63 letters, digits, '.', '_' or '-'. The server has the final
+// word; this keeps garbage and control characters from reaching it. A loop
+// rather than a regular expression: compiling `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`
+// took 0.1 to 0.2 ms of every status, log and stop.
+func validJobID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // idArg validates the one JOB_ID argument.
 func idArg(cmd *cobra.Command, args []string) error {
 	if err := exactArgs(1, "one JOB_ID")(cmd, args); err != nil {
 		return err
 	}
-	if !jobID().MatchString(args[0]) {
+	if !validJobID(args[0]) {
 		return &usageError{fmt.Errorf("invalid job id %q", termsafe.String(args[0]))}
 	}
 	return nil
@@ -40,7 +51,7 @@ func (a *app) listCommand() *cobra.Command {
 		Short: "List all jobs",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			return a.withConn(func(conn *client.Conn) error {
+			return a.withConn([]string{jobletv1.JobService_ListJobs_FullMethodName}, func(conn *client.Conn) error {
 				var resp *jobletv1.ListJobsResponse
 				err := a.retryUnavailable(cmd.Context(), conn, func() (err error) {
 					resp, err = conn.ListJobs(cmd.Context(), &jobletv1.ListJobsRequest{})
@@ -67,7 +78,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show one job's status, times, limits and exit code",
 		Args:  idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			return a.withConn(func(conn *client.Conn) error {
+			return a.withConn([]string{jobletv1.JobService_GetJobStatus_FullMethodName}, func(conn *client.Conn) error {
 				job, err := a.status(cmd.Context(), conn, args[0], 0)
 				if err != nil {
 					return err
@@ -97,7 +108,7 @@ due and returns, or, with an explicit --follow (-f), waits for it to start
 and follows it.`,
 		Args: idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			return a.withConn(func(conn *client.Conn) error {
+			return a.withConn([]string{jobletv1.JobService_GetJobStatus_FullMethodName, jobletv1.JobService_GetJobLogs_FullMethodName}, func(conn *client.Conn) error {
 				explicit := cmd.Flags().Changed("follow") && follow && !noFollow
 				if more, err := a.awaitScheduled(cmd.Context(), conn, args[0], explicit); err != nil || !more {
 					return err
@@ -118,7 +129,7 @@ func (a *app) stopCommand() *cobra.Command {
 		Short: "Stop a job (SIGTERM, then SIGKILL after the server's grace period)",
 		Args:  idArg,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			return a.withConn(func(conn *client.Conn) error {
+			return a.withConn([]string{jobletv1.JobService_StopJob_FullMethodName}, func(conn *client.Conn) error {
 				resp, err := conn.StopJob(cmd.Context(), &jobletv1.StopJobRequest{Id: args[0]})
 				if err != nil {
 					return conn.Explain(err)

@@ -54,7 +54,7 @@ letter. The range must not overlap another network or the host's own.`,
 			return nil
 		},
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			return a.withConn(func(conn *client.Conn) error {
+			return a.withConn([]string{jobletv1.NetworkService_CreateNetwork_FullMethodName}, func(conn *client.Conn) error {
 				resp, err := conn.CreateNetwork(cmd.Context(), &jobletv1.CreateNetworkRequest{Name: args[0], Cidr: cidr})
 				if err != nil {
 					return conn.Explain(err)
@@ -74,7 +74,7 @@ func (a *app) networkListCommand() *cobra.Command {
 		Short: "List the built-in and custom networks",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			return a.withConn(func(conn *client.Conn) error {
+			return a.withConn([]string{jobletv1.NetworkService_ListNetworks_FullMethodName}, func(conn *client.Conn) error {
 				var resp *jobletv1.ListNetworksResponse
 				err := a.retryUnavailable(cmd.Context(), conn, func() (err error) {
 					resp, err = conn.ListNetworks(cmd.Context(), &jobletv1.ListNetworksRequest{})
@@ -100,7 +100,7 @@ func (a *app) networkRemoveCommand() *cobra.Command {
 		Short: "Remove a custom network that no job uses",
 		Args:  exactArgs(1, "one NAME"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			return a.withConn(func(conn *client.Conn) error {
+			return a.withConn([]string{jobletv1.NetworkService_RemoveNetwork_FullMethodName}, func(conn *client.Conn) error {
 				if _, err := conn.RemoveNetwork(cmd.Context(), &jobletv1.RemoveNetworkRequest{Name: args[0]}); err != nil {
 					return conn.Explain(err)
 				}

@@ -81,7 +81,7 @@ Networks (--network):
 }
 
 func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, plan *upload.Plan, detach bool) error {
-	conn, err := a.connect()
+	conn, err := a.connect(runCalls(plan, detach)...)
 	if err != nil {
 		return err
 	}
@@ -117,6 +117,19 @@ func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, plan *upload.Plan
 		return nil
 	}
 	return a.attach(ctx, conn, job.GetId(), sigs)
+}
+
+// runCalls are the calls a run makes: it creates the job, and an attached
+// run follows its output and asks for its end.
+func runCalls(plan *upload.Plan, detach bool) []string {
+	create := jobletv1.JobService_RunJob_FullMethodName
+	if plan != nil {
+		create = jobletv1.JobService_RunJobWithUploads_FullMethodName
+	}
+	if detach {
+		return []string{create}
+	}
+	return []string{create, jobletv1.JobService_GetJobLogs_FullMethodName, jobletv1.JobService_GetJobStatus_FullMethodName}
 }
 
 // attach streams a job's output until it ends and returns its exit code.
