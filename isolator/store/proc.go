@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // Identify returns who process pid is, so that a later isolator can tell
@@ -64,10 +65,22 @@ func stat(pid int) (state string, ticks uint64, err error) {
 	return f[0], ticks, err
 }
 
+// bootIDPath is the kernel's id of the current boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// theBootID is the boot id once read: it cannot change while this process
+// runs, and every job's start and every check of a process read it.
+var theBootID atomic.Pointer[string]
+
 func bootID() (string, error) {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return "", fmt.Errorf("read boot id: %w", err)
+	if id := theBootID.Load(); id != nil {
+		return *id, nil
 	}
-	return strings.TrimSpace(string(b)), nil
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return "", fmt.Errorf("read boot id: %w", err) // not kept: the next call reads again
+	}
+	id := strings.TrimSpace(string(b))
+	theBootID.Store(&id)
+	return id, nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -80,4 +81,25 @@ func TestZombieNotAlive(t *testing.T) {
 		t.Error("a zombie passed for a live process")
 	}
 	_ = cmd.Wait()
+}
+
+// The boot id is read once and then kept: it is the kernel's, and the
+// same for the whole life of the process.
+func TestBootIDKept(t *testing.T) {
+	want, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		t.Skip("no boot id here:", err)
+	}
+	for range 3 {
+		got, err := bootID()
+		if err != nil || got != strings.TrimSpace(string(want)) {
+			t.Fatalf("bootID() = %q, %v; want %q", got, err, want)
+		}
+	}
+	if theBootID.Load() == nil {
+		t.Error("the boot id read is not kept")
+	}
+	if n := testing.AllocsPerRun(10, func() { _, _ = bootID() }); n != 0 {
+		t.Errorf("bootID allocates %v times per call once read; want 0", n)
+	}
 }
