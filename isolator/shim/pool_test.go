@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
@@ -187,6 +190,65 @@ func TestPoolSkipsDeadShim(t *testing.T) {
 	}
 	p.Close()
 	noChildren(t)
+}
+
+// A signal to the thread that asks whether a waiting shim still waits is no
+// sign of the shim's death: the Go runtime preempts goroutines with SIGURG,
+// and the isolator gets SIGCHLD for every shim's exit. Taken for one (its
+// poll's EINTR), Take killed live shims, and BenchmarkStartFromSpare found
+// its pool empty.
+func TestWaitingShimAliveUnderSignals(t *testing.T) {
+	requiresRoot(t)
+	p := NewPool(1)
+	defer p.Close()
+	pid := waitIdle(t, p, 1)[0]
+	p.mu.Lock()
+	w := p.idle[0]
+	p.mu.Unlock()
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+			}
+		}
+	}()
+	calls, deadline := 0, time.Now().Add(time.Second)
+	for ; time.Now().Before(deadline) && w.Alive(); calls++ {
+	}
+	close(stop)
+	<-stopped
+	if time.Now().Before(deadline) {
+		t.Fatalf("shim %d said dead after %d calls while it waits (%s)", pid, calls, procState(pid))
+	}
+	if got := p.Take(); got == nil || got.Pid() != pid {
+		t.Fatalf("Take gave %v, want the waiting shim %d", got, pid)
+	} else if err := p.Release(got); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	noChildren(t)
+}
+
+// procState is the state letter of pid in /proc, "gone" when it has none.
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "gone"
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return "state " + s[i+2:i+3]
+	}
+	return s
 }
 
 // Close stops the waiting shims, reaped, also while one is being started.

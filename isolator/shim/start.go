@@ -208,8 +208,8 @@ func (w *Idle) Alive() bool {
 	}
 	alive := false
 	if err := rc.Control(func(fd uintptr) {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-		alive = err == nil && n == 0
+		exited, err := pidfdExited(fd)
+		alive = err == nil && !exited
 	}); err != nil {
 		return false // closed: the watcher saw it exit
 	}
@@ -345,16 +345,38 @@ func watch(pidfd *os.File, reap bool, exited chan struct{}) {
 		return
 	}
 	_ = rc.Read(func(fd uintptr) bool {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-		if err != nil || n == 0 {
+		if exited, err := pidfdExited(fd); err != nil || !exited {
 			return false
 		}
 		if reap {
 			var info unix.Siginfo
-			_ = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG, nil)
+			err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG, nil)
+			if err == nil && info.Signo == 0 {
+				// Exited, but not ours to reap yet: a tracer (strace, a
+				// debugger) is told first, and the kernel wakes the pidfd
+				// again once it has waited. Else the shim stays a zombie.
+				return false
+			}
 		}
 		return true
 	})
+}
+
+// pidfdExited reports whether the process of pidfd has exited (the pidfd
+// is readable), without waiting. A poll a signal interrupted is made again:
+// EINTR says nothing of the process, and it is frequent here (the Go
+// runtime sends SIGURG to its own threads to preempt goroutines, and the
+// isolator gets a SIGCHLD for every shim that exits). Taken for an exit, it
+// made Take kill a live waiting shim (and start the job under a new one);
+// in watch, it would leave the watcher waiting for a readiness the
+// netpoller had already reported, so the shim would never be reaped.
+func pidfdExited(fd uintptr) (bool, error) {
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		if !errors.Is(err, unix.EINTR) {
+			return n > 0, err
+		}
+	}
 }
 
 // InitMoved reports whether the job's init was moved into its cgroup at

@@ -65,6 +65,7 @@ func Main() {
 	// Before the spec is read: the spawner joins the spare cgroup while the
 	// shim waits.
 	sp := spawnerFromEnv()
+	probePidfd()
 	specIn := os.NewFile(wire.FDSpec, "shim-spec")
 	statusOut := os.NewFile(wire.FDStatus, "shim-status")
 	var spec wire.Spec
@@ -75,6 +76,19 @@ func Main() {
 		os.Exit(1)
 	}
 	os.Exit(run(spec, statusOut, sp))
+}
+
+// probePidfd makes os/exec's one-time check that pidfds work (a
+// pidfd_open, a waitid and a throwaway vfork child, made by the first
+// os.StartProcess or os.FindProcess of a process) now, while the shim waits
+// for its spec: else the job's start pays it, at the init's clone, and from
+// a spare the probe's child is born in the job's cgroup. This goroutine
+// never runs on the spawner's thread (locked to its own), so the probe's
+// child is born outside the spare too.
+func probePidfd() {
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		_ = p.Release()
+	}
 }
 
 // report writes m to the isolator and closes the pipe: it is the only
