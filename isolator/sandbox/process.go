@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -104,6 +105,10 @@ type Process struct {
 	sync  *os.File // read end of the init's message pipe
 	dec   *json.Decoder
 	moved bool // Apply put the init in its cgroup
+	// reaped is closed once the init has been reaped, by Wait or by the
+	// goroutine Wait leaves to reap it (markReaped).
+	reaped     chan struct{}
+	reapedOnce sync.Once
 }
 
 // Cloneflags of the job's init: every namespace but the user namespace,
@@ -204,7 +209,7 @@ func Start(spec Spec) (*Process, error) {
 		}
 		return nil, fmt.Errorf("sandbox for job %s: start init: %w", spec.ID, err)
 	}
-	p := &Process{spec: spec, cmd: cmd, sync: syncR, dec: json.NewDecoder(syncR)}
+	p := &Process{spec: spec, cmd: cmd, sync: syncR, dec: json.NewDecoder(syncR), reaped: make(chan struct{})}
 
 	// The init waits at its gate (reading the spec) until it is in the
 	// cgroup: on cgroup v1 it is moved there now, by pid, unless it was
@@ -342,11 +347,15 @@ func (p *Process) Wait() (Result, error) {
 	var m message
 	decErr := p.dec.Decode(&m)
 	if decErr == nil && m.Type == msgExit && p.awaitExiting() {
-		go func() { _ = p.cmd.Wait() }()
+		go func() {
+			_ = p.cmd.Wait()
+			p.markReaped()
+		}()
 		return Result{ExitCode: m.ExitCode, Signal: m.Signal}, nil
 	}
 	p.sync.Close()
 	err := p.cmd.Wait()
+	p.markReaped()
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		return Result{}, fmt.Errorf("job %s: wait for init: %w", p.spec.ID, err)
@@ -364,6 +373,14 @@ func (p *Process) Wait() (Result, error) {
 	return Result{ExitCode: ws.ExitStatus()}, fmt.Errorf("job %s: sandbox init exited with status %d without a result",
 		p.spec.ID, ws.ExitStatus())
 }
+
+// Reaped is closed once the init has been reaped after Wait returned (Wait
+// may return while the kernel still tears the init down). A caller that
+// exits right after Wait waits for it first, so that the init is not left
+// for the host's init to reap.
+func (p *Process) Reaped() <-chan struct{} { return p.reaped }
+
+func (p *Process) markReaped() { p.reapedOnce.Do(func() { close(p.reaped) }) }
 
 // awaitExiting waits, after the init's exit report, until the init is
 // exiting, and closes the sync pipe. The init sends the report once every

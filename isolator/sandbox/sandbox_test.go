@@ -431,8 +431,16 @@ func TestWaitEndsTheWholeJob(t *testing.T) {
 			t.Errorf("thread %s of the init is not exiting when Wait returned: %s", tid.Name(), b)
 		}
 	}
-	pid := j.proc.Pid()
-	waitFor(t, "the init reaped", func() bool { return errors.Is(unix.Kill(pid, 0), unix.ESRCH) })
+	// Reaped says when the init is reaped: a shim waits for it before it
+	// exits, so that no init is left to the host's init.
+	select {
+	case <-j.proc.Reaped():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reaped not closed 10 s after Wait")
+	}
+	if err := unix.Kill(j.proc.Pid(), 0); !errors.Is(err, unix.ESRCH) {
+		t.Errorf("the init %d is still there once Reaped is closed (kill: %v)", j.proc.Pid(), err)
+	}
 }
 
 func TestTerminateForwarded(t *testing.T) {

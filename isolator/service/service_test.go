@@ -272,7 +272,9 @@ func (s *suite) initPID(id string) int {
 
 func assertGone(t *testing.T, pid int) {
 	t.Helper()
-	// The init is the isolator's child: once reaped it is gone for good.
+	// The init is its shim's child, and the shim reaps it before it exits
+	// (or, without a shim, the isolator's): once reaped it is gone for
+	// good.
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("job init %d still exists (%v)", pid, err)
 	}

@@ -147,12 +147,27 @@ func run(spec wire.Spec, statusOut *os.File, sp *spawner) int {
 	}
 	res.OutputComplete = fw.await(timeout) == nil
 	res.EndedAt = time.Now().UTC()
+	code := 0
 	if err := wire.WriteResult(spec.Result, res); err != nil {
-		return 2 // the isolator records the job as lost
+		code = 2 // the isolator records the job as lost
 	}
 	statusOut.Close()
-	return 0
+	// The isolator has what it needs; the init may still be in the
+	// kernel's teardown of its namespaces. It is reaped before the shim
+	// exits, not left to the host's init as an orphan: when the shim is
+	// gone, nothing of its job is left (the isolator's Release waits for
+	// the shim's exit).
+	select {
+	case <-p.Reaped():
+	case <-time.After(reapTimeout):
+	}
+	return code
 }
+
+// reapTimeout bounds the wait for the init's reaping after the result: its
+// teardown takes milliseconds (RCU grace periods for its mount and network
+// namespaces).
+const reapTimeout = 5 * time.Second
 
 // start makes the job's output pipes, starts handing them to logd and
 // starts the job in its sandbox, in its cgroup (nil: none), from the
