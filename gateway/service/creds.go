@@ -15,8 +15,11 @@ type loggedCreds struct {
 	log zerolog.Logger
 }
 
+// ServerHandshake implements credentials.TransportCredentials. The
+// connection it returns writes TLS records in batches (tlsbatch.go).
 func (c loggedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	nc, info, err := c.TransportCredentials.ServerHandshake(conn)
+	raw := &recordBatcher{Conn: conn}
+	nc, info, err := c.TransportCredentials.ServerHandshake(raw)
 	if err != nil {
 		c.log.Warn().Str("peer_addr", conn.RemoteAddr().String()).Err(err).Msg("TLS handshake refused")
 		return nc, info, err
@@ -24,7 +27,7 @@ func (c loggedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthI
 	if tc, ok := conn.(*trackedConn); ok { // conns.go
 		tc.handshaken()
 	}
-	return nc, info, nil
+	return &batchedConn{Conn: nc, raw: raw}, info, nil
 }
 
 func (c loggedCreds) Clone() credentials.TransportCredentials {

@@ -62,11 +62,15 @@ type Backends struct {
 // gRPC's default grows a stream's window with the measured bandwidth, to
 // megabytes on a Unix socket, and a follower that stops reading holds a
 // full window of output in the gateway: 100 stalled followers, a hundred
-// of them (119 MiB measured). A fixed 128 KiB per stream (32 MiB for the
-// hundred) is still two of logd's chunks per round trip on a local socket;
-// the connection's window only paces all streams together.
+// of them (119 MiB measured). A fixed 256 KiB per stream is four of logd's
+// chunks per round trip on a local socket: the gateway tells logd of what
+// it has read every 64 KiB, each telling a write here and a read and a
+// wake-up in logd (at 128 KiB, every 32 KiB: 0.1-0.2 CPU-s more per GiB
+// in each). 100 stalled followers grew the gateway by 31-46 MiB with it
+// (34-39 MiB at 128 KiB, up to 60 MiB at 512 KiB; TestReliabilityStalledFollowers
+// allows 64). The connection's window only paces all streams together.
 var logdWindows = []grpc.DialOption{
-	grpc.WithInitialWindowSize(128 << 10),
+	grpc.WithInitialWindowSize(256 << 10),
 	grpc.WithInitialConnWindowSize(16 << 20),
 }
 

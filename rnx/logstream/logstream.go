@@ -15,7 +15,9 @@ import (
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
-// Receiver is the receiving side of a GetJobLogs stream.
+// Receiver is the receiving side of a GetJobLogs stream. The chunks it
+// returns are Copy's: once a chunk is written, its data buffer may be reused
+// for a later chunk (see ChunkBuffer).
 type Receiver interface {
 	Recv() (*jobletv1.LogChunk, error)
 }
@@ -67,6 +69,7 @@ func Copy(src Receiver, stdout, stderr io.Writer) error {
 		if _, err := w.Write(c.GetData()); err != nil {
 			return err
 		}
+		recycle(c.GetData())
 		if len(chunks) == 0 {
 			if err := w.Flush(); err != nil {
 				return err

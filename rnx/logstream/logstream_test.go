@@ -87,3 +87,39 @@ func TestCopyStopsOnWriteError(t *testing.T) {
 		t.Fatalf("err = %v, want disk full", err)
 	}
 }
+
+// genStream makes its chunks at Recv time in buffers from ChunkBuffer, as
+// rnx's codec does, so buffers Copy has recycled are filled again while
+// earlier chunks may still be queued.
+type genStream struct {
+	n, i int
+	want bytes.Buffer
+}
+
+func (g *genStream) Recv() (*jobletv1.LogChunk, error) {
+	if g.i == g.n {
+		return nil, io.EOF
+	}
+	size := []int{1, 100, 64<<10 - 256, ChunkBufferSize, ChunkBufferSize + 1, 4096}[g.i%6]
+	data := ChunkBuffer(size)
+	for j := range data {
+		data[j] = byte(g.i + j*7)
+	}
+	g.want.Write(data)
+	g.i++
+	return &jobletv1.LogChunk{Stream: jobletv1.Stream_STREAM_STDOUT, Data: data}, nil
+}
+
+// Output in recycled chunk buffers arrives byte-exact: a buffer goes back to
+// the pool only once its chunk is written.
+func TestCopyRecycledBuffersByteExact(t *testing.T) {
+	src := &genStream{n: 600}
+	var out, errOut bytes.Buffer
+	if err := Copy(src, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), src.want.Bytes()) || errOut.Len() != 0 {
+		t.Fatalf("stdout %d bytes (equal: %v), stderr %d bytes; want %d bytes on stdout",
+			out.Len(), bytes.Equal(out.Bytes(), src.want.Bytes()), errOut.Len(), src.want.Len())
+	}
+}

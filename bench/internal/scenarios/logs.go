@@ -30,7 +30,7 @@ func (r RNX) AttachedLog(ctx context.Context, c jobletv1.JobServiceClient, bytes
 	if err != nil {
 		return LogRun{}, err
 	}
-	job, err := WaitEnd(ctx, c, id)
+	job, err := WaitRecorded(ctx, c, id) // rnx read the log to its end
 	if err != nil {
 		return LogRun{}, err
 	}
@@ -93,7 +93,7 @@ func (r RNX) Followers(ctx context.Context, c jobletv1.JobServiceClient, bytes i
 			return LogRun{}, nil, err
 		}
 	}
-	job, err := WaitEnd(ctx, c, id)
+	job, err := WaitRecorded(ctx, c, id) // the followers read the log to its end
 	if err != nil {
 		return LogRun{}, nil, err
 	}
