@@ -71,7 +71,7 @@ func New(service string, w io.Writer, format string) zerolog.Logger {
 	level, lerr := ParseLevel(os.Getenv(EnvLevel))
 	l := zerolog.New(out).Level(level).With().Timestamp().Str(KeyService, service).Logger()
 	if lerr != nil {
-		l.Warn().Err(lerr).Stringer("level", level).Msg("unknown log level; using the default")
+		l.Warn().Err(lerr).Stringer("using", level).Msg("unknown log level; using the default")
 	}
 	return l
 }

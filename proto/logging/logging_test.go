@@ -43,6 +43,9 @@ func lines(t *testing.T, level string) []string {
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("line %q: %v", l, err)
 		}
+		if n := strings.Count(l, `"level":`); n != 1 {
+			t.Errorf("line %q has %d level fields, want 1", l, n)
+		}
 		msgs = append(msgs, m.Message)
 	}
 	return msgs
