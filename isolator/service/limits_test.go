@@ -261,9 +261,7 @@ func TestLimitsEnforced(t *testing.T) {
 		}
 	})
 
-	if left := jobCgroupsLeft(t, name); len(left) > 0 {
-		t.Errorf("job cgroups left after every job ended: %v", left)
-	}
+	waitNoJobCgroups(t, name)
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}

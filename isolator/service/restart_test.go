@@ -221,8 +221,19 @@ func TestShimKilledWhileFollowed(t *testing.T) {
 		t.Errorf("record %v", j)
 	}
 	waitGone(t, initPID) // killed with the job's cgroup; reaped by the host's init
-	if left := jobCgroupsLeft(t, cgroupName(s.cfg)); len(left) != 0 {
-		t.Errorf("job cgroups left: %v", left)
+	waitNoJobCgroups(t, cgroupName(s.cfg))
+}
+
+// waitNoJobCgroups waits until no job cgroup is left under the isolator's
+// parent: a job's cgroup is removed after its final record is saved.
+func waitNoJobCgroups(t *testing.T, name string) {
+	t.Helper()
+	left := jobCgroupsLeft(t, name)
+	for deadline := time.Now().Add(10 * time.Second); len(left) != 0 && time.Now().Before(deadline); left = jobCgroupsLeft(t, name) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(left) != 0 {
+		t.Errorf("job cgroups left 10 s after the job's end: %v", left)
 	}
 }
 
@@ -264,9 +275,7 @@ func TestJobLostWithItsShim(t *testing.T) {
 			t.Errorf("%s left behind (%v)", p, err)
 		}
 	}
-	if left := jobCgroupsLeft(t, cgroupName(s.cfg)); len(left) != 0 {
-		t.Errorf("job cgroups left: %v", left)
-	}
+	waitNoJobCgroups(t, cgroupName(s.cfg))
 	for deadline := time.Now().Add(5 * time.Second); len(s.netd.left()) != 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("network lease not given back: %v", s.netd.left())
