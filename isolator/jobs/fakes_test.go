@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -191,12 +192,14 @@ func (g *fakeCgroup) KillAll() error {
 	if err := g.kill(syscall.SIGKILL); err != nil {
 		return err
 	}
-	// Like the real one, until none is left (its zombies reaped by their
-	// new parent).
+	// Like the real one, until none is left. A zombie counts as gone, as in
+	// a real cgroup, which a process leaves when it exits, not when it is
+	// reaped: an orphan's zombie waits for PID 1, which on some machines
+	// reaps only every few seconds.
 	g.mu.Lock()
 	pgid := g.pgid
 	g.mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); pgid > 0 && syscall.Kill(-pgid, 0) == nil; {
+	for deadline := time.Now().Add(5 * time.Second); pgid > 0 && len(liveInGroup(pgid)) > 0; {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("process group %d survives SIGKILL", pgid)
 		}
@@ -215,10 +218,34 @@ func (g *fakeCgroup) Running() ([]int, error) {
 	if stray != nil {
 		return stray()
 	}
-	if pgid > 0 && syscall.Kill(-pgid, 0) == nil {
-		return []int{pgid}, nil
+	if pgid > 0 {
+		return liveInGroup(pgid), nil
 	}
 	return nil, nil
+}
+
+// liveInGroup lists the processes of process group pgid that are not
+// zombies.
+func liveInGroup(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// After the command's name: state, ppid, pgrp.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
 }
 
 func (g *fakeCgroup) Stats() (Usage, error) {
