@@ -70,9 +70,16 @@ func TestBadLimitsLeaveNothing(t *testing.T) {
 	if len(f.cg.events) != 0 {
 		t.Errorf("refused requests touched cgroups: %v", f.cg.events)
 	}
-	for _, d := range []string{"work", "roots"} {
-		if ents, _ := os.ReadDir(filepath.Join(f.dir, d)); len(ents) != 0 {
-			t.Errorf("%s has %v after refused requests", d, ents)
+	// roots holds only what every job shares: the root mount point and the
+	// empty workspace.
+	for d, want := range map[string][]string{"work": nil, "roots": {"empty-work", "mnt"}} {
+		var names []string
+		ents, _ := os.ReadDir(filepath.Join(f.dir, d))
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("%s has %v after refused requests, want %v", d, names, want)
 		}
 	}
 	if j := f.run("true"); j.GetId() != "1" {

@@ -133,6 +133,16 @@ func uploadError(err error) error {
 	return err
 }
 
+// ownWorkspace says whether job j needs a workspace of its own: it brings
+// files (its upload, or the workspace made when it was scheduled), or its
+// /work is the workspace itself (uncapped: a read-write bind) or a disk
+// made from it (an IO limit). Any other job's /work is an overlay over
+// emptyWork.
+func (r *Registry) ownWorkspace(j *job) bool {
+	return j.upload != "" || j.rec.GetScheduleInput() != "" || r.opts.Workspace.MaxBytes <= 0 ||
+		j.rec.GetLimits().GetMaxIoBps() > 0
+}
+
 // makeWorkspace makes job j's workspace at work: its upload moved in place
 // (an immediate job's), the one made when it was scheduled (which may
 // hold its upload), or a new empty directory.

@@ -166,7 +166,7 @@ func TestStorageCaps(t *testing.T) {
 		rm -f /work/f* /tmp/f*
 		echo changed > /work/uploaded; cat /work/uploaded
 		grep -c -e ' /work ' -e ' /tmp ' /proc/self/mountinfo
-		test -e /.work-layers && echo layers visible; true`)
+		test -e /.work-layers -o -e /upper && echo layers visible; true`)
 	spec.Work = sandbox.Storage{MaxBytes: 1 << 20, MaxInodes: 32}
 	spec.Tmp = sandbox.Storage{MaxBytes: 2 << 20, MaxInodes: 48}
 	if err := os.WriteFile(filepath.Join(spec.WorkDir, "uploaded"), []byte("from the host\n"), 0o644); err != nil {

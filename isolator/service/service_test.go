@@ -402,9 +402,10 @@ func TestJobsThroughTheSocket(t *testing.T) {
 	if rec := s.record(j.GetId()).Job; rec.GetState() != jobletv1.JobState_JOB_STATE_STOPPED || !strings.Contains(rec.GetReason(), jobs.ReasonShutdown) {
 		t.Fatalf("record after shutdown: %v", rec)
 	}
-	for _, d := range []string{"work", "roots"} {
+	// Nothing of the job: roots holds only what every job shares, empty.
+	for d, want := range map[string]int{"work": 0, "roots": 2, "roots/mnt": 0, "roots/empty-work": 0} {
 		ents, _ := os.ReadDir(filepath.Join(s.cfg.StateDir("isolator"), d))
-		if len(ents) != 0 {
+		if len(ents) != want {
 			t.Errorf("%s not cleaned: %v", d, ents)
 		}
 	}
