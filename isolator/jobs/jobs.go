@@ -404,9 +404,13 @@ func (r *Registry) launch(j *job, spec *jobletv1.JobSpec) (*jobletv1.Job, error)
 	if err != nil {
 		return r.failStart(j, err)
 	}
-	init, err := store.Identify(proc.Pid())
-	if err != nil {
-		log.Warn().Err(err).Msg("cannot identify the job's init; a restart will not find it")
+	// A job may end before its init is identified (Pid is 0 then): its
+	// end is on its way, and a restart finds its shim's result.
+	var init store.Proc
+	if pid := proc.Pid(); pid > 0 {
+		if init, err = store.Identify(pid); err != nil {
+			log.Warn().Err(err).Msg("cannot identify the job's init; a restart will not find it")
+		}
 	}
 	r.mu.Lock()
 	j.proc, j.cg = proc, cg

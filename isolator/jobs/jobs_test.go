@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -603,4 +604,53 @@ func TestWait(t *testing.T) {
 	if _, err := f.reg.Wait(ctx, "999999", time.Second); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Wait of an unknown job: %v", err)
 	}
+}
+
+// A job that ends before its init is identified (its shim reports pid 0,
+// as a fast job's does) is recorded as usual, without a warning.
+func TestJobEndedBeforeItsInitWasIdentified(t *testing.T) {
+	logs := &lockedBuffer{}
+	f := newFixture(t, func(o *Options) {
+		o.Runner = pidlessRunner{}
+		o.Log = zerolog.New(logs)
+	})
+	if j := f.wait(f.run("true").GetId()); j.GetState() != completed || j.GetExitCode() != 0 {
+		t.Fatalf("record %v", j)
+	}
+	if s := logs.String(); strings.Contains(s, `"level":"warn"`) {
+		t.Errorf("warnings logged: %s", s)
+	}
+}
+
+// pidlessRunner starts jobs like execRunner, but its jobs report pid 0.
+type pidlessRunner struct{ execRunner }
+
+type pidlessProc struct{ execProc }
+
+func (r pidlessRunner) Start(s Spec) (Proc, error) {
+	p, err := r.execRunner.Start(s)
+	if err != nil {
+		return nil, err
+	}
+	return pidlessProc{p.(execProc)}, nil
+}
+
+func (pidlessProc) Pid() int { return 0 }
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -72,7 +72,8 @@ type UserNS struct {
 
 // Proc is a started job.
 type Proc interface {
-	// Pid is the host pid of the job's init.
+	// Pid is the host pid of the job's init, 0 when the job ended before
+	// its init could be identified.
 	Pid() int
 	// Wait waits for the job's command to end.
 	Wait() (Result, error)
