@@ -11,7 +11,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/joblet-dev/joblet/netd/firewall"
 	"github.com/joblet-dev/joblet/netd/nsfile"
 	"github.com/joblet-dev/joblet/netd/state"
 	"github.com/joblet-dev/joblet/netd/validate"
@@ -347,11 +346,7 @@ func (m *Manager) reconcile() error {
 			}
 		}
 	}
-	fwNets := make([]firewall.Net, 0, len(m.nets))
-	for _, n := range m.sortedNets() {
-		fwNets = append(fwNets, n.fw())
-	}
-	if err := m.fw.Sync(fwNets); err != nil {
+	if err := m.fw.Sync(m.fwNets()); err != nil {
 		return err
 	}
 	for _, n := range m.sortedNets() {

@@ -75,7 +75,7 @@ type Manager struct {
 	opts      Options
 	log       zerolog.Logger
 	store     *state.Store
-	fw        *firewall.Firewall
+	fw        *lockedFirewall
 	upstreams []string
 	// forwardWas is ip_forward as netd found it, which Purge restores.
 	forwardWas []byte
@@ -146,7 +146,7 @@ func Open(opts Options) (*Manager, error) {
 	if err != nil {
 		opts.Log.Warn().Err(err).Msg("no host resolvers: jobs resolve job names only")
 	}
-	m := &Manager{opts: opts, log: opts.Log, store: store, fw: fw, upstreams: ups, bootID: boot,
+	m := &Manager{opts: opts, log: opts.Log, store: store, fw: &lockedFirewall{fw: fw}, upstreams: ups, bootID: boot,
 		nets: map[string]*network{}, leases: map[string]*lease{}, kernel: make(chan struct{}, kernelWorkers)}
 	m.torn = sync.NewCond(&m.mu)
 	if err := m.load(st); err != nil {

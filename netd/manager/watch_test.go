@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -149,4 +151,62 @@ func (c *countingWriter) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
+}
+
+// The periodic check lists the rules without the manager's lock: an attach
+// never waits for a slow iptables. iptables is wrapped so that, once the
+// test arms it, a listing of JOBLET-IN blocks until the test releases it.
+func TestAttachDoesNotWaitForTheCheck(t *testing.T) {
+	real, err := exec.LookPath("iptables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	armed, entered, release := filepath.Join(dir, "armed"), filepath.Join(dir, "entered"), filepath.Join(dir, "release")
+	script := fmt.Sprintf(`#!/bin/sh
+if [ -e %[1]s ]; then
+	case " $* " in *" -S JOBLET-IN "*) : > %[2]s; while [ ! -e %[3]s ]; do sleep 0.01; done ;; esac
+fi
+exec %[4]s "$@"
+`, armed, entered, release, real)
+	if err := os.WriteFile(filepath.Join(dir, "iptables"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	e := setup(t)
+	e.opts.CheckInterval = 20 * time.Millisecond
+	m := e.open(t)
+	// Released before the manager is closed (cleanups run last first),
+	// which waits for the check under way.
+	t.Cleanup(func() { os.WriteFile(release, nil, 0o644) })
+	if err := os.WriteFile(armed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(entered); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the periodic check never listed JOBLET-IN")
+		}
+	}
+	for _, network := range []string{"none", "bridge"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := m.Attach(context.Background(), "job-"+network, network, "")
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("attach to %s: %v", network, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("attach to %s waits for the periodic check's iptables", network)
+		}
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	detachAll(t, m)
 }
