@@ -61,6 +61,13 @@ func TestStateDiskFull(t *testing.T) {
 		t.Errorf("left next to the journal: %v", m)
 	}
 	f.assertNoDirs("2")
+	// The record is written while the job's cgroup is made: a refused
+	// job's cgroup, if it got one, is gone.
+	for _, id := range []string{"2", "3"} {
+		if ev := f.cg.eventsOf(id); len(ev) > 0 && ev[len(ev)-1] != "destroy" {
+			t.Errorf("refused job %s left its cgroup: %v", id, ev)
+		}
+	}
 	f.reg.mu.Lock()
 	if f.reg.running != 0 {
 		t.Errorf("%d running slots taken by refused jobs", f.reg.running)

@@ -194,7 +194,7 @@ func Open(opts Options) (*Registry, error) {
 	for _, j := range again {
 		go func() {
 			// A start error is recorded on the job (failStart).
-			_, _ = r.launch(j, specOf(j.rec))
+			_, _ = r.launch(j, specOf(j.rec), nil)
 		}()
 	}
 	return r, nil
@@ -368,13 +368,39 @@ func (r *Registry) Run(ctx context.Context, spec *jobletv1.JobSpec) (*jobletv1.J
 		exited: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	// On disk before anything runs: a crash from here on leaves a record
-	// that the next isolator ends, never a job nobody knows about.
-	if err := r.store.Save(store.Record{Job: j.rec}); err != nil {
-		r.release()
-		return nil, r.stateError(err)
+	// On disk before anything of the job runs: a crash from then on leaves
+	// a record that the next isolator ends, never a job nobody knows
+	// about. The write (an fsync: ~1 ms) overlaps the making of the job's
+	// network and cgroup; start waits for it before the job's first
+	// process.
+	return r.launch(j, spec, r.saveAsync(j.rec))
+}
+
+// saving is a record on its way to disk.
+type saving struct {
+	done chan struct{}
+	err  error
+}
+
+// saveAsync saves a copy of rec in the background.
+func (r *Registry) saveAsync(rec *jobletv1.Job) *saving {
+	s := &saving{done: make(chan struct{})}
+	snap := proto.Clone(rec).(*jobletv1.Job)
+	go func() {
+		defer close(s.done)
+		s.err = r.store.Save(store.Record{Job: snap})
+	}()
+	return s
+}
+
+// wait returns the save's error once it is done; a nil saving has nothing
+// to wait for.
+func (s *saving) wait() error {
+	if s == nil {
+		return nil
 	}
-	return r.launch(j, spec)
+	<-s.done
+	return s.err
 }
 
 // newRecord is the first record of job id: what it runs, with the
@@ -393,15 +419,19 @@ func newRecord(id string, spec *jobletv1.JobSpec, eff *jobletv1.Limits, state jo
 	}
 }
 
-// launch starts a job whose RUNNING record is saved and that holds a
-// running slot (Registry.running and a WaitGroup slot), and hands it to its
+// launch starts a job whose RUNNING record is saved, or being saved (rec,
+// nil when it is on disk), and that holds a running slot (Registry.running and a WaitGroup slot), and hands it to its
 // supervisor. It is the one start path of immediate and scheduled jobs. A
 // scheduled job is in r.jobs while it starts: a stop asked for meanwhile
 // is carried out once it runs (see requestStop).
-func (r *Registry) launch(j *job, spec *jobletv1.JobSpec) (*jobletv1.Job, error) {
+func (r *Registry) launch(j *job, spec *jobletv1.JobSpec, rec *saving) (*jobletv1.Job, error) {
 	id, log := j.rec.GetId(), j.log
-	proc, cg, fw, err := r.start(j, spec)
+	proc, cg, fw, err := r.start(j, spec, rec)
 	if err != nil {
+		// After the RUNNING record, so that the FAILED one comes last.
+		if serr := rec.wait(); serr != nil {
+			return r.refuseUnsaved(j, serr)
+		}
 		return r.failStart(j, err)
 	}
 	// A job may end before its init is identified (Pid is 0 then): its
@@ -439,7 +469,7 @@ func (r *Registry) launch(j *job, spec *jobletv1.JobSpec) (*jobletv1.Job, error)
 // start makes the job's directories, pipes and cgroup, starts forwarding
 // its output and starts it. On error, the caller removes the directories;
 // the cgroup is gone already.
-func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.Forwarder, error) {
+func (r *Registry) start(j *job, spec *jobletv1.JobSpec, rec *saving) (Proc, Cgroup, *output.Forwarder, error) {
 	id := j.rec.GetId()
 	// First: a network netd refuses (unknown, full, name taken) costs
 	// nothing else. On any later error failStart detaches it again.
@@ -480,24 +510,27 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec) (Proc, Cgroup, *output.
 	cg, err := gated(startFS, func() (Cgroup, error) { return r.opts.Cgroups.Create(id, j.rec.GetLimits(), ioDevice) })
 	var proc Proc
 	if err == nil {
-		proc, err = r.opts.Runner.Start(Spec{
-			ID:       id,
-			Hostname: j.rec.GetHostname(),
-			Args:     append([]string{spec.GetCommand()}, spec.GetArgs()...),
-			Env:      jobEnv(id, j.rec.GetHostname()),
-			RootDir:  root,
-			WorkDir:  work,
-			Stdout:   outW,
-			Stderr:   errW,
-			Cgroup:   cg,
-			// The namespace netd prepared, and its resolver and hosts.
-			NetnsPath:  att.NetnsPath,
-			ResolvConf: att.ResolvConf,
-			Hosts:      att.Hosts,
-			Work:       workCap,
-			Tmp:        r.opts.Tmp,
-			UserNS:     r.opts.UserNS,
-		})
+		// The RUNNING record on disk before the job's first process.
+		if err = rec.wait(); err == nil {
+			proc, err = r.opts.Runner.Start(Spec{
+				ID:       id,
+				Hostname: j.rec.GetHostname(),
+				Args:     append([]string{spec.GetCommand()}, spec.GetArgs()...),
+				Env:      jobEnv(id, j.rec.GetHostname()),
+				RootDir:  root,
+				WorkDir:  work,
+				Stdout:   outW,
+				Stderr:   errW,
+				Cgroup:   cg,
+				// The namespace netd prepared, and its resolver and hosts.
+				NetnsPath:  att.NetnsPath,
+				ResolvConf: att.ResolvConf,
+				Hosts:      att.Hosts,
+				Work:       workCap,
+				Tmp:        r.opts.Tmp,
+				UserNS:     r.opts.UserNS,
+			})
+		}
 		if err != nil {
 			if derr := cleanupFS.run(cg.Destroy); derr != nil {
 				j.log.Error().Err(derr).Msg("cannot remove the cgroup of a job that did not start")
@@ -572,6 +605,16 @@ func (r *Registry) failStart(j *job, err error) (*jobletv1.Job, error) {
 	// The caller is told the error and given the record, so a client can
 	// say which job failed and exit as a shell would (127, 126).
 	return snap, errdefs.WithJob(fmt.Errorf("job %s: %w", id, err), snap)
+}
+
+// refuseUnsaved undoes the start of job j, whose RUNNING record could not
+// be saved: nothing of it ran, and nothing of it is kept.
+func (r *Registry) refuseUnsaved(j *job, err error) (*jobletv1.Job, error) {
+	id := j.rec.GetId()
+	r.removeDirs(id, j.log)
+	r.detachNow(id, j.log) // network.go
+	r.release()
+	return nil, r.stateError(err)
 }
 
 // stateError is what a caller is told when the state cannot be written:

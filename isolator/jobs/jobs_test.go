@@ -654,3 +654,41 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// A job's first process starts only once its RUNNING record is on disk,
+// although the record is written while the job's network and cgroup are
+// made.
+func TestRecordedBeforeTheJobStarts(t *testing.T) {
+	const jobs = 8 // the save and the start race: each job is a chance to catch a start that does not wait
+	seen := make(chan string, jobs)
+	f := newFixture(t, func(o *Options) {
+		dir := o.StateDir
+		o.Runner = startHook{func(s Spec) {
+			recs, err := store.Read(dir)
+			if err != nil {
+				t.Error(err)
+			}
+			state := "no record"
+			for _, r := range recs {
+				if r.Job.GetId() == s.ID {
+					state = r.Job.GetState().String()
+				}
+			}
+			seen <- state
+		}}
+	})
+	for range jobs {
+		f.wait(f.run("true").GetId())
+		if got := <-seen; got != jobletv1.JobState_JOB_STATE_RUNNING.String() {
+			t.Fatalf("on disk when the job started: %s, want its RUNNING record", got)
+		}
+	}
+}
+
+// startHook runs jobs like execRunner, calling hook first.
+type startHook struct{ hook func(Spec) }
+
+func (h startHook) Start(s Spec) (Proc, error) {
+	h.hook(s)
+	return execRunner{}.Start(s)
+}

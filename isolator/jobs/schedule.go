@@ -215,7 +215,7 @@ func (r *Registry) StartScheduled(_ context.Context, id string, delay time.Durat
 	go func() {
 		// A start error is recorded on the job (failStart); nobody waits
 		// for it here.
-		_, _ = r.launch(j, specOf(snap))
+		_, _ = r.launch(j, specOf(snap), nil)
 	}()
 	return snap, nil
 }
