@@ -33,7 +33,7 @@
 // Mounts are made in the job's private mount namespace after making / private,
 // so nothing propagates to the host and everything vanishes with the job.
 //
-// The command is started through the exec stage (stage.go): with
+// The command is started by a raw fork of the init (stage.go): with
 // Spec.UserNS, in a user namespace of its own mapping its root to an
 // unprivileged host range (userns.go), while the init and every other
 // namespace of the job stay the host user namespace's. It runs with a

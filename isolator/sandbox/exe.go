@@ -44,7 +44,7 @@ type sealed struct {
 
 // self is the sealed copy of the running binary (the isolator's shims run
 // from it); initExe, once set by UseInitBinary or InheritInit, the sealed
-// init binary that jobs' inits and exec stages run from instead.
+// init binary that jobs' inits run from instead.
 var (
 	self    sealed
 	initMu  sync.Mutex
@@ -146,11 +146,11 @@ func keep(f *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(high), f.Name()), nil
 }
 
-// UseInitBinary makes jobs' inits and exec stages run from a sealed copy,
+// UseInitBinary makes jobs' inits run from a sealed copy,
 // made now, of the init binary at path instead of from the running binary.
 // That binary links only this package: it starts in about a third of the
-// time of the isolator's and maps a sixth of its size, twice per job (the
-// init, which stays for the job's life, and the exec stage). The file
+// time of the isolator's and maps a sixth of its size, once per job (the
+// init, which stays for the job's life). The file
 // must be safe as SealBinary says.
 func UseInitBinary(path string) error {
 	kept, err := SealBinary(path, "joblet-init")
@@ -231,14 +231,7 @@ func setInit(f *os.File) {
 func Executable() (*os.File, error) { return sealedSelf() }
 
 // IsInit reports whether this process was started by Start as a job's
-// init, or by the init as a job's exec stage (stage.go), or by CheckUserNS
-// as its probe: main must then call Init.
+// init, or by CheckUserNS as its probe: main must then call Init.
 func IsInit() bool {
-	switch {
-	case len(os.Args) == 1:
-		return os.Args[0] == initArg0 || os.Args[0] == probeArg0
-	case len(os.Args) >= 3:
-		return os.Args[0] == execArg0
-	}
-	return false
+	return len(os.Args) == 1 && (os.Args[0] == initArg0 || os.Args[0] == probeArg0)
 }

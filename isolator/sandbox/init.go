@@ -19,10 +19,7 @@ import (
 // Init runs the job's init; it never returns. main calls it first thing when
 // IsInit reports true.
 func Init() {
-	switch os.Args[0] {
-	case execArg0:
-		execStage()
-	case probeArg0:
+	if os.Args[0] == probeArg0 {
 		probeStage()
 	}
 	CloseInheritedExe(fdInitExe)
@@ -136,8 +133,8 @@ func setup() (int, error) {
 	return startCommand(&spec)
 }
 
-// startCommand starts the job's command from inside the new root, through
-// the exec stage (stage.go).
+// startCommand starts the job's command from inside the new root
+// (stage.go).
 func startCommand(spec *initSpec) (int, error) {
 	path, err := lookPath(spec.Args[0], pathOf(spec.Env))
 	if err != nil {

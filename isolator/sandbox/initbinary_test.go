@@ -13,8 +13,7 @@ import (
 	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
 )
 
-// TestJobsRunFromInitBinary: with UseInitBinary, a job's init (and so its
-// exec stage, which re-executes the init's own executable) runs from the
+// TestJobsRunFromInitBinary: with UseInitBinary, a job's init runs from the
 // sealed copy of the small binary, not from the running one; jobs with and
 // without a user namespace run as before.
 func TestJobsRunFromInitBinary(t *testing.T) {

@@ -78,3 +78,26 @@ func TestValidHostname(t *testing.T) {
 		}
 	}
 }
+
+// TestChildReports: the steps of the command's child name their failures
+// as confineThread and installSeccomp do, and an execve failure is the
+// command's (classExec), not the sandbox's.
+func TestChildReports(t *testing.T) {
+	for _, tt := range []struct {
+		r           childReport
+		class, want string
+	}{
+		{childReport{childExec, 0, uint32(unix.EACCES)}, classExec, "exec /work/x: permission denied"},
+		{childReport{childDropBound, 38, uint32(unix.EPERM)}, classSetup, "drop capability 38 from the bounding set: operation not permitted"},
+		{childReport{childSeccomp, 0, uint32(unix.EINVAL)}, classSetup, "install seccomp filter: seccomp: invalid argument"},
+		{childReport{childCapset, 0, uint32(unix.EPERM)}, classSetup, "set capabilities: operation not permitted"},
+		{childReport{childMaps, 0, uint32(unix.EINVAL)}, classSetup, "wait for the user namespace's maps: invalid argument"},
+		{childReport{childStdio, 5, uint32(unix.EBADF)}, classSetup, "make descriptor 5 the command's stdio: bad file descriptor"},
+	} {
+		err := tt.r.err("/work/x")
+		var se *stepError
+		if !errors.As(err, &se) || se.class != tt.class || err.Error() != tt.want || !errors.Is(err, unix.Errno(tt.r[2])) {
+			t.Errorf("%v: got %v, want %s %q wrapping errno %d", tt.r, err, tt.class, tt.want, tt.r[2])
+		}
+	}
+}

@@ -74,15 +74,24 @@ func seccompFilter(arch uint32, eperm, enosys []uintptr, cloneNr, unshareNr uint
 	return append(f, stmt(ret, allow))
 }
 
+// jobFilter returns the job's filter program for this architecture. The
+// program points into a slice of its own, which stays reachable through it.
+func jobFilter() (*unix.SockFprog, error) {
+	if auditArch == 0 {
+		return nil, errors.New("no filter for this architecture")
+	}
+	f := seccompFilter(auditArch, deniedCalls, enosysCalls, unix.SYS_CLONE, unix.SYS_UNSHARE)
+	return &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}, nil
+}
+
 // installSeccomp installs the job's filter on the calling thread. It needs
 // no_new_privs or CAP_SYS_ADMIN.
 func installSeccomp() error {
-	if auditArch == 0 {
-		return errors.New("no filter for this architecture")
+	prog, err := jobFilter()
+	if err != nil {
+		return err
 	}
-	f := seccompFilter(auditArch, deniedCalls, enosysCalls, unix.SYS_CLONE, unix.SYS_UNSHARE)
-	prog := unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}
-	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&prog))); errno != 0 {
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(prog))); errno != 0 {
 		return fmt.Errorf("seccomp: %w", errno)
 	}
 	return nil

@@ -65,14 +65,14 @@ func TestCapabilitiesAndNoNewPrivs(t *testing.T) {
 // capabilitiesAndNoNewPrivs checks the command's capabilities, as its own
 // user namespace sees them, and what they do not allow.
 func capabilitiesAndNoNewPrivs(t *testing.T, u *sandbox.UserNS) {
-	out, res := runAs(t, u, "grep", "-E", "^(Cap|NoNewPrivs|Seccomp:)", "/proc/self/status")
+	out, res := runAs(t, u, "grep", "-E", "^(Cap|NoNewPrivs|Seccomp)", "/proc/self/status")
 	if res.ExitCode != 0 {
 		t.Fatalf("grep: %+v", res)
 	}
 	want := map[string]string{
 		"CapInh": "00000000a00405fb", "CapPrm": "00000000a00405fb", "CapEff": "00000000a00405fb",
 		"CapBnd": "00000000a00405fb", "CapAmb": "0000000000000000",
-		"NoNewPrivs": "1", "Seccomp": "2",
+		"NoNewPrivs": "1", "Seccomp": "2", "Seccomp_filters": "1",
 	}
 	got := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -2,76 +2,48 @@ package sandbox
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// The job's command is not started by the init directly but through the
-// exec stage: the init's binary again (/proc/self/exe, the sealed copy),
-// forked from the init's confined thread (capabilities and no_new_privs
-// set, confine.go) into the job's user namespace (CLONE_NEWUSER, with the
-// maps the init writes). The stage installs the seccomp filter on itself
-// and execs the command:
+// The job's command is started by a fork of the init's confined thread
+// (confine.go) whose child makes only raw system calls (rawexec_linux.go),
+// in the job's user namespace (CLONE_NEWUSER, with the maps the init
+// writes) when it has one:
 //
-//	init (host userns)                 exec stage (job's userns, uid 0)
-//	──────────────────                 ────────────────────────────────
-//	pipe(report); fork+exec /proc/self/exe
-//	  [CLONE_NEWUSER; write uid_map,
-//	   gid_map before the child runs] ──▶ report fd close-on-exec,
-//	                                      seccomp filter, execve(command)
-//	read report: EOF = the command ◀──── ok: the command runs (report closed)
-//	  runs; a message = it failed   ◀─── failed: {"type":"error",...}, exit 127
+//	init (host userns)                 child (job's userns, uid 0)
+//	──────────────────                 ───────────────────────────
+//	build the argv, env, capability
+//	sets and filter program; pipe(report)
+//	clone [CLONE_NEWUSER] ────────────▶ wait for the maps
+//	write uid_map, gid_map; "go" ─────▶ setsid, setgroups/setgid/setuid 0,
+//	                                    stdio, open files limit, bounding
+//	                                    set, capset, ambient cleared,
+//	                                    no_new_privs, seccomp filter,
+//	                                    execve(command)
+//	read report: EOF = the command ◀─── ok: the command runs (report closed)
+//	  runs; a record = it failed    ◀── failed: step, errno; exit 253
 //
 // The filter cannot be installed in the init: it refuses CLONE_NEWUSER,
 // which the init needs to start the command. With no user namespace the
-// stage runs just the same, without CLONE_NEWUSER.
-
-// execArg0 is argv[0] of a job's exec stage: argv is execArg0, the
-// command's path, then the command's own argv.
-const execArg0 = "joblet-sandbox-exec"
+// child is a vfork child (CLONE_VM|CLONE_VFORK), as the stdlib's are: no
+// copy of the init's page tables, and the init waits for its execve.
 
 // probeArg0 is argv[0] of CheckUserNS's probe.
 const probeArg0 = "joblet-sandbox-probe"
 
 // fdProbeExe is the probe's inherited copy of its own executable (WithExe).
 const fdProbeExe = 3
-
-// fdReport is the exec stage's write end of its report pipe.
-const fdReport = 3
-
-// execStage is the exec stage's main; it never returns.
-func execStage() {
-	// The filter belongs to this thread, and execve keeps this thread's.
-	runtime.LockOSThread()
-	report := os.NewFile(fdReport, "exec-report")
-	fail := func(err error) {
-		_ = json.NewEncoder(report).Encode(errorMessage(err))
-		os.Exit(127)
-	}
-	if _, err := unix.FcntlInt(fdReport, unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
-		fail(setupErr("mark the report close-on-exec", err))
-	}
-	// Again: a new user namespace starts with every capability, bounding
-	// set included.
-	if err := confineThread(); err != nil {
-		fail(err)
-	}
-	if err := installSeccomp(); err != nil {
-		fail(setupErr("install seccomp filter", err))
-	}
-	path := os.Args[1]
-	err := syscall.Exec(path, os.Args[2:], os.Environ())
-	fail(&stepError{class: classExec, step: "exec " + path, err: err})
-}
 
 // probeStage is CheckUserNS's probe: it is uid 0 in its user namespace and
 // can install the job's seccomp filter.
@@ -89,58 +61,212 @@ func probeStage() {
 	os.Exit(0)
 }
 
-// startStage starts the command at path through the exec stage, in the
-// job's user namespace if it has one, and returns its pid once the command
-// runs. It forks with syscall.ForkExec, not os/exec: os.StartProcess first
-// probes, once per process, that pidfds work (a pidfd_open, a waitid and a
-// throwaway vfork child), which the init, a new process per job, would pay
-// on every job's path; the init needs no pidfd (it reaps with wait4).
+// stepSeccomp names the filter's installation in errors.
+const stepSeccomp = "install seccomp filter"
+
+// startStage starts the command at path, in the job's user namespace if it
+// has one, and returns its pid once the command runs (see above).
 func startStage(spec *initSpec, path string, stdout, stderr *os.File) (int, error) {
-	repR, repW, err := os.Pipe()
+	caps, err := jobCaps()
 	if err != nil {
-		return 0, setupErr("report pipe", err)
+		return 0, err
 	}
-	defer repR.Close()
+	filter, err := jobFilter()
+	if err != nil {
+		return 0, setupErr(stepSeccomp, err)
+	}
+	p := &execPlan{caps: caps, filter: filter, nofile: commandNofile(), flags: uintptr(unix.SIGCHLD)}
+	if p.path, err = syscall.BytePtrFromString(path); err == nil {
+		if p.argv, err = syscall.SlicePtrFromStrings(spec.Args); err == nil {
+			p.envv, err = syscall.SlicePtrFromStrings(spec.Env)
+		}
+	}
+	if err != nil {
+		return 0, setupErr("start the command", err)
+	}
 	// Stdin: /dev/null of the new root.
 	null, err := os.Open(os.DevNull)
 	if err != nil {
-		repW.Close()
 		return 0, setupErr("open "+os.DevNull, err)
 	}
-	// Setsid: a session of its own and no controlling terminal.
-	attr := &syscall.SysProcAttr{Setsid: true}
-	if u := spec.UserNS; u != nil {
-		u.apply(attr)
+	defer null.Close()
+	var rep, maps [2]int
+	if err := unix.Pipe2(rep[:], unix.O_CLOEXEC); err != nil {
+		return 0, setupErr("report pipe", err)
 	}
-	pid, err := syscall.ForkExec("/proc/self/exe", // the sealed copy the init runs from
-		append([]string{execArg0, path}, spec.Args...),
-		&syscall.ProcAttr{
-			Env:   append([]string{}, spec.Env...),
-			Files: []uintptr{null.Fd(), stdout.Fd(), stderr.Fd(), repW.Fd()}, // fdReport
-			Sys:   attr,
-		})
-	null.Close()
-	repW.Close()
+	defer unix.Close(rep[0])
+	p.report = uintptr(rep[1])
+	p.stdio = [3]uintptr{null.Fd(), stdout.Fd(), stderr.Fd()}
+	u := spec.UserNS
+	if u != nil {
+		if err := unix.Pipe2(maps[:], unix.O_CLOEXEC); err != nil {
+			unix.Close(rep[1])
+			return 0, setupErr("maps pipe", err)
+		}
+		p.userns, p.mapR, p.mapW = true, uintptr(maps[0]), uintptr(maps[1])
+		p.flags |= unix.CLONE_NEWUSER
+	} else if cloneVM {
+		p.flags |= unix.CLONE_VM | unix.CLONE_VFORK
+	}
+	// The child dups stdio onto 0-2 one by one: a descriptor of the plan
+	// below 3 could be overwritten before its use. The init's own 0-2 are
+	// open (its parent gives it /dev/null), so none is.
+	fds := append(p.stdio[:], p.report)
+	if p.userns {
+		fds = append(fds, p.mapR, p.mapW)
+	}
+	if low := slices.Min(fds); low < 3 {
+		unix.Close(rep[1])
+		closeMaps(p)
+		return 0, setupErr("start the command", fmt.Errorf("descriptor %d would be overwritten by the command's stdio", low))
+	}
+	pid, err := forkCommand(p)
+	unix.Close(rep[1])
+	if p.userns {
+		unix.Close(maps[0])
+		defer unix.Close(maps[1])
+	}
 	if err != nil {
-		return 0, setupErr("start the exec stage", err)
+		return 0, setupErr("fork the command", err)
 	}
-	var m message
-	switch err := json.NewDecoder(repR).Decode(&m); {
-	case errors.Is(err, io.EOF):
+	if p.userns {
+		werr := u.writeMaps(pid)
+		// The child goes on only on a 0; anything else is its errno.
+		var verdict uint32
+		if werr != nil {
+			verdict = uint32(unix.EPERM)
+			var errno syscall.Errno
+			if errors.As(werr, &errno) {
+				verdict = uint32(errno)
+			}
+		}
+		_, _ = unix.Write(maps[1], binary.NativeEndian.AppendUint32(nil, verdict))
+		if werr != nil {
+			waitPid(pid)
+			return 0, setupErr("write the user namespace's maps", werr)
+		}
+	}
+	var b [len(childReport{}) * 4]byte
+	n, err := readFull(rep[0], b[:])
+	if n == 0 && err == nil {
 		return pid, nil // closed by a successful execve
-	case err != nil:
-		waitPid(pid)
-		return 0, setupErr("read the exec stage's report", err)
 	}
 	waitPid(pid)
-	var cause error = syscall.Errno(m.Errno)
-	if m.Errno == 0 {
-		cause = errors.New(m.Msg)
+	if err == nil && n != len(b) {
+		err = fmt.Errorf("%d bytes of %d", n, len(b))
 	}
-	return 0, &stepError{class: m.Class, step: m.Step, err: cause}
+	if err != nil {
+		return 0, setupErr("read the command's start report", err)
+	}
+	var r childReport
+	for i := range r {
+		r[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return 0, r.err(path)
 }
 
-// waitPid reaps the exec stage pid, which failed before its execve.
+// writeMaps writes the maps of pid's user namespace (see UserNS.apply),
+// setgroups left allowed.
+func (u UserNS) writeMaps(pid int) error {
+	for _, m := range []struct {
+		file string
+		host uint32
+	}{{"uid_map", u.HostUID}, {"gid_map", u.HostGID}} {
+		path := "/proc/" + strconv.Itoa(pid) + "/" + m.file
+		line := "0 " + strconv.FormatUint(uint64(m.host), 10) + " " + strconv.FormatUint(uint64(u.Size), 10) + "\n"
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		_, err = unix.Write(fd, []byte(line))
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// defaultNofile is the soft open files limit a command gets back where
+// the init's was raised by the Go runtime: the kernel's default, and
+// systemd's for services.
+const defaultNofile = 1024
+
+// commandNofile returns the open files limit the command starts with, or
+// nil to leave it as the init's. A Go program raises its soft limit to
+// the hard limit less one at start, and gives its children back the one
+// it started with, which the init, started by a Go program, had too: the
+// exec stage's syscall.Exec did. That value is private to the syscall
+// package; where the init's limit bears the Go raise's mark (hard - 1),
+// the command gets defaultNofile, the limit the isolator's service
+// starts with.
+func commandNofile() *unix.Rlimit {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur != lim.Max-1 || lim.Max <= defaultNofile+1 {
+		return nil
+	}
+	return &unix.Rlimit{Cur: defaultNofile, Max: lim.Max}
+}
+
+// closeMaps closes the maps pipe of a start that does not go on to fork.
+func closeMaps(p *execPlan) {
+	if p.userns {
+		unix.Close(int(p.mapR))
+		unix.Close(int(p.mapW))
+	}
+}
+
+// readFull reads b from fd to its end or EOF, and returns how much it read.
+func readFull(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Read(fd, b[n:])
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return n, err
+		case m == 0:
+			return n, nil
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// err is the failure r reports, as confineThread and installSeccomp name
+// theirs.
+func (r childReport) err(path string) error {
+	errno := syscall.Errno(r[2])
+	switch r[0] {
+	case childExec:
+		return &stepError{class: classExec, step: "exec " + path, err: errno}
+	case childSeccomp:
+		return setupErr(stepSeccomp, fmt.Errorf("seccomp: %w", errno))
+	case childDropBound:
+		return setupErr(fmt.Sprintf(stepDropBound, r[1]), errno)
+	case childStdio:
+		return setupErr(fmt.Sprintf("make descriptor %d the command's stdio", r[1]), errno)
+	}
+	steps := map[uint32]string{
+		childMaps:       "wait for the user namespace's maps",
+		childSetsid:     "setsid",
+		childSetgroups:  "clear supplementary groups",
+		childSetgid:     "setgid 0 in the user namespace",
+		childSetuid:     "setuid 0 in the user namespace",
+		childNofile:     "give back the open files limit",
+		childCapset:     stepCapset,
+		childAmbient:    stepAmbient,
+		childNoNewPrivs: stepNoNewPrivs,
+	}
+	step, ok := steps[r[0]]
+	if !ok {
+		step = fmt.Sprintf("step %d of the command's start", r[0])
+	}
+	return setupErr(step, errno)
+}
+
+// waitPid reaps the command's child, which failed before its execve.
 func waitPid(pid int) {
 	for {
 		_, err := unix.Wait4(pid, nil, 0, nil)

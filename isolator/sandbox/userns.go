@@ -19,9 +19,9 @@ import (
 //
 // Only the command is in that user namespace, not the init. The init is
 // born in the host's user namespace, builds the job's mounts, hostname and
-// loopback as today, and starts the command (through the exec stage,
-// stage.go) with CLONE_NEWUSER, writing the maps itself; the stage drops
-// the capabilities to the allowlist again (a new user namespace starts with
+// loopback as today, and starts the command (a raw fork, stage.go) with
+// CLONE_NEWUSER, writing the maps itself; the child drops the
+// capabilities to the allowlist again (a new user namespace starts with
 // all of them, bounding set included). So the job's mount, PID, UTS, IPC
 // and network namespaces all belong to the host's user namespace: the capabilities the command keeps (the allowlist, confine.go)
 // hold only over its own user namespace and the files whose owners are

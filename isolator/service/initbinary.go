@@ -14,7 +14,7 @@ import (
 
 // useInitBinary makes jobs' inits run from the init binary installed beside
 // the isolator's executable (make build and the package put it there). It
-// links only the sandbox package, so each job's init and exec stage start
+// links only the sandbox package, so each job's init starts
 // faster and the init, which stays for the job's life, holds less memory.
 // Without it, inits run from the isolator's own binary; one that is there
 // but unsafe (writable by others) stops the isolator.

@@ -1,7 +1,7 @@
-// Command joblet-sandbox-init is a job's init and exec stage, and nothing
+// Command joblet-sandbox-init is a job's init (and CheckUserNS's probe), and nothing
 // else: the isolator seals a copy of it at start and runs every job's init
 // from that copy. It links only the sandbox package, so it starts in a
-// fraction of the isolator's time and maps a fraction of its size, twice
+// fraction of the isolator's time and maps a fraction of its size, once
 // per job. It is not meant to be run by hand.
 package main
 
