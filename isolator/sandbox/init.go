@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
@@ -94,15 +95,34 @@ func setup() (int, error) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return 0, setupErr("make the init non-dumpable", err)
 	}
-	in := os.NewFile(fdSpec, "sandbox-spec")
-	var spec initSpec
-	err := json.NewDecoder(in).Decode(&spec)
-	in.Close()
+	netns, err := readGate()
 	if err != nil {
 		return 0, setupErr("read spec", err)
 	}
-	if len(spec.Args) == 0 {
-		return 0, setupErr("read spec", errors.New("no command"))
+	in := os.NewFile(fdSpec, "sandbox-spec")
+	var spec initSpec
+	err = json.NewDecoder(in).Decode(&spec)
+	in.Close()
+	if err == nil && len(spec.Args) == 0 {
+		err = errors.New("no command")
+	}
+	if err == nil && spec.JoinNetns != (netns >= 0) {
+		err = fmt.Errorf("network namespace to join: sent %v, in the spec %v", netns >= 0, spec.JoinNetns)
+	}
+	if err != nil {
+		if netns >= 0 {
+			unix.Close(netns)
+		}
+		return 0, setupErr("read spec", err)
+	}
+	if netns >= 0 {
+		// This thread, locked, builds the job's root and forks the
+		// command: both happen in the namespace it is in.
+		err := unix.Setns(netns, unix.CLONE_NEWNET)
+		unix.Close(netns)
+		if err != nil {
+			return 0, setupErr("join the job's network namespace", err)
+		}
 	}
 	if spec.UserNS != nil {
 		// Before /proc/sys is made read-only: root in the job is not root
@@ -131,6 +151,57 @@ func setup() (int, error) {
 		return 0, err
 	}
 	return startCommand(&spec)
+}
+
+// readGate waits at the start gate: it reads the spec socket's first
+// byte, which says whether a network namespace comes with it, and returns
+// that namespace's descriptor (-1: none). EOF (the parent closed the
+// socket unwritten) is an error: the init then exits having done nothing.
+func readGate() (int, error) {
+	var b [1]byte
+	oob := make([]byte, unix.CmsgSpace(4))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(fdSpec, b[:], oob, unix.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, err
+		}
+		if n == 0 {
+			return -1, io.EOF
+		}
+		fds, err := receivedFds(oob[:oobn])
+		switch {
+		case err != nil:
+			return -1, err
+		case b[0] == gateNetns && len(fds) == 1:
+			return fds[0], nil
+		case b[0] == gateGo && len(fds) == 0:
+			return -1, nil
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("gate byte %d with %d descriptors", b[0], len(fds))
+	}
+}
+
+// receivedFds are the descriptors of SCM_RIGHTS messages in oob.
+func receivedFds(oob []byte) ([]int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	for _, m := range msgs {
+		f, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		fds = append(fds, f...)
+	}
+	return fds, nil
 }
 
 // startCommand starts the job's command from inside the new root

@@ -27,6 +27,12 @@ import (
 //     network namespace from the first instruction.
 //   - If the thread cannot be put back, the goroutine returns still locked
 //     and the Go runtime ends that thread instead of reusing it.
+//
+// An init cloned ahead of its job (Prefork) is in a fresh network namespace
+// of its own; at its gate it is passed netd's namespace (sync.go) and joins
+// it on its locked thread, from which it builds the job's root and forks
+// the command. Its other threads stay in the namespace it was cloned with,
+// which holds loopback only, nothing of the host's, and is the job's alone.
 
 // startInNetns runs cmd.Start on a thread that is inside the network
 // namespace pinned at path.

@@ -126,10 +126,15 @@ var initEnv = []string{}
 // errdefs.ErrInvalidArgument for a bad spec or a command that is not found or
 // cannot be executed, *InitError when the sandbox could not be built. With
 // spec.Cgroup set, the init is in that cgroup before it is let go (see the
-// handshake in sync.go).
+// handshake in sync.go). It is Prefork and (*Forked).Start in one, with the
+// init cloned for spec: born in spec.Cgroup where it can be, in
+// spec.NetnsPath's network namespace when set.
 func Start(spec Spec) (*Process, error) {
 	if err := validate(&spec); err != nil {
 		return nil, err
+	}
+	if spec.Stdout == nil || spec.Stderr == nil {
+		return nil, kind.Errorf(kind.ErrInvalidArgument, "job %s: stdout and stderr are required", spec.ID)
 	}
 	if spec.UserNS != nil {
 		// Before the init exists: nothing of the job may run while it is
@@ -138,28 +143,84 @@ func Start(spec Spec) (*Process, error) {
 			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
 		}
 	}
-	exe, err := sealedInit()
+	f, err := fork(spec.Stdout, spec.Stderr, spec.Cgroup, spec.Spawn, spec.NetnsPath)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
 	}
-	specR, specW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("sandbox for job %s: spec pipe: %w", spec.ID, err)
+	return f.start(&spec)
+}
+
+// Forked is a job's init cloned ahead of its job (Prefork): in every
+// namespace of its own (a fresh network namespace with loopback only), run
+// up to its start gate, where it waits for its spec having done nothing
+// for any job (sync.go). It has made itself non-dumpable by then, so
+// nothing but the host's root can trace it or read its /proc files, and
+// only its parent holds its pipes. Start gives it its job, once; Close
+// makes it exit without one.
+type Forked struct {
+	cmd   *exec.Cmd
+	specW *os.File // the parent's end of the spec socket: the gate
+	syncR *os.File // read end of the init's message pipe
+	// spawned: cloned by a spawn function, which may have put it in its
+	// job's cgroup (checked at the gate); inside: born in the cgroup
+	// (CLONE_INTO_CGROUP), which Start's clone alone knows.
+	spawned, inside bool
+	freshNetns      bool // in a network namespace of its own, not a netd one
+	used            bool // Start or Close was called
+	// joinNetns, set by Start, is the job's network namespace, which the
+	// init joins at its gate.
+	joinNetns *os.File
+}
+
+// Prefork clones a job's init ahead of its job, with stdout and stderr as
+// the command's output to come: the spec and sync pipes, the clone with
+// every namespace (a fresh network namespace), the exec of the sealed init
+// binary, which waits at its start gate. With spawn set, the clone runs
+// through it (on cgroup v1, the thread of a waiting shim in a spare cgroup
+// that becomes the job's, see Spec.Spawn): (*Forked).Start checks that the
+// init is in the job's cgroup and moves it in otherwise. The caller keeps
+// stdout and stderr open until Start or Close, and closes its copies then.
+func Prefork(stdout, stderr *os.File, spawn func(start func() error) error) (*Forked, error) {
+	if stdout == nil || stderr == nil {
+		return nil, errors.New("prefork: stdout and stderr are required")
 	}
-	defer specW.Close()
+	f, err := fork(stdout, stderr, nil, spawn, "")
+	if err != nil {
+		return nil, fmt.Errorf("prefork: %w", err)
+	}
+	return f, nil
+}
+
+// fork clones an init that waits at its start gate: born in cg where
+// UseCgroupFD can (cgroup v2), cloned through spawn when set (and cg did
+// not take it), in the network namespace at netnsPath when set, else in a
+// fresh one.
+func fork(stdout, stderr *os.File, cg Cgroup, spawn func(func() error) error, netnsPath string) (*Forked, error) {
+	exe, err := sealedInit()
+	if err != nil {
+		return nil, err
+	}
+	specIn, specW, err := specSocket()
+	if err != nil {
+		return nil, err
+	}
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
-		specR.Close()
-		return nil, fmt.Errorf("sandbox for job %s: sync pipe: %w", spec.ID, err)
+		specIn.Close()
+		specW.Close()
+		return nil, fmt.Errorf("sync pipe: %w", err)
 	}
-
+	closeAll := func() {
+		specW.Close()
+		syncR.Close()
+	}
 	cmd := &exec.Cmd{
 		Path: ExecPath(exe),
 		Args: []string{initArg0},
 		Env:  initEnv,
 		Dir:  "/",
 		// fdSpec, fdSync, fdStdout, fdStderr, fdInitExe
-		ExtraFiles: WithExe([]*os.File{specR, syncW, spec.Stdout, spec.Stderr}, exe),
+		ExtraFiles: WithExe([]*os.File{specIn, syncW, stdout, stderr}, exe),
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: cloneflags | unix.CLONE_NEWNET,
 			// Own session, and deliberately no Pdeathsig: a job outlives a
@@ -168,54 +229,150 @@ func Start(spec Spec) (*Process, error) {
 		},
 	}
 	inside := false
-	if spec.Cgroup != nil {
-		if inside, err = spec.Cgroup.UseCgroupFD(cmd.SysProcAttr); err != nil {
-			specR.Close()
-			syncR.Close()
+	if cg != nil {
+		if inside, err = cg.UseCgroupFD(cmd.SysProcAttr); err != nil {
+			specIn.Close()
 			syncW.Close()
-			return nil, fmt.Errorf("sandbox for job %s: %w", spec.ID, err)
+			closeAll()
+			return nil, err
 		}
 	}
-	if spec.NetnsPath != "" {
+	if netnsPath != "" {
 		cmd.SysProcAttr.Cloneflags = cloneflags
 	}
-	spawned := !inside && spec.Cgroup != nil && spec.Spawn != nil
+	spawned := !inside && spawn != nil
 	switch {
 	case spawned:
-		err = spec.Spawn(func() error {
-			if spec.NetnsPath == "" {
+		err = spawn(func() error {
+			if netnsPath == "" {
 				return cmd.Start()
 			}
-			target, err := openNetns(spec.NetnsPath)
+			target, err := openNetns(netnsPath)
 			if err != nil {
 				return err
 			}
 			defer target.Close()
 			return startInNetnsHere(cmd, target)
 		})
-	case spec.NetnsPath != "":
-		err = startInNetns(cmd, spec.NetnsPath)
+	case netnsPath != "":
+		err = startInNetns(cmd, netnsPath)
 	default:
 		err = cmd.Start()
 	}
-	specR.Close()
+	specIn.Close()
 	syncW.Close()
 	if err != nil {
-		syncR.Close()
+		closeAll()
 		if cmd.Process != nil {
 			// Spawn failed after the clone: the init waits at its gate.
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		}
-		return nil, fmt.Errorf("sandbox for job %s: start init: %w", spec.ID, err)
+		return nil, fmt.Errorf("start init: %w", err)
 	}
-	p := &Process{spec: spec, cmd: cmd, sync: syncR, dec: json.NewDecoder(syncR), reaped: make(chan struct{})}
+	return &Forked{cmd: cmd, specW: specW, syncR: syncR, spawned: spawned, inside: inside, freshNetns: netnsPath == ""}, nil
+}
+
+// specSocket makes the spec socket: the init's end, and the parent's,
+// which writes the gate's byte (with a descriptor, when there is a
+// network namespace to join: see sync.go), then the spec.
+func specSocket() (initEnd, parentEnd *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spec socket: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "sandbox-spec"), os.NewFile(uintptr(fds[1]), "sandbox-spec-parent"), nil
+}
+
+// openGate writes the gate's byte to the init, with netns (nil: none)
+// for it to join.
+func openGate(specW, netns *os.File) error {
+	rc, err := specW.SyscallConn()
+	if err != nil {
+		return err
+	}
+	b, oob := []byte{gateGo}, []byte(nil)
+	if netns != nil {
+		b, oob = []byte{gateNetns}, unix.UnixRights(int(netns.Fd()))
+	}
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), b, oob, nil, unix.MSG_NOSIGNAL)
+		return !errors.Is(serr, unix.EAGAIN)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// Pid is the host pid of the preforked init.
+func (f *Forked) Pid() int { return f.cmd.Process.Pid }
+
+// Exited reports whether the preforked init has exited (killed by someone
+// while it waited): it cannot be given a job, only closed.
+func (f *Forked) Exited() bool {
+	var info unix.Siginfo
+	// WNOWAIT: left to Close to reap.
+	err := unix.Waitid(unix.P_PID, f.Pid(), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err != nil || info.Signo != 0
+}
+
+// Start gives the preforked init spec's job, as the package's Start: the
+// init is put in spec.Cgroup at its gate (checked with Holder when it was
+// cloned through a spawn function, else moved in with Apply) before the
+// spec is written. With spec.NetnsPath, the namespace is opened here and
+// passed through the gate: the init joins it before it does anything for
+// the job (sync.go). spec.Stdout, spec.Stderr and spec.Spawn must be
+// unset: the init has its output and was cloned. Start may be called
+// once; on error, nothing is left running.
+func (f *Forked) Start(spec Spec) (*Process, error) {
+	if f.used {
+		return nil, fmt.Errorf("sandbox for job %s: the preforked init was used already", spec.ID)
+	}
+	fail := func(err error) (*Process, error) {
+		_ = f.Close()
+		return nil, err
+	}
+	if err := validate(&spec); err != nil {
+		return fail(err)
+	}
+	if spec.Stdout != nil || spec.Stderr != nil || spec.Spawn != nil {
+		return fail(fmt.Errorf("sandbox for job %s: a preforked init takes no output or spawn at its start", spec.ID))
+	}
+	if spec.NetnsPath != "" && f.freshNetns {
+		ns, err := openNetns(spec.NetnsPath)
+		if err != nil {
+			return fail(fmt.Errorf("sandbox for job %s: %w", spec.ID, err))
+		}
+		defer ns.Close()
+		f.joinNetns = ns
+	}
+	if spec.UserNS != nil {
+		// The init waits at its gate: nothing of the job runs yet.
+		if err := spec.UserNS.ownTree(spec.WorkDir); err != nil {
+			return fail(fmt.Errorf("sandbox for job %s: %w", spec.ID, err))
+		}
+	}
+	return f.start(&spec)
+}
+
+// start opens the gate for spec: the init is put in spec.Cgroup, then
+// given the spec; it returns once the command runs.
+func (f *Forked) start(spec *Spec) (*Process, error) {
+	f.used = true
+	specW := f.specW
+	defer specW.Close()
+	p := &Process{spec: *spec, cmd: f.cmd, sync: f.syncR, dec: json.NewDecoder(f.syncR), reaped: make(chan struct{})}
 
 	// The init waits at its gate (reading the spec) until it is in the
 	// cgroup: on cgroup v1 it is moved there now, by pid, unless it was
-	// born there (Spawn) in every hierarchy.
-	if spawned {
+	// born there (Spawn, or a spare it was preforked in) in every
+	// hierarchy.
+	inside := f.inside
+	if f.spawned && spec.Cgroup != nil {
 		h, ok := spec.Cgroup.(Holder)
+		var err error
 		if ok {
 			ok, err = h.Holds(p.Pid())
 		}
@@ -234,17 +391,20 @@ func Start(spec Spec) (*Process, error) {
 		}
 		p.moved = true
 	}
-	// The spec is the go: a write error means the init died; the read below
-	// reports it.
-	_ = json.NewEncoder(specW).Encode(initSpec{
-		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
-		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
-		Network: spec.Hosts != "", ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
-		FreshNetns: spec.NetnsPath == "",
-		Work:       spec.Work,
-		Tmp:        withDefaults(spec.Tmp, DefaultTmp),
-		UserNS:     spec.UserNS,
-	})
+	// The gate's byte and the spec are the go: a write error means the
+	// init died; the read below reports it.
+	if err := openGate(specW, f.joinNetns); err == nil {
+		_ = json.NewEncoder(specW).Encode(initSpec{
+			ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
+			RootDir: spec.RootDir, WorkDir: spec.WorkDir,
+			Network: spec.Hosts != "", ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
+			FreshNetns: f.freshNetns && f.joinNetns == nil,
+			JoinNetns:  f.joinNetns != nil,
+			Work:       spec.Work,
+			Tmp:        withDefaults(spec.Tmp, DefaultTmp),
+			UserNS:     spec.UserNS,
+		})
+	}
 	specW.Close()
 
 	var m message
@@ -254,11 +414,29 @@ func Start(spec Spec) (*Process, error) {
 			return nil, fmt.Errorf("sandbox for job %s: init died during setup: %w", spec.ID, err)
 		}
 		if m.Type == msgError {
-			return nil, decodeError(&spec, m)
+			return nil, decodeError(spec, m)
 		}
 		return nil, fmt.Errorf("sandbox for job %s: unexpected %q message from init", spec.ID, m.Type)
 	}
 	return p, nil
+}
+
+// Close makes a preforked init that was given no job exit: it reads EOF at
+// its gate and exits, having done nothing. Close returns once it is
+// reaped. After Start it does nothing.
+func (f *Forked) Close() error {
+	if f.used {
+		return nil
+	}
+	f.used = true
+	f.specW.Close()
+	err := f.cmd.Wait()
+	f.syncR.Close()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return fmt.Errorf("preforked init %d: %w", f.cmd.Process.Pid, err)
+	}
+	return nil
 }
 
 // abort kills and reaps an init that failed to start the command.
@@ -277,8 +455,6 @@ func validate(spec *Spec) error {
 		return bad("no command")
 	case !validHostname(spec.Hostname):
 		return bad("invalid hostname %q", spec.Hostname)
-	case spec.Stdout == nil || spec.Stderr == nil:
-		return bad("stdout and stderr are required")
 	}
 	for _, d := range []string{spec.RootDir, spec.WorkDir} {
 		if !filepath.IsAbs(d) {

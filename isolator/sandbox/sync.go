@@ -8,8 +8,9 @@ import (
 	"github.com/joblet-dev/joblet/proto/errdefs/kind"
 )
 
-// The parent (Start, in the isolator) and the job's init talk over two pipes
-// handed to the init as extra files. The Spec never travels in argv or the
+// The parent (Start, in the isolator) and the job's init talk over a socket
+// (the spec, from the parent) and a pipe (messages, from the init), handed
+// to the init as extra files. The Spec never travels in argv or the
 // environment, which other processes could read.
 //
 //	parent (Start / Wait)                      init (PID 1 of the job)
@@ -20,19 +21,28 @@ import (
 //	  [or, with NetnsPath, without NEWNET
 //	   from a thread inside that netns]
 //	  exec sealed copy of self ──────────────▶ IsInit() → Init()
-//	                                           GATE: block reading specPipe;
-//	                                             nothing of the job runs yet
+//	                                           non-dumpable;
+//	                                           GATE: block reading the spec
+//	                                             socket; nothing of the job
+//	                                             runs yet
+//	[Prefork returns here, ahead of the job
+//	 (a waiting shim); (*Forked).Start goes on
+//	 with the job's Spec, Close closes the
+//	 socket unwritten ────────────────────────▶ EOF: exit 1, reaped]
 //	[Spawn: Holds(pid) in every hierarchy? then no Apply]
 //	[v1: Apply(pid): move init into the job's
 //	  cgroup in every hierarchy it joins; on failure
-//	  close specPipe unwritten ──────────────▶ EOF: exit 1 — and kill it]
-//	write spec JSON on specPipe, close ──────▶ read specPipe to EOF (= go)
+//	  close the socket unwritten ────────────▶ EOF: exit 1 — and kill it]
+//	gate byte [+ netd's netns fd, a preforked
+//	  init with NetnsPath], spec JSON, close ─▶ read to EOF (= go);
+//	                                           [setns(netns) on its locked
+//	                                             thread]
 //	                                           make / private, build root,
 //	                                           pivot_root, hostname, lo up,
 //	                                           mark fds > 2 close-on-exec,
-//	                                           start the command (through the
-//	                                           exec stage, in its user
-//	                                           namespace: stage.go)
+//	                                           start the command (a raw fork
+//	                                           into its user namespace:
+//	                                           stage.go)
 //	read syncPipe ◀──────────────────────────  {"type":"started"}
 //	  Start returns                              or {"type":"error",...}, exit 1
 //	                                           reap children, forward signals
@@ -49,12 +59,31 @@ import (
 // limited and accounted: on cgroup v2 the init is born inside it, on v1 it
 // is moved in while it waits at the gate, before it can fork.
 //
+// Everything the init does before the gate is the same for every job (its
+// signal handlers, umask, locked thread, non-dumpable), so an init can be
+// cloned ahead of its job (Prefork: a waiting shim does it) and still do
+// nothing for the job before it is in the job's cgroup. What differs by job
+// at the clone is only the network namespace: a preforked init has a fresh
+// one, so a job on a netd network gets an init cloned for it instead.
+//
 // If the init dies without a message (Kill, or a crash), the parent sees EOF
 // on syncPipe and falls back to the init's own wait status.
 
+// The gate's first byte on the spec socket (fdSpec), before the spec's
+// JSON: gateNetns comes with one descriptor (SCM_RIGHTS), netd's network
+// namespace, which a preforked init joins on its locked thread before it
+// does anything for the job (it could not open the namespace's path: netd
+// bound it after the init's mount namespace was copied). The init's other
+// threads stay in the fresh namespace it was cloned with: loopback only,
+// the job's alone, and out of the job's reach (the init is non-dumpable).
+const (
+	gateGo    = 0
+	gateNetns = 1
+)
+
 // Descriptor numbers in the init, in the order of exec.Cmd.ExtraFiles.
 const (
-	fdSpec   = 3 // read end: the spec as JSON
+	fdSpec   = 3 // the init's end of the spec socket: the gate's byte, then the spec as JSON
 	fdSync   = 4 // write end: messages to the parent
 	fdStdout = 5 // the command's stdout
 	fdStderr = 6 // the command's stderr
@@ -79,6 +108,9 @@ type initSpec struct {
 	// FreshNetns is set when the init is in a network namespace of its own
 	// (not netd's), whose loopback it brings up.
 	FreshNetns bool `json:"fresh_netns,omitempty"`
+	// JoinNetns is set when the gate's first byte brought netd's network
+	// namespace (a preforked init): the init joins it first.
+	JoinNetns bool `json:"join_netns,omitempty"`
 	// Work caps /work when its MaxBytes is set; Tmp caps /tmp.
 	Work Storage `json:"work"`
 	Tmp  Storage `json:"tmp"`

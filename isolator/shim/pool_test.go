@@ -165,18 +165,20 @@ func TestPoolSkipsDeadShim(t *testing.T) {
 	p := NewPool(1)
 	defer p.Close()
 	dead := waitIdle(t, p, 1)[0]
-	if err := syscall.Kill(dead, syscall.SIGKILL); err != nil {
+	pidfd, err := unix.PidfdOpen(dead, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	// Dead, but maybe not yet seen by its watcher: Start must find out.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", dead))
-		if err != nil || strings.Contains(string(b), ") Z ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("killed shim still running")
-		}
+	// Dead is its pidfd readable, every thread gone: a zombie leader ("Z"
+	// in /proc/<pid>/stat) whose other threads are still exiting is not
+	// dead yet to Take (its pidfd), and the job given to it would fail.
+	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 5000); n != 1 || err != nil {
+		t.Fatalf("killed shim still running (%v)", err)
 	}
 	proc, r := runJob(t, p, "1", "true")
 	if proc.Shim().PID == dead {

@@ -12,7 +12,7 @@ import (
 
 // probeClone is how os/exec's one-time pidfd check clones its throwaway
 // child, as strace prints it: no exit signal, unlike every other clone of a
-// shim (the init's and the exec stage's have SIGCHLD, threads CLONE_THREAD).
+// shim (the init's and the command's have SIGCHLD, threads CLONE_THREAD).
 const probeClone = "flags=CLONE_VM|CLONE_PIDFD|CLONE_VFORK,"
 
 // A waiting shim has made os/exec's pidfd check before its spec comes: once

@@ -14,10 +14,16 @@
 //
 //	isolator (Start)                           shim (shimproc.Main)
 //	────────────────                           ────────────────────
-//	fork+exec the sealed copy ───────────────▶ read the Spec (JSON) on fd 3
-//	                                           make the output pipes, hand
-//	                                           them to logd (which reads them),
-//	                                           sandbox.Start (cgroup gate,
+//	fork+exec the sealed copy ───────────────▶ [with a spare (v1): make the
+//	                                            output pipes, sandbox.Prefork
+//	                                            in the spare]
+//	[read fd 4 ◀─────────────────────────────   {"type":"waiting","pid":N}]
+//	                                           read the Spec (JSON) on fd 3
+//	                                           make the output pipes (if not
+//	                                           yet), hand them to logd (which
+//	                                           reads them),
+//	                                           sandbox.Start, or the preforked
+//	                                           init's Start (cgroup gate,
 //	                                           netns, init = PID 1 of the job)
 //	read fd 4 ◀──────────────────────────────  {"type":"started","pid":N}
 //	  record shim + init identity                or {"type":"error",...}; close
@@ -33,8 +39,10 @@
 //
 // A shim may be started ahead of its job (Prestart; Pool keeps some
 // waiting; on cgroup v1 with one thread in a spare cgroup that becomes its
-// job's, see spawner.go): it then waits at its first step, and exits at
-// once, having done nothing, if the spec pipe closes without a Spec. The isolator reaps its
+// job's, and its job's init preforked there, see spawner.go): it then
+// waits at its first step, and exits at once, having done nothing, if the
+// spec pipe closes without a Spec (its preforked init exits at its gate
+// and is reaped first). The isolator reaps its
 // shims from the goroutine that watches their pidfd, so no OS thread waits
 // for any of them.
 //

@@ -74,14 +74,18 @@ func threadsOf(pid int) []string {
 }
 
 // A job whose cgroup is its waiting shim's spare: the shim waits with one
-// thread in the spare (its leader, and so its memory, stays where it was);
-// the init is born in the job's cgroup in every hierarchy, never moved;
-// no thread of the shim is in the job's cgroup once Start returns; the
-// smallest pids limit a job may have, and the smallest memory limit the
-// isolator gives a spare to (service.spareMinMemoryMB), leave it room; the
-// cgroup is removed once the result is written.
+// thread in the spare (its leader, and so its memory, stays where it was),
+// and with the job's init, which that thread preforked there: in
+// namespaces of its own, waiting at its gate. Once the spare is the job's
+// cgroup, the init is in it before its gate opens, never moved; it runs
+// the job as PID 1, with the job's hostname and lo only; no thread of the
+// shim is in the job's cgroup once Start returns; the smallest pids limit
+// a job may have, and the smallest memory limit the isolator gives a spare
+// to (service.spareMinMemoryMB), leave it room; the cgroup is removed once
+// the result is written.
 func TestJobStartsInItsShimsSpare(t *testing.T) {
 	parent := v1Parent(t)
+	useInitBinary(t)
 	p := NewPool(1)
 	defer p.Close()
 	p.UseSpares(testSpares{parent})
@@ -89,19 +93,53 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 	w := p.Take()
 	sp, ok := w.Spare().(testSpare)
 	if !ok {
+		_ = p.Release(w)
 		t.Fatalf("the waiting shim has no spare (%v)", w.Spare())
 	}
+	init := w.InitPID()
+	if init <= 0 {
+		_ = p.Release(w)
+		t.Fatal("the waiting shim preforked no init")
+	}
 	for _, d := range sp.Dirs() {
-		tids := tidsIn(t, d)
-		if len(tids) != 1 || tids[0] == strconv.Itoa(w.Pid()) || !slices.Contains(threadsOf(w.Pid()), tids[0]) {
-			t.Fatalf("threads in spare %s: %v, want one of shim %d's but its leader (threads %v)", d, tids, w.Pid(), threadsOf(w.Pid()))
+		// The one-thread rule of the shim, with the preforked init beside
+		// it: that process is the job's own (its init), not the shim's.
+		var shims []string
+		for _, tid := range tidsIn(t, d) {
+			if !slices.Contains(threadsOf(init), tid) {
+				shims = append(shims, tid)
+			}
+		}
+		if len(shims) != 1 || shims[0] == strconv.Itoa(w.Pid()) || !slices.Contains(threadsOf(w.Pid()), shims[0]) {
+			_ = p.Release(w)
+			t.Fatalf("threads in spare %s but the init's: %v, want one of shim %d's but its leader (threads %v)", d, shims, w.Pid(), threadsOf(w.Pid()))
+		}
+		if procs := procsIn(d); !slices.Contains(procs, init) {
+			_ = p.Release(w)
+			t.Fatalf("processes in spare %s: %v, want the preforked init %d", d, procs, init)
+		}
+	}
+	for _, ns := range []string{"pid", "mnt", "uts", "ipc", "net"} {
+		shims, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", w.Pid(), ns))
+		its, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", init, ns))
+		if err != nil || its == shims {
+			t.Errorf("%s namespace of the preforked init %q (%v), the shim's %q: want its own", ns, its, err, shims)
 		}
 	}
 
 	l := &jobletv1.Limits{MaxMemoryMb: 16, MaxPids: 16, MaxCpuPercent: 50}
 	j, err := parent.CreateFromSpare("spare1", l, "", sp.Spare)
 	if err != nil {
+		_ = p.Release(w)
 		t.Fatal(err)
+	}
+	// Before the gate: the init is in the job's cgroup, and has started
+	// nothing.
+	if held, err := j.Holds(init); !held || err != nil {
+		t.Errorf("the preforked init is not in the job's cgroup before its gate (%v)", err)
+	}
+	if c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", init, init)); len(strings.TrimSpace(string(c))) > 0 {
+		t.Errorf("the preforked init started %s before its job", c)
 	}
 	paths := j.Paths()
 	if len(paths) != 7 {
@@ -112,14 +150,18 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 			t.Errorf("spare %s still there after it became the job's (%v)", d, err)
 		}
 	}
-	spec := jobSpec(t, "spare1", "sh", "-c", "cat /proc/self/cgroup > /work/cg")
+	spec := jobSpec(t, "spare1", "sh", "-c", "cat /proc/self/cgroup > /work/cg; hostname > /work/host; tail -n +3 /proc/net/dev > /work/net; read x < /work/go")
 	spec.Placer = j
+	goOn := holdJob(t, spec.WorkDir)
 	proc, err := p.StartWith(w, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if proc.InitMoved() {
-		t.Error("the init was moved into the job's cgroup, want it born there")
+	if proc.InitMoved() || proc.Pid() != init {
+		t.Errorf("the job's init %d, moved %v: want the preforked %d, born in the cgroup", proc.Pid(), proc.InitMoved(), init)
+	}
+	if !nsPid1(t, init) {
+		t.Error("the job's init is not PID 1 of its namespace")
 	}
 	shimThreads := threadsOf(w.Pid())
 	for c, d := range paths {
@@ -135,6 +177,7 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 			t.Errorf("%s = %q, want %s", f, b, want)
 		}
 	}
+	goOn()
 	r, err := proc.Wait()
 	if err != nil || r.ExitCode != 0 {
 		t.Fatalf("result %+v, %v", r, err)
@@ -147,6 +190,12 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 		if !strings.HasSuffix(got[c], "/spare1") {
 			t.Errorf("the command's %s cgroup is %q, want the job's", c, got[c])
 		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(spec.WorkDir, "host")); strings.TrimSpace(string(b)) != spec.Hostname {
+		t.Errorf("hostname %q, want %q", b, spec.Hostname)
+	}
+	if b, _ := os.ReadFile(filepath.Join(spec.WorkDir, "net")); len(strings.Split(strings.TrimSpace(string(b)), "\n")) != 1 || !strings.HasPrefix(strings.TrimSpace(string(b)), "lo:") {
+		t.Errorf("interfaces inside the job: %q, want only lo", b)
 	}
 	if u, err := j.Stats(); err != nil || u.OOMKills != 0 {
 		t.Errorf("usage %+v, %v", u, err)
@@ -180,8 +229,9 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 	noChildren(t)
 }
 
-// A waiting shim that died leaves no spare: Take reaps it and removes its
-// spare; so does UseSpares for the shims it replaces.
+// A waiting shim that died leaves no spare: Take reaps it, waits for the
+// init it preforked in the spare to exit, and removes its spare; so does
+// UseSpares for the shims it replaces.
 func TestSpareOfDeadShimRemoved(t *testing.T) {
 	parent := v1Parent(t)
 	p := NewPool(1)
@@ -192,6 +242,12 @@ func TestSpareOfDeadShimRemoved(t *testing.T) {
 	spares := sparesLeft(t, parent)
 	if len(spares) == 0 {
 		t.Fatal("no spare for the waiting shim")
+	}
+	p.mu.Lock()
+	init := p.idle[0].InitPID()
+	p.mu.Unlock()
+	if init <= 0 {
+		t.Fatal("the waiting shim preforked no init")
 	}
 	if err := syscall.Kill(dead, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -205,6 +261,9 @@ func TestSpareOfDeadShimRemoved(t *testing.T) {
 		if _, err := os.Stat(s); !os.IsNotExist(err) {
 			t.Errorf("spare %s of the killed shim still there (%v)", s, err)
 		}
+	}
+	if alive(init) {
+		t.Errorf("the killed shim's preforked init %d still runs", init)
 	}
 	p.Close()
 	if left := sparesLeft(t, parent); len(left) > 0 {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,7 +60,11 @@ type Idle struct {
 	exited chan struct{} // closed once the shim has exited and was reaped
 	specW  *os.File
 	statR  *os.File
-	spare  Spare // nil: none
+	dec    *json.Decoder // of statR
+	spare  Spare         // nil: none
+	// initPID is the job's init the shim preforked in its spare (0: none,
+	// or not known yet): see awaitPlaced.
+	initPID int
 }
 
 // Start starts a shim for spec and returns once the job's command runs, or
@@ -155,7 +161,7 @@ func prestart(spare Spare) (*Idle, error) {
 	}
 	pid := proc.Pid
 	_ = proc.Release() // never Waited: the watcher reaps it (Release sets Pid to -1)
-	w := &Idle{pid: pid, pidfd: os.NewFile(uintptr(fd), "shim-pidfd"), exited: make(chan struct{}), specW: specW, statR: statR}
+	w := &Idle{pid: pid, pidfd: os.NewFile(uintptr(fd), "shim-pidfd"), exited: make(chan struct{}), specW: specW, statR: statR, dec: json.NewDecoder(statR)}
 	go watch(w.pidfd, true, w.exited)
 	if w.id, err = store.Identify(w.pid); err != nil {
 		w.Close() // the caller removes the spare
@@ -169,25 +175,36 @@ func prestart(spare Spare) (*Idle, error) {
 }
 
 // placeTimeout bounds how long PrestartIn waits for the shim's thread to
-// join its spare: each of its writes may wait for an RCU grace period.
+// join its spare and clone the job's init there: each of its writes may
+// wait for an RCU grace period.
 const placeTimeout = 2 * time.Second
 
-// awaitPlaced returns once the shim's spawner thread is in every directory
-// of its spare (a job given the shim earlier would wait for the rest of
-// those writes), or the shim died, or placeTimeout passed: a shim only
-// partly placed still works, its job's init is moved in where it is not.
+// awaitPlaced returns once the shim says it waits (wire.MsgWaiting): its
+// spawner thread is in the spare and the job's init preforked there (a job
+// given the shim earlier would wait for the rest of it), or the shim died,
+// or placeTimeout passed: a shim only partly placed still works, its job's
+// init is moved in where it is not, and Start skips the late message.
 func (w *Idle) awaitPlaced() {
-	deadline := time.Now().Add(placeTimeout)
-	for _, d := range w.spare.Dirs() {
-		for {
-			b, err := os.ReadFile(filepath.Join(d, "tasks"))
-			if err != nil || len(b) > 0 || !w.Alive() || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
+	if err := w.statR.SetReadDeadline(time.Now().Add(placeTimeout)); err != nil {
+		return
+	}
+	var m wire.Message
+	err := w.dec.Decode(&m)
+	_ = w.statR.SetReadDeadline(time.Time{})
+	if err != nil {
+		// Nothing was read (a message is one write, smaller than a pipe's
+		// atomic write): a new decoder reads what comes next.
+		w.dec = json.NewDecoder(w.statR)
+		return
+	}
+	if m.Type == wire.MsgWaiting {
+		w.initPID = m.PID
 	}
 }
+
+// InitPID is the pid of the job's init the shim preforked in its spare
+// (it waits at its start gate until the job's Spec), 0 when none is known.
+func (w *Idle) InitPID() int { return w.initPID }
 
 // Pid is the shim's pid.
 func (w *Idle) Pid() int { return w.pid }
@@ -219,14 +236,28 @@ func (w *Idle) Alive() bool {
 // Spare is the spare cgroup the shim waits in, nil when none.
 func (w *Idle) Spare() Spare { return w.spare }
 
+// closeTimeout bounds how long Close lets a shim with a spare end by
+// itself before it is killed: it reaps its preforked init, then exits.
+const closeTimeout = 2 * time.Second
+
 // Close stops a shim that was not given a job, and returns once it is
-// reaped; then its spare is removed. The error is the spare's removal's.
+// reaped; then its spare is removed, once the job's init the shim preforked
+// there has exited too. The error is the spare's removal's.
 func (w *Idle) Close() error {
 	w.specW.Close()
 	w.statR.Close()
+	if w.spare != nil {
+		// At the spec pipe's EOF the shim closes its preforked init (which
+		// exits at its gate) and reaps it, then exits: no orphan is left
+		// for the host's init to reap.
+		select {
+		case <-w.exited:
+		case <-time.After(closeTimeout):
+		}
+	}
 	w.kill()
 	<-w.exited
-	return w.removeSpare()
+	return w.removeDeadSpare()
 }
 
 // removeSpare removes the shim's spare, once nothing of the shim is in it.
@@ -235,6 +266,82 @@ func (w *Idle) removeSpare() error {
 		return nil
 	}
 	return w.spare.Remove()
+}
+
+// spareExitTimeout bounds the wait for a process left in a dead shim's
+// spare to exit once killed.
+const spareExitTimeout = 5 * time.Second
+
+// removeDeadSpare removes the spare of a shim that is reaped, once no
+// process is left in it: the job's init the shim preforked there, when
+// the shim was killed before it could reap it, is an orphan waiting at its
+// gate (it exits as it reads the spec pipe's EOF; it is killed to be
+// sure) and is waited for through a pidfd, since the cgroup library's
+// removal of a busy cgroup fails without retrying. A spare that became a
+// job's cgroup is gone under its name, and nothing in it is touched.
+func (w *Idle) removeDeadSpare() error {
+	if w.spare == nil {
+		return nil
+	}
+	var errs []error
+	for _, d := range w.spare.Dirs() {
+		for _, pid := range procsIn(d) {
+			if err := killAndAwait(pid, d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(append(errs, w.spare.Remove())...)
+}
+
+// procsIn lists the processes in cgroup directory dir; none when it is
+// gone.
+func procsIn(dir string) []int {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killAndAwait kills process pid, found in cgroup dir, and returns once it
+// has exited (it is then out of every cgroup, even before it is reaped).
+func killAndAwait(pid int, dir string) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd_open of %d in spare: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	// Checked after pinning the pid: a pid reused since it was listed is
+	// not in the spare, and is left alone.
+	if !slices.Contains(procsIn(dir), pid) {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("kill %d in spare: %w", pid, err)
+	}
+	deadline := time.Now().Add(spareExitTimeout)
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(time.Until(deadline).Milliseconds()))
+		switch {
+		case errors.Is(err, unix.EINTR) && time.Now().Before(deadline):
+			continue
+		case err != nil:
+			return fmt.Errorf("wait for %d in spare: %w", pid, err)
+		case n == 0:
+			return fmt.Errorf("process %d still in spare %v after SIGKILL", pid, spareExitTimeout)
+		}
+		return nil
+	}
 }
 
 // kill sends SIGKILL to the shim through its pidfd (no reused pid can be
@@ -253,7 +360,7 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 		w.specW.Close()
 		w.kill()
 		<-w.exited
-		return nil, errors.Join(err, w.removeSpare())
+		return nil, errors.Join(err, w.removeDeadSpare())
 	}
 	// The shim waits for its spec, so its job's cgroup can still be made
 	// around it (the systemd driver's scope) before anything of the job
@@ -269,7 +376,13 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 	_ = json.NewEncoder(w.specW).Encode(spec)
 	w.specW.Close()
 	var m wire.Message
-	if err := json.NewDecoder(w.statR).Decode(&m); err != nil || m.Type != wire.MsgStarted {
+	err := w.dec.Decode(&m)
+	for err == nil && m.Type == wire.MsgWaiting {
+		// Late: awaitPlaced gave up on it.
+		m = wire.Message{}
+		err = w.dec.Decode(&m)
+	}
+	if err != nil || m.Type != wire.MsgStarted {
 		if err == nil && m.Type == wire.MsgError {
 			// The shim closes the job's log, then exits; its watcher reaps
 			// it. Its spawner thread ended before it reported.

@@ -66,16 +66,28 @@ func Main() {
 	// shim waits.
 	sp := spawnerFromEnv()
 	probePidfd()
-	specIn := os.NewFile(wire.FDSpec, "shim-spec")
 	statusOut := os.NewFile(wire.FDStatus, "shim-status")
+	var pre *preforked
+	if sp != nil {
+		// The job's init is cloned ahead, in the spare, and waits at its
+		// gate; the isolator learns it is there (and its pid, to wait for
+		// its exit before removing the spare should the shim be killed).
+		pre = prefork(sp)
+		send(statusOut, wire.Message{Type: wire.MsgWaiting, PID: pre.pid()})
+	}
+	specIn := os.NewFile(wire.FDSpec, "shim-spec")
 	var spec wire.Spec
 	err := json.NewDecoder(specIn).Decode(&spec)
 	specIn.Close()
 	if err != nil {
+		// No job (the isolator closed the pipe): the preforked init exits
+		// at its gate and is reaped before the shim goes, so nothing of it
+		// is left in the spare.
+		pre.close()
 		report(statusOut, wire.ErrorMessage(fmt.Errorf("shim: read spec: %w", err)))
 		os.Exit(1)
 	}
-	os.Exit(run(spec, statusOut, sp))
+	os.Exit(run(spec, statusOut, sp, pre))
 }
 
 // probePidfd makes os/exec's one-time check that pidfds work (a
@@ -104,12 +116,12 @@ func send(w *os.File, m wire.Message) {
 	_ = json.NewEncoder(w).Encode(m) // a write error means the isolator died; the job goes on
 }
 
-func run(spec wire.Spec, statusOut *os.File, sp *spawner) int {
+func run(spec wire.Spec, statusOut *os.File, sp *spawner, pre *preforked) int {
 	timeout := spec.OutputTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	p, fw, cg, err := start(spec, sp)
+	p, fw, cg, err := start(spec, sp, pre)
 	if sp != nil {
 		// Before anything is reported: once the isolator knows, it may
 		// signal, kill or remove the job's cgroup, and no thread of the
@@ -169,47 +181,129 @@ func run(spec wire.Spec, statusOut *os.File, sp *spawner) int {
 // namespaces).
 const reapTimeout = 5 * time.Second
 
-// start makes the job's output pipes, starts handing them to logd and
-// starts the job in its sandbox, in its cgroup (nil: none), from the
-// spawner's thread when there is one. On a start error the forwarder (if
-// made) still runs, to close the job's log.
-func start(spec wire.Spec, sp *spawner) (*sandbox.Process, *forwarder, *jobCgroup, error) {
-	var cg sandbox.Cgroup
-	var job *jobCgroup
-	if len(spec.Cgroup) > 0 {
-		j, err := openJobCgroup(spec.ID, spec.Cgroup)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		cg, job = j, j
-	}
+// preforked is a job's init cloned ahead by a waiting shim, with the
+// output pipes it was given; nil when there is none.
+type preforked struct {
+	forked                 *sandbox.Forked
+	outR, outW, errR, errW *os.File
+}
+
+// prefork makes the job's output pipes and clones the job's init on the
+// spawner's thread, in the spare: it waits at its gate until the job's
+// spec (see start). It returns nil when either cannot be made: the job's
+// init is then cloned at the job's start, as without a spare.
+func prefork(sp *spawner) *preforked {
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)
+		return nil
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
+		return nil
+	}
+	f, err := sandbox.Prefork(outW, errW, sp.do)
+	if err != nil {
+		for _, f := range []*os.File{outR, outW, errR, errW} {
+			f.Close()
+		}
+		return nil
+	}
+	return &preforked{forked: f, outR: outR, outW: outW, errR: errR, errW: errW}
+}
+
+// pid is the preforked init's, 0 when there is none.
+func (p *preforked) pid() int {
+	if p == nil {
+		return 0
+	}
+	return p.forked.Pid()
+}
+
+// close makes the preforked init exit at its gate, having done nothing,
+// and reaps it. The output pipes stay for a job started anew.
+func (p *preforked) close() {
+	if p != nil {
+		_ = p.forked.Close()
+	}
+}
+
+// outputPipes returns the job's output pipes: the preforked init's, or
+// new ones.
+func (p *preforked) outputPipes() (outR, outW, errR, errW *os.File, err error) {
+	if p != nil {
+		return p.outR, p.outW, p.errR, p.errW, nil
+	}
+	outR, outW, err = os.Pipe()
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)
+	}
+	errR, errW, err = os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
+	}
+	return outR, outW, errR, errW, nil
+}
+
+// start hands the job's output pipes to logd and starts the job in its
+// sandbox, in its cgroup (nil: none): through the init preforked in the
+// spare when the job has a cgroup (which the spare became, or which the
+// init is moved into; on a netd network the init joins netd's namespace
+// at its gate), else through an init cloned now, from the spawner's thread
+// when there is one. On a start error the forwarder (if made) still runs,
+// to close the job's log.
+func start(spec wire.Spec, sp *spawner, pre *preforked) (*sandbox.Process, *forwarder, *jobCgroup, error) {
+	var cg sandbox.Cgroup
+	var job *jobCgroup
+	if len(spec.Cgroup) > 0 {
+		j, err := openJobCgroup(spec.ID, spec.Cgroup)
+		if err != nil {
+			pre.close()
+			return nil, nil, nil, err
+		}
+		cg, job = j, j
+	}
+	usePrefork := pre != nil && job != nil && !pre.forked.Exited()
+	if !usePrefork {
+		// A job without a cgroup (the preforked init would stay in the
+		// spare, which is to be removed), or an init killed while it
+		// waited: the job gets an init cloned for it.
+		pre.close()
+	}
+	outR, outW, errR, errW, err := pre.outputPipes()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	// Handed over now, while the job starts, not on its first output: a
 	// short job's log is then open by the time it ends.
 	fw := forward(spec.LogdSocket, spec.ID, outR, errR)
-	var spawn func(func() error) error
-	if sp != nil && job != nil {
-		spawn = sp.spawn
-	}
-	p, err := sandbox.Start(sandbox.Spec{
+	sb := sandbox.Spec{
 		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
 		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
-		Stdout: outW, Stderr: errW,
 		Cgroup:    cg,
-		Spawn:     spawn,
 		NetnsPath: spec.NetnsPath, ResolvConf: spec.ResolvConf, Hosts: spec.Hosts,
 		Work: spec.Work, Tmp: spec.Tmp,
 		UserNS: spec.UserNS,
-	})
+	}
+	var p *sandbox.Process
+	if usePrefork {
+		// The spawner's thread leaves the job's cgroup before the gate
+		// opens: it was there for the clone and no more.
+		if err = sp.release(); err == nil {
+			p, err = pre.forked.Start(sb)
+		} else {
+			pre.close()
+		}
+	} else {
+		sb.Stdout, sb.Stderr = outW, errW
+		if sp != nil && job != nil {
+			sb.Spawn = sp.spawn
+		}
+		p, err = sandbox.Start(sb)
+	}
 	// The job holds its own copies; ours must go for logd to see EOF.
 	outW.Close()
 	errW.Close()

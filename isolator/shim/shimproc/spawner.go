@@ -17,11 +17,13 @@ import (
 )
 
 // On cgroup v1 a waiting shim may be given a spare cgroup (see shim.Spare):
-// one thread of the shim, its spawner, joins it while the shim waits, the
-// isolator renames the spare to the job's cgroup at the job's start, the
-// spawner's thread clones the job's init, which is born in the job's
-// cgroup, and the thread ends, before the shim reports anything. The
-// package shim's spawner.go says why it is safe.
+// one thread of the shim, its spawner, joins it while the shim waits and
+// clones the job's init there ahead (do: sandbox.Prefork), the isolator
+// renames the spare to the job's cgroup at the job's start, and the thread
+// ends before the init's gate opens (release); when no init could be
+// preforked it clones the job's at its start instead (spawn). Either way
+// it ends before the shim reports anything. The package shim's spawner.go says why it is
+// safe.
 
 // threadGoneTimeout bounds the wait for the spawner's thread to end; it
 // takes microseconds.
@@ -30,7 +32,7 @@ const threadGoneTimeout = time.Second
 // spawner is the thread of a shim that sits in its spare cgroup and clones
 // the job's init.
 type spawner struct {
-	req  chan func() error // the one start; closed to end the thread without one
+	req  chan func() error // starts to run on the thread; closed to end it
 	res  chan error
 	gone chan struct{} // closed as the spawner's goroutine returns
 	tid  int           // the thread's, set before gone is closed; 0: not in the spare
@@ -71,8 +73,9 @@ func spawnerFromEnv() *spawner {
 	return s
 }
 
-// serve joins the spare, waits for the start and runs it. It returns
-// still locked to its thread, so the Go runtime ends the thread.
+// serve joins the spare, then runs what it is given (the preforked init's
+// clone, then at most the job's init's) until release. It returns still
+// locked to its thread, so the Go runtime ends the thread.
 func (s *spawner) serve(dirs []string) {
 	defer close(s.gone)
 	if tid := unix.Gettid(); tid == unix.Getpid() {
@@ -89,25 +92,29 @@ func (s *spawner) serve(dirs []string) {
 			}
 		}
 	}
-	start, ok := <-s.req
-	if !ok {
-		return
+	for start := range s.req {
+		s.res <- start()
 	}
-	s.res <- start()
+}
+
+// do runs start on the spawner's thread, which stays (the prefork). Not
+// after release.
+func (s *spawner) do(start func() error) error {
+	s.req <- start
+	return <-s.res
 }
 
 // spawn runs start (the init's clone) on the spawner's thread, then ends
 // the thread (release). It is sandbox.Spec.Spawn, called once.
 func (s *spawner) spawn(start func() error) error {
-	s.req <- start
-	err := <-s.res
+	err := s.do(start)
 	if rerr := s.release(); err == nil {
 		err = rerr
 	}
 	return err
 }
 
-// release ends the spawner's thread, without a start if none came, and
+// release ends the spawner's thread, after what it ran, and
 // returns once the thread no longer exists, so that nothing of the shim is
 // in the job's cgroup. It is idempotent.
 func (s *spawner) release() error {

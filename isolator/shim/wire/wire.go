@@ -24,7 +24,7 @@ const Arg0 = "joblet-shim"
 // Descriptor numbers in the shim, after stdin, stdout and stderr.
 const (
 	FDSpec   = 3 // read end: the Spec as JSON
-	FDStatus = 4 // write end: one Message to the isolator
+	FDStatus = 4 // write end: the Messages to the isolator
 	// FDShimExe is the shim's inherited copy of its own executable
 	// (sandbox.WithExe), closed first thing.
 	FDShimExe = 5
@@ -81,14 +81,19 @@ type Placer interface {
 
 // Message types on the status pipe.
 const (
+	// MsgWaiting comes first from a shim given a spare cgroup, once its
+	// spawner thread is in the spare and its job's init is preforked there
+	// (PID; 0 when it could not be), before the Spec is read.
+	MsgWaiting = "waiting"
 	MsgStarted = "started"
 	MsgError   = "error"
 )
 
-// Message is the one JSON object a shim writes on the status pipe.
+// Message is a JSON object a shim writes on the status pipe: "waiting"
+// (with a spare only), then one "started" or "error".
 type Message struct {
 	Type string `json:"type"`
-	PID  int    `json:"pid,omitempty"` // started: the host pid of the job's init
+	PID  int    `json:"pid,omitempty"` // started, waiting: the host pid of the job's init
 	// Moved (started) says the init was moved into the job's cgroup at its
 	// start gate, not born there (see shim.Spare).
 	Moved bool `json:"moved,omitempty"`
