@@ -315,7 +315,7 @@ func (j *Job) Pids() ([]int, error) {
 	if j.m == nil {
 		return nil, nil
 	}
-	pids, err := cgroups.GetAllPids(j.procs)
+	pids, err := allPids(j.procs)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

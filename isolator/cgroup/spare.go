@@ -192,7 +192,7 @@ func (j *Job) Holds(pid int) (bool, error) {
 			continue
 		}
 		done[dir] = true
-		pids, err := cgroups.GetPids(dir)
+		pids, err := cgroupPids(dir)
 		if err != nil {
 			return false, fmt.Errorf("processes of job %s: %w", j.id, err)
 		}

@@ -178,7 +178,7 @@ func kill(dir string) (ok bool, err error) {
 func waitEmpty(procsDir string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		pids, err := cgroups.GetAllPids(procsDir)
+		pids, err := allPids(procsDir)
 		if errors.Is(err, os.ErrNotExist) || (err == nil && len(pids) == 0) {
 			return nil
 		}

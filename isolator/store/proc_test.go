@@ -3,6 +3,7 @@ package store
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -101,5 +102,59 @@ func TestBootIDKept(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(10, func() { _, _ = bootID() }); n != 0 {
 		t.Errorf("bootID allocates %v times per call once read; want 0", n)
+	}
+}
+
+// TestParseStat: the state and start time are found after the command
+// name, whatever it holds.
+func TestParseStat(t *testing.T) {
+	rest := " 1 4242 4242 0 -1 4194560 110 0 0 0 3 1 0 0 20 0 1 0 987654321 12345 67 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+	for _, tc := range []struct {
+		line  string
+		state string
+		ticks uint64
+		ok    bool
+	}{
+		{"4242 (sleep) S" + rest, "S", 987654321, true},
+		{"4242 (a b) c) (d) Z" + rest, "Z", 987654321, true},
+		{"4242 () R" + rest, "R", 987654321, true},
+		{"4242 (sleep) S 1 2 3\n", "", 0, false},
+		{"4242 sleep S" + rest, "", 0, false},
+		{"4242 (sleep) S 1 4242 4242 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 x 1\n", "", 0, false},
+	} {
+		state, ticks, ok := parseStat([]byte(tc.line))
+		if state != tc.state || ticks != tc.ticks || ok != tc.ok {
+			t.Errorf("parseStat(%q) = %q, %d, %v; want %q, %d, %v", tc.line, state, ticks, ok, tc.state, tc.ticks, tc.ok)
+		}
+	}
+}
+
+// TestStatAllocatesLittle: reading a process's stat costs its path, not a
+// copy of the file and its fields.
+func TestStatAllocatesLittle(t *testing.T) {
+	pid := os.Getpid()
+	want, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(want[strings.LastIndexByte(string(want), ')')+1:]))
+	state, ticks, err := stat(pid)
+	if err != nil || state != f[0] || strconv.FormatUint(ticks, 10) != f[19] {
+		t.Fatalf("stat = %q, %d, %v; /proc/self/stat says %s, %s", state, ticks, err, f[0], f[19])
+	}
+	// The path and its C copy; the race detector adds one.
+	if n := testing.AllocsPerRun(20, func() { _, _, _ = stat(pid) }); n > 4 {
+		t.Errorf("stat allocates %v times per call; want at most 4", n)
+	}
+}
+
+// BenchmarkStat: one read of a process's state and start time.
+func BenchmarkStat(b *testing.B) {
+	b.ReportAllocs()
+	pid := os.Getpid()
+	for b.Loop() {
+		if _, _, err := stat(pid); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

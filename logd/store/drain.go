@@ -223,6 +223,7 @@ func (l *jobLog) spliceLocked(jobID string, k kind, fd, n int) (int, error) {
 		}
 	}
 	if moved > 0 {
+		l.written.Add(next.stored - l.st.stored)
 		l.st = next
 		l.index = append(l.index, marks...)
 		l.broadcast()

@@ -86,6 +86,9 @@ func TestDrain(t *testing.T) {
 	if !bytes.Equal(o, wantOut) || !bytes.Equal(e, wantErr) {
 		t.Fatalf("read back %d+%d bytes, not the %d+%d written", len(o), len(e), len(wantOut), len(wantErr))
 	}
+	if w := s.Written(); w != size {
+		t.Errorf("Written() = %d after draining %d bytes", w, size)
+	}
 }
 
 // A drain stopped midway (its caller gone, or logd stopped) leaves what it

@@ -32,6 +32,8 @@ type jobLog struct {
 	ended atomic.Bool // the log is closed: once unused it can leave memory
 	tail  tail        // its readers' shared chunks and turns
 	sync  *syncer     // the Store's: its fsyncs
+	// written is the Store's count of output bytes stored.
+	written *atomic.Int64
 
 	mu      sync.Mutex
 	err     error    // set when the log cannot be used (load failed, store closed)
@@ -286,6 +288,7 @@ func (l *jobLog) appendLocked(jobID string, recs []logdapi.Record, eof bool, lim
 		return next.size, nil
 	}
 	wasClosed := l.st.closed
+	l.written.Add(next.stored - l.st.stored)
 	l.st = next
 	l.index = append(l.index, marks...)
 	l.broadcast()

@@ -52,7 +52,9 @@ type Store struct {
 	max  int64
 	log  zerolog.Logger
 	held atomic.Int64 // bytes in the logs' shared tails (tailBudget)
-	sync *syncer
+	// written counts the output bytes stored since Open (Written).
+	written atomic.Int64
+	sync    *syncer
 
 	mu      sync.Mutex
 	logs    map[string]*jobLog
@@ -149,6 +151,11 @@ func (s *Store) Stat(_ context.Context, jobID string) (logdapi.Stat, error) {
 	defer s.release(jobID, l)
 	return l.stat()
 }
+
+// Written returns how many bytes of output the store has stored since it
+// was opened, for a rate of output (logd collects less often while output
+// flows fast).
+func (s *Store) Written() int64 { return s.written.Load() }
 
 // Read implements logdapi.Logd. Each reader reads the file through its own
 // descriptor at its own pace; writers only wake it, so a reader that is slow
@@ -267,7 +274,7 @@ func (s *Store) get(jobID string, create bool) (*jobLog, <-chan struct{}, error)
 	}
 	// Load outside the store lock so a long scan holds up only this job:
 	// others who find the log in the map wait on its own lock.
-	l := &jobLog{path: path, changed: make(chan struct{}), drain: make(chan struct{}, 1), users: 1, tail: newTail(&s.held), sync: s.sync}
+	l := &jobLog{path: path, changed: make(chan struct{}), drain: make(chan struct{}, 1), users: 1, tail: newTail(&s.held), sync: s.sync, written: &s.written}
 	l.mu.Lock()
 	s.logs[jobID] = l
 	if !exists {

@@ -541,3 +541,46 @@ func TestReadFramesAroundBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderBufferFitsWhatItReads: a short stretch of log is read through a
+// buffer its size, not readBuffer, and the buffer grows, up to readBuffer,
+// when a later stretch is longer.
+func TestReaderBufferFitsWhatItReads(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 3*readBuffer)); err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(f, mark{}, 0)
+	for _, tc := range []struct {
+		end  int64
+		size int
+	}{{5, 16}, {100, 100}, {50, 100}, {readBuffer / 2, readBuffer / 2}, {3 * readBuffer, readBuffer}, {10, readBuffer}} {
+		r.pos = 0
+		r.point(tc.end)
+		if got := r.br.Size(); got != tc.size {
+			t.Errorf("after reading up to %d: buffer of %d, want %d", tc.end, got, tc.size)
+		}
+		if b, err := r.br.Peek(int(min(tc.end, int64(r.br.Size())))); err != nil || len(b) == 0 {
+			t.Errorf("reading up to %d: %d bytes, %v", tc.end, len(b), err)
+		}
+	}
+}
+
+// TestWrittenCountsStoredOutput: Written grows by the output a log keeps,
+// not by what a writer resends, across logs.
+func TestWrittenCountsStoredOutput(t *testing.T) {
+	s := open(t, t.TempDir(), 0)
+	mustAppend(t, s, "1", false, rec(out, 0, "hello"), rec(errS, 5, "!"))
+	mustAppend(t, s, "2", false, rec(out, 0, "abc"))
+	if w := s.Written(); w != 9 {
+		t.Fatalf("Written() = %d, want 9", w)
+	}
+	mustAppend(t, s, "1", true, rec(out, 0, "hello"), rec(errS, 5, "!"), rec(out, 6, "more")) // a resend, then 4 new bytes
+	if w := s.Written(); w != 13 {
+		t.Fatalf("Written() = %d after a resend and 4 new bytes, want 13", w)
+	}
+}

@@ -26,6 +26,20 @@ import (
 // unprivileged). Read them with `go tool pprof`.
 const EnvPprofDir = "JOBLET_PPROF_DIR"
 
+// Without EnvPprofDir nothing reads a heap profile, yet the runtime
+// samples one allocation per 512 KiB by default: it unwinds the stack
+// (touching the binary's function tables), and keeps each new stack in a
+// bucket found through a 1.4 MiB hash table, one page of which becomes
+// resident per new stack. A burst of work through code paths the rest did
+// not take left every daemon with more of both, for good. So the daemons
+// (every main that links this package) do not sample unless profiling.
+// It is set in init, before main, as runtime.MemProfileRate asks.
+func init() {
+	if os.Getenv(EnvPprofDir) == "" {
+		runtime.MemProfileRate = 0
+	}
+}
+
 // profiler is a daemon's self-profiling, started by startProfiling.
 type profiler struct {
 	dir, name string

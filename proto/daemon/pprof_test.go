@@ -2,8 +2,13 @@ package daemon
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -44,6 +49,33 @@ func TestProfiling(t *testing.T) {
 		}
 		if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
 			t.Errorf("%s is not a gzipped profile", f)
+		}
+	}
+}
+
+// TestNoHeapSamplingUnlessProfiling: a process linking this package
+// samples no allocations unless EnvPprofDir is set when it starts, and
+// keeps the runtime's default rate when it is.
+func TestNoHeapSamplingUnlessProfiling(t *testing.T) {
+	if os.Getenv("JOBLET_TEST_REPORT_RATE") != "" {
+		fmt.Print(runtime.MemProfileRate)
+		return
+	}
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{nil, "0"},
+		{[]string{EnvPprofDir + "=" + t.TempDir()}, strconv.Itoa(512 << 10)},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestNoHeapSamplingUnlessProfiling$")
+		cmd.Env = append(append(os.Environ(), "JOBLET_TEST_REPORT_RATE=1", EnvPprofDir+"="), tc.env...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		if got, _, _ := strings.Cut(string(out), "PASS"); strings.TrimSpace(got) != tc.want {
+			t.Errorf("with %v: MemProfileRate %q, want %s", tc.env, out, tc.want)
 		}
 	}
 }
