@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -94,10 +96,36 @@ func veths(t *testing.T) []string {
 	if err != nil {
 		t.Fatalf("ip link: %v", err)
 	}
+	return notSpares(t, string(out))
+}
+
+// notSpares is the veths of an `ip -o link show type veth` listing but
+// the host ends of the namespaces netd keeps made ahead for the next jobs
+// (netd/manager/spare.go: a pin ".../_spare-X" mounted, its veth "jvX"),
+// which stay while no job runs.
+func notSpares(t *testing.T, listing string) []string {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spares := map[string]bool{}
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(filepath.Base(f[4]), "_spare-") {
+			spares["jv"+strings.TrimPrefix(filepath.Base(f[4]), "_spare-")] = true
+		}
+	}
 	var names []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f := strings.Fields(l); len(f) > 1 {
-			names = append(names, strings.TrimSuffix(strings.Split(f[1], "@")[0], ":"))
+	for _, l := range strings.Split(strings.TrimSpace(listing), "\n") {
+		// Only "N: name@peer: ..." lines: with the output, ip may print
+		// "Error: Peer netns reference is invalid." for a veth whose peer
+		// is in a namespace no process is in, as a spare's is.
+		f := strings.Fields(l)
+		if _, err := strconv.Atoi(strings.TrimSuffix(f[0], ":")); err != nil || len(f) < 2 {
+			continue
+		}
+		if name := strings.TrimSuffix(strings.Split(f[1], "@")[0], ":"); !spares[name] {
+			names = append(names, name)
 		}
 	}
 	return names

@@ -21,23 +21,39 @@ import (
 // syscalls included, the kernel's deferred work in kworkers, such as
 // freeing a network namespace, not).
 //
+// The bridge/ahead cases keep 2 namespaces made ahead (spare.go):
+// ahead-warm gives each Attach a ready one (it waits, off the clock, for
+// the refill and the last job's teardown, as a job coming now and then
+// finds netd), ahead and
+// ahead-parallel attach back to back, faster than the spares are made.
+//
 //	go test -run '^$' -bench AttachDetach -benchtime 300x ./manager
 func BenchmarkAttachDetach(b *testing.B) {
 	for _, c := range []struct {
 		name, network string
 		held          int // leases of other jobs held meanwhile (the state file's size)
 		parallel      bool
+		// spares: namespaces made ahead (spare.go); warm: each Attach
+		// waits, off the clock, until they are all ready.
+		spares int
+		warm   bool
 	}{
-		{"none", netdapi.None, 0, false},
-		{"bridge", netdapi.Bridge, 0, false},
-		{"none/held200", netdapi.None, 200, false},
-		{"bridge/held200", netdapi.Bridge, 200, false},
-		{"none/parallel", netdapi.None, 0, true},
-		{"bridge/parallel", netdapi.Bridge, 0, true},
+		{"none", netdapi.None, 0, false, 0, false},
+		{"bridge", netdapi.Bridge, 0, false, 0, false},
+		{"none/held200", netdapi.None, 200, false, 0, false},
+		{"bridge/held200", netdapi.Bridge, 200, false, 0, false},
+		{"none/parallel", netdapi.None, 0, true, 0, false},
+		{"bridge/parallel", netdapi.Bridge, 0, true, 0, false},
+		{"bridge/ahead-warm", netdapi.Bridge, 0, false, 2, true},
+		{"bridge/ahead", netdapi.Bridge, 0, false, 2, false},
+		{"bridge/ahead-parallel", netdapi.Bridge, 0, true, 2, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			e := setup(b)
 			e.opts.CheckInterval = -1
+			if c.spares > 0 {
+				e.opts.Spares = c.spares
+			}
 			e.opts.Log = zerolog.New(io.Discard) // encoded as in netd, not printed
 			m := e.open(b)
 			ctx := context.Background()
@@ -49,6 +65,12 @@ func BenchmarkAttachDetach(b *testing.B) {
 			var attachNs, detachNs, seq atomic.Int64
 			one := func() {
 				id := fmt.Sprint("b", seq.Add(1))
+				if c.warm {
+					b.StopTimer()
+					m.teardowns.Wait() // the last job's veth pair is gone
+					waitWarm(m, c.network)
+					b.StartTimer()
+				}
 				t0 := time.Now()
 				if _, err := m.Attach(ctx, id, c.network, ""); err != nil {
 					b.Error(err)
@@ -83,6 +105,15 @@ func BenchmarkAttachDetach(b *testing.B) {
 			b.ReportMetric(float64(detachNs.Load())/1e3/n, "detach-µs/op")
 			detachAll(b, m)
 		})
+	}
+}
+
+// waitWarm waits until a network has all its spares ready.
+func waitWarm(m *Manager, network string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n := m.nets[network]; len(n.spares) < m.spares; {
+		m.torn.Wait()
 	}
 }
 

@@ -54,6 +54,10 @@ func setup(t testing.TB) *env {
 	e := &env{opts: Options{
 		RunDir: filepath.Join(dir, "run"), StateDir: filepath.Join(dir, "state", "netd"),
 		ResolvConf: filepath.Join(dir, "resolv.conf"), Log: zerolog.New(zerolog.NewTestWriter(t)),
+		// No namespaces made ahead, so that each test's count of veth
+		// pairs, pins and addresses is its jobs'; spare_test.go and
+		// TestReachability make them.
+		Spares: -1,
 	}}
 	os.WriteFile(e.opts.ResolvConf, []byte("nameserver 127.0.0.1\n"), 0o644)
 	up, err := netddns.Start(netip.MustParseAddrPort("127.0.0.1:53"), nil, zerolog.Nop())

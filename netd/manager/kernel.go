@@ -108,7 +108,7 @@ func (m *Manager) jobKernelWork(f func() error) error {
 // with a bridge, a veth pair made with its job end directly inside the
 // namespace as eth0, addressed and routed through the gateway.
 func (m *Manager) plumb(l state.Lease, n *network) error {
-	path := m.nsPath(l.JobID)
+	path := m.pinPath(l)
 	if !nsfile.Pinned(path) {
 		if err := nsfile.Remove(path); err != nil {
 			return err
@@ -200,13 +200,13 @@ func (m *Manager) teardown(l state.Lease) error {
 	if l.Veth != "" {
 		errs = append(errs, deleteLink(l.Veth))
 	}
-	return errors.Join(append(errs, nsfile.Remove(m.nsPath(l.JobID)))...)
+	return errors.Join(append(errs, nsfile.Remove(m.pinPath(l)))...)
 }
 
 // hostRanges is the host's IPv4 routes and addresses, except the default
 // route, loopback and links in skip.
 func hostRanges(skip map[string]bool) ([]validate.Taken, error) {
-	links, err := netlink.LinkList()
+	links, err := settledDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -215,7 +215,7 @@ func hostRanges(skip map[string]bool) ([]validate.Taken, error) {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	var out []validate.Taken
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := settledDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -229,7 +229,7 @@ func hostRanges(skip map[string]bool) ([]validate.Taken, error) {
 		}
 		out = append(out, validate.Taken{Prefix: p, What: "a host route on " + names[r.LinkIndex]})
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := settledDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
@@ -242,6 +242,18 @@ func hostRanges(skip map[string]bool) ([]validate.Taken, error) {
 		}
 	}
 	return out, nil
+}
+
+// settledDump runs a netlink listing again while the kernel reports it
+// interrupted by a change (a job's veth pair or a namespace made ahead
+// coming or going meanwhile), a few times at most.
+func settledDump[T any](list func() ([]T, error)) ([]T, error) {
+	for range 9 {
+		if out, err := list(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return list()
 }
 
 func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
@@ -270,7 +282,9 @@ func (m *Manager) reconcile() error {
 	if err := os.WriteFile(ipForward, []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enable ip_forward: %w", err)
 	}
-	ownBridges, ownVeths := map[string]bool{}, map[string]bool{}
+	// Namespaces made ahead by an earlier netd (spare.go) are owned by no
+	// lease: their veth pairs and pins go with the other leftovers.
+	ownBridges, ownVeths, ownPins := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, n := range m.nets {
 		ownBridges[n.bridge] = true
 		if err := ensureBridge(n); err != nil {
@@ -279,6 +293,7 @@ func (m *Manager) reconcile() error {
 	}
 	for _, l := range m.leases {
 		ownVeths[l.Veth] = true
+		ownPins[filepath.Base(m.pinPath(l.Lease))] = true
 	}
 	if host, err := hostRanges(ownBridges); err == nil {
 		for _, n := range m.nets {
@@ -310,7 +325,7 @@ func (m *Manager) reconcile() error {
 			continue // nothing in the kernel; load kept it for this boot only
 		}
 		log := m.log.With().Str("job_id", id).Str("network", l.Network).Logger()
-		if !nsfile.Pinned(m.nsPath(id)) {
+		if !nsfile.Pinned(m.pinPath(l.Lease)) {
 			log.Info().Msg("job namespace is gone: ending its lease")
 			if err := m.teardown(l.Lease); err != nil {
 				log.Error().Err(err).Msg("teardown")
@@ -339,8 +354,8 @@ func (m *Manager) reconcile() error {
 		return fmt.Errorf("read netns dir: %w", err)
 	}
 	for _, e := range entries {
-		if _, ok := m.leases[e.Name()]; !ok {
-			m.log.Info().Str("job_id", e.Name()).Msg("removing a namespace pin netd no longer owns")
+		if !ownPins[e.Name()] {
+			m.log.Info().Str("pin", e.Name()).Msg("removing a namespace pin netd no longer owns")
 			if err := nsfile.Remove(filepath.Join(m.opts.RunDir, "netns", e.Name())); err != nil {
 				m.log.Error().Err(err).Msg("remove stale pin")
 			}

@@ -49,7 +49,11 @@ type Options struct {
 	// and veth pairs someone else removed (DefaultCheckInterval if zero;
 	// negative: never, as in tests that change the kernel on purpose).
 	CheckInterval time.Duration
-	Log           zerolog.Logger
+	// Spares is how many namespaces each network keeps made ahead for its
+	// next jobs (spare.go): DefaultSpares if zero; negative: none, every
+	// job's namespace is made during its Attach.
+	Spares int
+	Log    zerolog.Logger
 }
 
 type network struct {
@@ -59,9 +63,14 @@ type network struct {
 	isolated     bool
 	pool         *ipam.Pool
 	dns          *dns.Responder
-	// tearing counts the detached jobs whose veth pair is still being
-	// removed (m.mu); their addresses are freed when it is done.
+	// tearing counts the detached jobs (and discarded spares) whose veth
+	// pair is still being removed (m.mu); their addresses are freed when
+	// it is done.
 	tearing int
+	// spares are the namespaces made ahead and ready for the next jobs;
+	// filling counts those being made (m.mu, spare.go).
+	spares  []spare
+	filling int
 }
 
 func (n *network) gateway() netip.Addr { return ipam.Gateway(n.prefix) }
@@ -103,6 +112,10 @@ type Manager struct {
 	// teardowns counts those under way, for Close and Purge.
 	torn      *sync.Cond
 	teardowns sync.WaitGroup
+
+	spares  int            // namespaces made ahead per network (spare.go)
+	fills   sync.WaitGroup // spares being made
+	closing bool           // no more spares (m.mu): Close or Purge began
 
 	stopWatch chan struct{} // closed to stop the periodic check (watch.go)
 	watchDone chan struct{}
@@ -149,6 +162,12 @@ func Open(opts Options) (*Manager, error) {
 	m := &Manager{opts: opts, log: opts.Log, store: store, fw: &lockedFirewall{fw: fw}, upstreams: ups, bootID: boot,
 		nets: map[string]*network{}, leases: map[string]*lease{}, kernel: make(chan struct{}, kernelWorkers)}
 	m.torn = sync.NewCond(&m.mu)
+	switch {
+	case opts.Spares == 0:
+		m.spares = DefaultSpares
+	case opts.Spares > 0:
+		m.spares = opts.Spares
+	}
 	if err := m.load(st); err != nil {
 		return nil, err
 	}
@@ -163,6 +182,11 @@ func Open(opts Options) (*Manager, error) {
 		m.stopWatch, m.watchDone = make(chan struct{}), make(chan struct{})
 		go m.watch(opts.CheckInterval, m.stopWatch, m.watchDone)
 	}
+	m.mu.Lock()
+	for _, n := range m.nets {
+		m.refill(n)
+	}
+	m.mu.Unlock()
 	return m, nil
 }
 
@@ -243,17 +267,20 @@ func (m *Manager) sortedNets() []*network {
 	return nets
 }
 
-// Close stops the periodic check and the DNS responders, and saves the
-// leases not saved yet (of "none" jobs, see Attach). Bridges, rules and
-// jobs' namespaces stay: running jobs keep their network while netd is
-// down.
+// Close stops the periodic check and the DNS responders, removes the
+// namespaces made ahead (spare.go), and saves the leases not saved yet (of
+// "none" jobs, see Attach). Bridges, rules and jobs' namespaces stay:
+// running jobs keep their network while netd is down.
 func (m *Manager) Close() error {
 	m.stopWatching()
+	var errs []error
+	if err := m.stopSpares(); err != nil {
+		errs = append(errs, fmt.Errorf("remove namespaces made ahead: %w", err))
+	}
 	m.teardowns.Wait()
 	m.mu.Lock()
 	gen := m.gen
 	m.mu.Unlock()
-	var errs []error
 	if err := m.persist(gen, nil); err != nil {
 		errs = append(errs, err)
 	}
@@ -308,7 +335,7 @@ func (m *Manager) attachment(l state.Lease) netdapi.Attachment {
 	a := netdapi.Attachment{JobID: l.JobID, Network: l.Network, IP: l.IP, Hostname: hostname(l)}
 	a.Hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 	if n, ok := m.nets[l.Network]; ok {
-		a.NetnsPath = m.nsPath(l.JobID)
+		a.NetnsPath = m.pinPath(l)
 		a.Gateway = n.gateway().String()
 		a.ResolvConf = "nameserver " + a.Gateway + "\n"
 		a.Hosts += l.IP + "\t" + a.Hostname + "\n"
@@ -403,21 +430,29 @@ func (m *Manager) Attach(ctx context.Context, jobID, netName, name string) (netd
 			}
 		}
 	}
-	ip, err := n.pool.Allocate(jobID)
-	if errors.Is(err, errdefs.ErrResourceExhausted) && n.tearing > 0 {
-		// A job detached from a full network frees its address once its
-		// veth pair is gone: wait for that rather than refuse, then start
-		// over (the lock was let go: the job's lease or its name may have
-		// been taken meanwhile).
-		m.torn.Wait()
-		m.mu.Unlock()
-		return m.Attach(ctx, jobID, netName, name)
+	// A namespace made ahead has all the kernel work done: the job takes
+	// it, and the Attach only saves the lease.
+	s, ready := m.takeSpare(n, jobID)
+	if ready {
+		l.IP, l.Veth, l.Netns = s.ip.String(), s.veth, s.pin
+	} else {
+		ip, err := n.pool.Allocate(jobID)
+		if errors.Is(err, errdefs.ErrResourceExhausted) && n.tearing+n.filling > 0 {
+			// A job detached from a full network frees its address once
+			// its veth pair is gone, and a spare being made holds one: wait
+			// for either rather than refuse, then start over (the lock was
+			// let go: the job's lease or its name may have been taken
+			// meanwhile).
+			m.torn.Wait()
+			m.mu.Unlock()
+			return m.Attach(ctx, jobID, netName, name)
+		}
+		if err != nil {
+			m.mu.Unlock()
+			return netdapi.Attachment{}, err
+		}
+		l.IP, l.Veth = ip.String(), vethName(jobID)
 	}
-	if err != nil {
-		m.mu.Unlock()
-		return netdapi.Attachment{}, err
-	}
-	l.IP, l.Veth = ip.String(), vethName(jobID)
 	l.busy, l.gen = make(chan struct{}), m.changed()
 	m.leases[jobID] = l
 	m.mu.Unlock()
@@ -428,7 +463,10 @@ func (m *Manager) Attach(ctx context.Context, jobID, netName, name string) (netd
 		// snapshot at once, before another save can write it.
 		saved <- m.persist(l.gen, func() { l.leaving = true })
 	}()
-	perr := m.jobKernelWork(func() error { return m.plumb(l.Lease, n) })
+	var perr error
+	if !ready {
+		perr = m.jobKernelWork(func() error { return m.plumb(l.Lease, n) })
+	}
 	serr := <-saved
 	if perr != nil || serr != nil {
 		err := fmt.Errorf("save lease: %w", serr)
@@ -450,8 +488,11 @@ func (m *Manager) Attach(ctx context.Context, jobID, netName, name string) (netd
 	m.settle(l)
 	m.setNames(l.Lease)
 	a := m.attachment(l.Lease)
+	// The next spare is made once this job's lease is saved: it would
+	// compete with that for the CPUs and the kernel.
+	m.refill(n)
 	m.mu.Unlock()
-	log.Info().Str("ip", l.IP).Msg("attached")
+	log.Info().Str("ip", l.IP).Bool("made_ahead", ready).Msg("attached")
 	return a, nil
 }
 
@@ -558,6 +599,9 @@ func (m *Manager) finishDetach(l state.Lease, n *network) {
 			n.pool.Release(netip.MustParseAddr(l.IP))
 		}
 		n.tearing--
+		if m.nets[n.name] == n {
+			m.refill(n) // a full network had no address for its spares
+		}
 	}
 	m.torn.Broadcast()
 	m.mu.Unlock()
@@ -607,6 +651,7 @@ func (m *Manager) CreateNetwork(ctx context.Context, name, cidr string) (netdapi
 		m.tearDownNetwork(n)
 		return netdapi.Network{}, fmt.Errorf("save state: %w", err)
 	}
+	m.refill(n)
 	m.log.Info().Str("network", name).Str("cidr", p.String()).Str("bridge", n.bridge).Msg("network created")
 	return m.view(n), nil
 }
@@ -661,11 +706,11 @@ func (m *Manager) RemoveNetwork(ctx context.Context, name string) error {
 		if jobs := m.jobsOn(name); jobs > 0 {
 			return errdefs.Errorf(errdefs.ErrFailedPrecondition, "network %q is used by %d job(s)", name, jobs)
 		}
-		if n.tearing == 0 {
+		if n.tearing+n.filling == 0 {
 			break
 		}
-		// Jobs detached just before: their veth pairs go first, so the
-		// bridge goes with nothing of theirs left on it.
+		// Jobs detached just before, and spares being made: their veth
+		// pairs go first, so the bridge goes with nothing left on it.
 		m.torn.Wait()
 	}
 	delete(m.nets, name)
@@ -673,7 +718,8 @@ func (m *Manager) RemoveNetwork(ctx context.Context, name string) error {
 		m.nets[name] = n
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := m.tearDownNetwork(n); err != nil {
+	// Gone from m.nets: no spare of it is made any more.
+	if err := errors.Join(m.dropSpares(n), m.tearDownNetwork(n)); err != nil {
 		m.log.Error().Err(err).Str("network", name).Msg("remove network")
 		return fmt.Errorf("remove network %q: %w", name, err)
 	}

@@ -30,8 +30,16 @@ func attach(t *testing.T, m *Manager, id, network, name string) netdapi.Attachme
 	return a
 }
 
+// TestReachability checks who reaches whom, with every job's namespace
+// made by its Attach, and with every one made ahead (spare.go).
 func TestReachability(t *testing.T) {
+	t.Run("made-at-attach", func(t *testing.T) { testReachability(t, -1) })
+	t.Run("made-ahead", func(t *testing.T) { testReachability(t, 2) })
+}
+
+func testReachability(t *testing.T, spares int) {
 	e := setup(t)
+	e.opts.Spares = spares
 	m := e.open(t)
 	ctx := context.Background()
 	for name, cidr := range map[string]string{"alpha": "10.10.0.0/24", "beta": "10.11.0.0/24"} {
@@ -39,12 +47,24 @@ func TestReachability(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var ahead []string
+	if spares > 0 {
+		for _, n := range []string{"bridge", "isolated", "alpha", "beta"} {
+			for _, pin := range waitSpares(t, m, n, spares) {
+				ahead = append(ahead, filepath.Join(e.opts.RunDir, "netns", pin))
+			}
+		}
+	}
 	jobs := map[string]netdapi.Attachment{}
 	for _, j := range []struct{ id, network string }{
 		{"br1", "bridge"}, {"br2", ""}, {"a1", "alpha"}, {"a2", "alpha"}, {"b1", "beta"},
 		{"iso1", "isolated"}, {"iso2", "isolated"}, {"none1", "none"},
 	} {
-		jobs[j.id] = attach(t, m, j.id, j.network, "")
+		a := attach(t, m, j.id, j.network, "")
+		if a.NetnsPath != "" && slices.Contains(ahead, a.NetnsPath) != (spares > 0) {
+			t.Errorf("job %s got namespace %s; made ahead: %v", j.id, a.NetnsPath, ahead)
+		}
+		jobs[j.id] = a
 	}
 	// A service of the host on every address, the bridges' included.
 	serve(t, "", "0.0.0.0:7001")

@@ -10,8 +10,9 @@ import (
 const ipForward = "/proc/sys/net/ipv4/ip_forward"
 
 // Purge removes from the kernel everything netd made: every job's veth
-// pair and namespace pin, every bridge (its DNS responder stopped), netd's
-// iptables chains and the jumps to them, and it puts ip_forward back to
+// pair and namespace pin, the namespaces made ahead (spare.go), every
+// bridge (its DNS responder stopped), netd's iptables chains and the
+// jumps to them, and it puts ip_forward back to
 // what it was before netd first set it. It is for a netd that must leave a
 // developer's machine as it found it when it stops (config
 // network.cleanupOnExit); the saved state stays, so the next start
@@ -19,10 +20,10 @@ const ipForward = "/proc/sys/net/ipv4/ip_forward"
 // Call it last: the Manager must not be used afterwards.
 func (m *Manager) Purge() error {
 	m.stopWatching() // or it would restore what Purge removes
+	errs := []error{m.stopSpares()}
 	m.teardowns.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var errs []error
 	for _, l := range m.leases {
 		errs = append(errs, m.teardown(l.Lease))
 	}

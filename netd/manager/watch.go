@@ -135,7 +135,7 @@ func (m *Manager) checkLinks() ([]firewall.Net, bool) {
 			continue
 		}
 		log := m.log.With().Str("job_id", l.JobID).Str("network", l.Network).Logger()
-		if !nsfile.Pinned(m.nsPath(l.JobID)) {
+		if !nsfile.Pinned(m.pinPath(l.Lease)) {
 			continue // the job is ending; Detach removes the rest
 		}
 		if ok {
@@ -150,6 +150,7 @@ func (m *Manager) checkLinks() ([]firewall.Net, bool) {
 			log.Error().Err(err).Msg("restore job network")
 		}
 	}
+	m.checkSpares(links)
 	return m.fwNets(), true
 }
 
@@ -182,4 +183,31 @@ func bridgeIntact(link netlink.Link, n *network) bool {
 		}
 	}
 	return false
+}
+
+// checkSpares discards the namespaces made ahead (spare.go) that someone
+// else damaged (their veth pair removed or taken off the bridge, their pin
+// unmounted) and makes new ones, so that an Attach, which does no kernel
+// work with a spare, gives jobs intact ones (one taken in the moment
+// between the damage and this check is restored like any job's, above).
+// The caller holds m.mu.
+func (m *Manager) checkSpares(links map[string]netlink.Link) {
+	for _, n := range m.sortedNets() {
+		br, ok := links[n.bridge]
+		if !ok {
+			continue // not restored: the next check sees the spares
+		}
+		for i := len(n.spares) - 1; i >= 0; i-- {
+			s := n.spares[i]
+			veth, ok := links[s.veth]
+			if ok && veth.Attrs().MasterIndex == br.Attrs().Index && veth.Attrs().Flags&net.FlagUp != 0 &&
+				nsfile.Pinned(m.pinPath(s.lease(n.name))) {
+				continue
+			}
+			m.log.Warn().Str("network", n.name).Str("veth", s.veth).
+				Msg("a namespace made ahead was damaged by someone else: making another")
+			m.discardSpare(n, i)
+		}
+		m.refill(n)
+	}
 }

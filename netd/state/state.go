@@ -45,6 +45,10 @@ type Lease struct {
 	Name    string `json:"name,omitempty"`
 	IP      string `json:"ip,omitempty"`   // empty for none
 	Veth    string `json:"veth,omitempty"` // host end, empty for none
+	// Netns is the file name of the job's namespace pin in netd's netns
+	// directory when it is not the job id: a namespace netd made ahead of
+	// the job (a bind mount cannot be renamed). Empty: the job id.
+	Netns string `json:"netns,omitempty"`
 }
 
 // Store is the state file in a directory.

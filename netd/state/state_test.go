@@ -18,7 +18,8 @@ func TestSaveLoad(t *testing.T) {
 		t.Fatalf("empty load: %+v %v", st, err)
 	}
 	st.Networks = []Network{{Name: "bridge", CIDR: "172.20.0.0/16", Bridge: "joblet0", Builtin: true, Next: "172.20.0.3"}}
-	st.Leases = []Lease{{JobID: "1", Network: "bridge", Name: "api", IP: "172.20.0.2", Veth: "jv0123"}, {JobID: "2", Network: "none"}}
+	st.Leases = []Lease{{JobID: "1", Network: "bridge", Name: "api", IP: "172.20.0.2", Veth: "jv0123"}, {JobID: "2", Network: "none"},
+		{JobID: "3", Network: "bridge", IP: "172.20.0.4", Veth: "jv4567", Netns: "_spare-0a1b"}}
 	if err := s.Save(st); err != nil {
 		t.Fatal(err)
 	}
