@@ -105,16 +105,7 @@ func veths(t *testing.T) []string {
 // which stay while no job runs.
 func notSpares(t *testing.T, listing string) []string {
 	t.Helper()
-	mounts, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spares := map[string]bool{}
-	for _, l := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(filepath.Base(f[4]), "_spare-") {
-			spares["jv"+strings.TrimPrefix(filepath.Base(f[4]), "_spare-")] = true
-		}
-	}
+	spares := madeAhead(t)
 	var names []string
 	for _, l := range strings.Split(strings.TrimSpace(listing), "\n") {
 		// Only "N: name@peer: ..." lines: with the output, ip may print
@@ -129,6 +120,23 @@ func notSpares(t *testing.T, listing string) []string {
 		}
 	}
 	return names
+}
+
+// madeAhead is the host-side veths of the namespaces netd keeps made
+// ahead: a pin ".../_spare-X" mounted, its veth "jvX".
+func madeAhead(t *testing.T) map[string]bool {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spares := map[string]bool{}
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(filepath.Base(f[4]), "_spare-") {
+			spares["jv"+strings.TrimPrefix(filepath.Base(f[4]), "_spare-")] = true
+		}
+	}
+	return spares
 }
 
 func TestNetworks(t *testing.T) {

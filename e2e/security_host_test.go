@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,12 +97,37 @@ func hostMounts(t *testing.T) string {
 // without a veth has no carrier, and takes its address from its ports.
 var carrier = regexp.MustCompile(`NO-CARRIER,|,LOWER_UP| state \S+|link/ether \S+`)
 
+// master is the bridge a link line says the link is a port of.
+var master = regexp.MustCompile(` master (\S+)`)
+
 // hostLinks lists the interfaces (index, name, flags, MTU, master) and
-// their addresses.
+// their addresses. The veths of the namespaces netd keeps made ahead
+// (madeAhead) are listed by their bridge only, sorted after the rest: a
+// new one replaces the one a job took, with another name and index, and
+// their number per bridge stays.
 func hostLinks(t *testing.T) string {
 	t.Helper()
-	links := carrier.ReplaceAllString(hostCmd(t, "ip", "-o", "link", "show"), "")
-	return links + hostCmd(t, "ip", "-o", "addr", "show")
+	spares := madeAhead(t)
+	var links, ahead []string
+	for _, l := range strings.Split(carrier.ReplaceAllString(hostCmd(t, "ip", "-o", "link", "show"), ""), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		if _, err := strconv.Atoi(strings.TrimSuffix(f[0], ":")); err != nil {
+			continue // "Error: Peer netns reference is invalid." for a veth whose peer's namespace no process is in
+		}
+		if spares[strings.TrimSuffix(strings.Split(f[1], "@")[0], ":")] {
+			m := master.FindStringSubmatch(l)
+			if len(m) == 2 {
+				ahead = append(ahead, "veth made ahead, master "+m[1])
+				continue
+			}
+		}
+		links = append(links, l)
+	}
+	slices.Sort(ahead)
+	return strings.Join(append(links, ahead...), "\n") + "\n" + hostCmd(t, "ip", "-o", "addr", "show")
 }
 
 // counters are iptables-save's packet and byte counts.
