@@ -30,6 +30,7 @@ func Run(ctx context.Context, env daemon.Env) error {
 		RunDir:        env.Config.Paths.RunDir,
 		StateDir:      env.Config.StateDir("netd"),
 		CheckInterval: env.Config.Network.CheckInterval,
+		Spares:        spares(env.Config.Network.ReadyNamespaces),
 		Log:           env.Log,
 	})
 	if err != nil {
@@ -62,4 +63,13 @@ func Run(ctx context.Context, env daemon.Env) error {
 		}
 	}
 	return err
+}
+
+// spares is manager.Options.Spares for network.readyNamespaces, where 0
+// means none (the manager's 0 is its default).
+func spares(ready int) int {
+	if ready == 0 {
+		return -1
+	}
+	return ready
 }

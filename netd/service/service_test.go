@@ -90,3 +90,13 @@ func TestAPIErrorsKeepTheirKind(t *testing.T) {
 		t.Errorf("internal error leaked: %v", err)
 	}
 }
+
+// network.readyNamespaces' 0 turns the namespaces made ahead off; the
+// manager's own 0 would be its default.
+func TestSparesFromConfig(t *testing.T) {
+	for ready, want := range map[int]int{0: -1, 1: 1, 2: 2, 64: 64} {
+		if got := spares(ready); got != want {
+			t.Errorf("readyNamespaces %d: Spares %d, want %d", ready, got, want)
+		}
+	}
+}

@@ -140,6 +140,11 @@ type Network struct {
 	// bridges and jobs' veth pairs are still there, and restores what
 	// someone else removed (2s when zero; negative: never).
 	CheckInterval time.Duration `yaml:"checkInterval"`
+	// ReadyNamespaces is how many network namespaces each network keeps
+	// made ahead for its next jobs (its veth on the bridge, an address,
+	// routes), so that a job's start only takes one: 2 by default; 0:
+	// none, each job's is made when it starts.
+	ReadyNamespaces int `yaml:"readyNamespaces"`
 }
 
 // Server is where the gateway listens.
@@ -261,6 +266,7 @@ func Default() Config {
 				Enabled: true, HostUID: DefaultUserNamespaceBase, HostGID: DefaultUserNamespaceBase, Size: 65536,
 			},
 		},
+		Network: Network{ReadyNamespaces: 2},
 		Logd:    Logd{MaxLogBytes: 1 << 30},
 		Uploads: Uploads{MaxFileBytes: 50 << 20, MaxTotalBytes: 100 << 20},
 		GRPC:    DefaultGRPC(),
@@ -323,6 +329,9 @@ func (c Config) Validate() error {
 		case uint64(u.HostUID)+uint64(u.Size) > 1<<32-1 || uint64(u.HostGID)+uint64(u.Size) > 1<<32-1:
 			errs = append(errs, errors.New("joblet.userNamespace: the range passes 4294967294"))
 		}
+	}
+	if n := c.Network.ReadyNamespaces; n < 0 || n > 64 {
+		errs = append(errs, fmt.Errorf("network.readyNamespaces %d: want 0 to 64", n))
 	}
 	if c.Uploads.MaxFileBytes < 0 || c.Uploads.MaxTotalBytes < 0 {
 		errs = append(errs, errors.New("uploads: byte limits must not be negative"))
