@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/isolator/sandbox"
+	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
 )
 
 // prefork preforks an init with pipes for its output, through spawn (nil:
@@ -45,23 +46,6 @@ func prefork(t *testing.T, spawn func(func() error) error) (*sandbox.Forked, *jo
 	return f, j
 }
 
-// nsPid1 reports whether host process pid is PID 1 of its own PID
-// namespace (its NSpid line: host pid, then 1).
-func nsPid1(t *testing.T, pid int) bool {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "NSpid:"); ok {
-			f := strings.Fields(v)
-			return len(f) == 2 && f[1] == "1"
-		}
-	}
-	return false
-}
-
 // A preforked init is born in namespaces of its own and waits at its gate
 // having done nothing (no child, no root mounted) for as long as no job
 // comes; given one, it is moved into the job's cgroup first, then runs the
@@ -77,7 +61,7 @@ func TestPreforkedInitRunsItsJob(t *testing.T) {
 			t.Errorf("%s namespace of the preforked init %q (%v), the test's %q (%v): want its own", ns, its, err2, own, err1)
 		}
 	}
-	if !nsPid1(t, pid) {
+	if !sandboxtest.NsPid1(t, pid) {
 		t.Error("the preforked init is not PID 1 of its namespace")
 	}
 	spec, marker := newSpec(t, "sh", "-c", "hostname; echo ---; tail -n +3 /proc/net/dev")

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/joblet-dev/joblet/isolator/cgroup"
 	"github.com/joblet-dev/joblet/isolator/sandbox"
 	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
@@ -27,23 +28,6 @@ func alive(pid int) bool {
 	}
 	_, rest, ok := strings.Cut(string(b), ") ")
 	return ok && rest != "" && rest[0] != 'Z' && rest[0] != 'X'
-}
-
-// nsPid1 reports whether host process pid is PID 1 of its own PID
-// namespace (its NSpid line: host pid, then 1).
-func nsPid1(t *testing.T, pid int) bool {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "NSpid:"); ok {
-			f := strings.Fields(v)
-			return len(f) == 2 && f[1] == "1"
-		}
-	}
-	return false
 }
 
 // initBinaryOnce builds and seals the init binary once per test process.
@@ -118,18 +102,7 @@ func privateNetns(t *testing.T) (path, id string) {
 // job's cgroup, and the command runs in netd's namespace, which the init
 // joined at its gate.
 func TestNetdJobFromPreforkingShim(t *testing.T) {
-	parent := v1Parent(t)
-	useInitBinary(t)
-	p := NewPool(1)
-	defer p.Close()
-	p.UseSpares(testSpares{parent})
-	waitIdle(t, p, 1)
-	w := p.Take()
-	sp, ok := w.Spare().(testSpare)
-	if !ok || w.InitPID() <= 0 {
-		_ = p.Release(w)
-		t.Fatalf("the waiting shim has no spare (%v) or preforked no init (%d)", w.Spare(), w.InitPID())
-	}
+	parent, p, w, sp := takePreforking(t)
 	preforked := w.InitPID()
 	j, err := parent.CreateFromSpare("netd1", &jobletv1.Limits{MaxMemoryMb: 16, MaxPids: 16}, "", sp.Spare)
 	if err != nil {
@@ -198,18 +171,7 @@ func TestDrainedWarmShimLeavesNothing(t *testing.T) {
 // starts its job: with an init cloned for it, born in the job's cgroup from
 // the spawner's thread, still in the spare.
 func TestPreforkedInitKilledWhileWaiting(t *testing.T) {
-	parent := v1Parent(t)
-	useInitBinary(t)
-	p := NewPool(1)
-	defer p.Close()
-	p.UseSpares(testSpares{parent})
-	waitIdle(t, p, 1)
-	w := p.Take()
-	sp, ok := w.Spare().(testSpare)
-	if !ok || w.InitPID() <= 0 {
-		_ = p.Release(w)
-		t.Fatalf("the waiting shim has no spare (%v) or preforked no init (%d)", w.Spare(), w.InitPID())
-	}
+	parent, p, w, sp := takePreforking(t)
 	killed := w.InitPID()
 	pidfd, err := unix.PidfdOpen(killed, 0)
 	if err != nil {
@@ -245,4 +207,24 @@ func TestPreforkedInitKilledWhileWaiting(t *testing.T) {
 	if r, err := proc.Wait(); err != nil || r.ExitCode != 0 {
 		t.Fatalf("result %+v, %v", r, err)
 	}
+}
+
+// takePreforking starts a pool of one shim with spares under a v1 parent
+// and takes its waiting shim, which must sit in a spare with an init
+// forked ahead. The pool is closed when the test ends.
+func takePreforking(t *testing.T) (*cgroup.Parent, *Pool, *Idle, testSpare) {
+	t.Helper()
+	parent := v1Parent(t)
+	useInitBinary(t)
+	p := NewPool(1)
+	t.Cleanup(func() { p.Close() })
+	p.UseSpares(testSpares{parent})
+	waitIdle(t, p, 1)
+	w := p.Take()
+	sp, ok := w.Spare().(testSpare)
+	if !ok || w.InitPID() <= 0 {
+		_ = p.Release(w)
+		t.Fatalf("the waiting shim has no spare (%v) or preforked no init (%d)", w.Spare(), w.InitPID())
+	}
+	return parent, p, w, sp
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/joblet-dev/joblet/isolator/cgroup"
+	"github.com/joblet-dev/joblet/isolator/sandbox/sandboxtest"
 	jobletv1 "github.com/joblet-dev/joblet/proto/gen/joblet/v1"
 )
 
@@ -160,7 +161,7 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 	if proc.InitMoved() || proc.Pid() != init {
 		t.Errorf("the job's init %d, moved %v: want the preforked %d, born in the cgroup", proc.Pid(), proc.InitMoved(), init)
 	}
-	if !nsPid1(t, init) {
+	if !sandboxtest.NsPid1(t, init) {
 		t.Error("the job's init is not PID 1 of its namespace")
 	}
 	shimThreads := threadsOf(w.Pid())

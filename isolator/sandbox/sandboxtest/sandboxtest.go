@@ -104,3 +104,20 @@ func CheckRunsFromInitBinary(t testing.TB, pid int, bin string) {
 		t.Errorf("the job's init runs from %s (%d bytes), want the sealed init binary (%d bytes)", link, st.Size(), want.Size())
 	}
 }
+
+// NsPid1 reports whether host process pid is PID 1 of its own PID
+// namespace (its NSpid line: host pid, then 1).
+func NsPid1(t testing.TB, pid int) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			f := strings.Fields(v)
+			return len(f) == 2 && f[1] == "1"
+		}
+	}
+	return false
+}
