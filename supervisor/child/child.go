@@ -65,7 +65,7 @@ func Start(spec Spec, log zerolog.Logger, stderr io.Writer) (*Proc, error) {
 		Plugins:          map[string]plugin.Plugin{daemon.PluginName: daemon.Plugin{}},
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           hclogger(log),
+		Logger:           hclogger(log, spec.Path),
 		Stderr:           stderr,
 		SkipHostEnv:      true,
 		StartTimeout:     30 * time.Second,
