@@ -7,7 +7,6 @@ require (
 	github.com/godbus/dbus/v5 v5.1.0
 	github.com/joblet-dev/joblet/proto v0.0.0
 	github.com/joblet-dev/joblet/scheduler v0.0.0
-	github.com/moby/sys/mountinfo v0.7.2
 	github.com/opencontainers/cgroups v0.1.0
 	github.com/rs/zerolog v1.35.1
 	golang.org/x/net v0.60.0
@@ -25,6 +24,7 @@ require (
 	github.com/hashicorp/yamux v0.1.2 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
+	github.com/moby/sys/mountinfo v0.7.2 // indirect
 	github.com/moby/sys/userns v0.1.0 // indirect
 	github.com/oklog/run v1.1.0 // indirect
 	github.com/sirupsen/logrus v1.9.3 // indirect

@@ -4,8 +4,9 @@
 // cmd/joblet-sandbox-init, which links only this package) or else of the
 // running binary, so a job cannot reach a daemon's executable through
 // /proc/<pid>/exe, as the job's init: PID 1 of new PID, mount, UTS, IPC and network namespaces. The
-// init builds a new root on a tmpfs, pivot_roots into it, and starts the
-// command; then it stays as PID 1, reaps orphans, forwards SIGTERM, SIGINT
+// init builds a new root on a tmpfs (what every job has before its start
+// gate, the job's own part after it: rootfs.go), pivot_roots into it, and
+// starts the command; then it stays as PID 1, reaps orphans, forwards SIGTERM, SIGINT
 // and SIGHUP to every process of the job, and reports the command's exit
 // status. When the command exits the init kills and reaps whatever is left
 // in the PID namespace, reports, and exits; Process.Wait returns once the

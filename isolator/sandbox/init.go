@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,9 +96,31 @@ func setup() (int, error) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return 0, setupErr("make the init non-dumpable", err)
 	}
+	// Before the gate: nothing of any job (see rootfs.go), and ready when
+	// the job comes to a preforked init. A failure is reported once the
+	// gate opens, as the job's start error.
+	root, rootErr := buildCommon()
+	// A network namespace of its own (loopback only) is the init's alone
+	// too: its lo is brought up now, off the job's start, where the RTNL
+	// lock it takes may wait for netd's work on the host's links. A
+	// preforked init that then joins netd's namespace leaves this one to
+	// its other threads, unused.
+	loUp := false
+	if rootErr == nil && slices.Contains(os.Environ(), freshNetnsEnv) {
+		if err := loopbackUp(); err != nil {
+			rootErr = setupErr("bring up lo", err)
+		}
+		loUp = rootErr == nil
+	}
 	netns, err := readGate()
 	if err != nil {
 		return 0, setupErr("read spec", err)
+	}
+	if rootErr != nil {
+		if netns >= 0 {
+			unix.Close(netns)
+		}
+		return 0, rootErr
 	}
 	in := os.NewFile(fdSpec, "sandbox-spec")
 	var spec initSpec
@@ -132,13 +155,13 @@ func setup() (int, error) {
 			return 0, setupErr("open low ports to the job's user namespace", err)
 		}
 	}
-	if err := buildRoot(&spec); err != nil {
+	if err := buildJobRoot(root, &spec); err != nil {
 		return 0, err
 	}
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return 0, setupErr("set hostname", err)
 	}
-	if spec.FreshNetns {
+	if spec.FreshNetns && !loUp {
 		// netd brings up lo in the namespaces it prepares.
 		if err := loopbackUp(); err != nil {
 			return 0, setupErr("bring up lo", err)

@@ -255,3 +255,220 @@ func BenchmarkPreforkedStart(b *testing.B) {
 		}
 	}
 }
+
+// A preforked init builds, before its gate, the part of the root that
+// every job has (rootfs.go), and nothing of any job: its new root is a
+// tmpfs stacked on its "/" holding only the system directories, /proc and
+// /dev, read-only where they are the host's; nothing is mounted on a
+// job's directories, nor on /work, /tmp or /dev/shm; it has no child.
+func TestPreforkedInitHoldsNoJob(t *testing.T) {
+	requiresRoot(t)
+	f, _ := prefork(t, nil)
+	pid := f.Pid()
+	spec, _ := newSpec(t, "true") // a job's directories, which the init never had
+	var root *mountLine
+	waitFor(t, "the common root built", func() bool {
+		root = stagedRoot(t, pid)
+		return root != nil && len(mountsUnder(t, pid, root.id)) > 0 && hasMount(t, pid, "/dev/pts", root.id)
+	})
+	time.Sleep(100 * time.Millisecond) // whatever else it would do before its gate
+
+	allowed := []string{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/dev"}
+	for _, m := range mountsUnder(t, pid, root.id) {
+		// /work, /tmp and /dev/shm are the job's: not among them.
+		if !slices.ContainsFunc(allowed, func(a string) bool { return m.point == a || strings.HasPrefix(m.point, a+"/") }) ||
+			m.point == "/dev/shm" {
+			t.Errorf("mount on %s (%s) in the root before the gate: not part of every job's", m.point, m.fstype)
+		}
+		if slices.Contains([]string{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc/sys"}, m.point) && !slices.Contains(strings.Split(m.opts, ","), "ro") {
+			t.Errorf("%s is mounted %s: want read-only", m.point, m.opts)
+		}
+	}
+	for _, m := range readMountinfo(t, pid) {
+		for _, d := range []string{spec.RootDir, spec.WorkDir} {
+			if m.point == d || strings.HasPrefix(m.point, d+"/") {
+				t.Errorf("mount on %s, a job's directory, before the gate", m.point)
+			}
+		}
+	}
+	entries := rootEntries(t, pid, root)
+	for _, e := range entries {
+		if !slices.Contains(allowed, "/"+e) {
+			t.Errorf("/%s in the root before the gate", e)
+		}
+	}
+	if len(entries) == 0 {
+		t.Error("the init's new root was not found among its descriptors")
+	}
+	if c := childrenOf(t, pid); c != "" {
+		t.Errorf("the preforked init started %q before its job", c)
+	}
+}
+
+// Two jobs' roots share nothing writable: each init mounts its own root,
+// /dev, devpts, /proc, /tmp, /dev/shm and /work, and what one job writes
+// to them the other does not see, while both run.
+func TestJobRootsShareNothingWritable(t *testing.T) {
+	requiresRoot(t)
+	const script = `for d in /dev /dev/shm /tmp /work; do echo x > $d/mark-$0; done
+stat -c '%n %d' / /dev /dev/pts /dev/shm /proc /tmp /work
+sleep 1; echo ---; ls /dev /dev/shm /tmp /work | grep mark-`
+	type ran struct {
+		j    *job
+		name string
+	}
+	var jobs []ran
+	for _, name := range []string{"a", "b"} {
+		f, j := prefork(t, nil)
+		spec, marker := newSpec(t, "sh", "-c", script, name)
+		spec.Work = sandbox.Storage{MaxBytes: 16 << 20, MaxInodes: 1024} // the isolator's /work: an overlay of its own
+		p, err := f.Start(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.proc, j.spec, j.marker = p, spec, marker
+		jobs = append(jobs, ran{j, name})
+	}
+	devs := map[string]map[string]string{}
+	for _, r := range jobs {
+		if res := r.j.wait(); res.ExitCode != 0 {
+			t.Fatalf("job %s: %+v, stderr %q", r.name, res, r.j.stderr.String())
+		}
+		stats, marks, _ := strings.Cut(r.j.stdout.String(), "---\n")
+		devs[r.name] = map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(stats), "\n") {
+			p, d, _ := strings.Cut(l, " ")
+			devs[r.name][p] = d
+		}
+		for _, m := range strings.Fields(marks) {
+			if m != "mark-"+r.name {
+				t.Errorf("job %s sees %s", r.name, m)
+			}
+		}
+		if n := len(strings.Fields(marks)); n != 4 {
+			t.Errorf("job %s sees %d of its 4 marks: %q", r.name, n, marks)
+		}
+	}
+	if len(devs["a"]) != 7 {
+		t.Fatalf("stat output of job a: %v", devs["a"])
+	}
+	for p, d := range devs["a"] {
+		if devs["b"][p] == d {
+			t.Errorf("%s is device %s in both jobs", p, d)
+		}
+	}
+}
+
+// mountLine is a line of /proc/<pid>/mountinfo.
+type mountLine struct {
+	id, parent, dev, point, opts, fstype string
+}
+
+func readMountinfo(t *testing.T, pid int) []mountLine {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []mountLine
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 6 || len(g) < 1 {
+			t.Fatalf("mountinfo line %q", l)
+		}
+		out = append(out, mountLine{id: f[0], parent: f[1], dev: f[2], point: f[4], opts: f[5], fstype: g[0]})
+	}
+	return out
+}
+
+// stagedRoot finds the new root an init stacks on its "/": a tmpfs
+// mounted on "/" over another mount on "/".
+func stagedRoot(t *testing.T, pid int) *mountLine {
+	t.Helper()
+	ms := readMountinfo(t, pid)
+	for i, m := range ms {
+		if m.point != "/" || m.fstype != "tmpfs" {
+			continue
+		}
+		for _, p := range ms {
+			if p.id == m.parent && p.point == "/" {
+				return &ms[i]
+			}
+		}
+	}
+	return nil
+}
+
+// mountsUnder lists the mounts below the mount id, at any depth.
+func mountsUnder(t *testing.T, pid int, id string) []mountLine {
+	t.Helper()
+	ms := readMountinfo(t, pid)
+	in := map[string]bool{id: true}
+	var out []mountLine
+	for changed := true; changed; {
+		changed = false
+		for _, m := range ms {
+			if in[m.parent] && !in[m.id] {
+				in[m.id], changed = true, true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+func hasMount(t *testing.T, pid int, point, under string) bool {
+	return slices.ContainsFunc(mountsUnder(t, pid, under), func(m mountLine) bool { return m.point == point })
+}
+
+// rootEntries lists the new root through the init's descriptor of it.
+func rootEntries(t *testing.T, pid int, root *mountLine) []string {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		p := fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		if fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)) != root.dev {
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	return nil
+}
+
+// The gate's byte and the spec go in one message; a spec larger than the
+// spec socket's buffer still arrives whole.
+func TestLargeSpec(t *testing.T) {
+	requiresRoot(t)
+	f, j := prefork(t, nil)
+	spec, marker := newSpec(t, "sh", "-c", `echo ${#BIG1} ${#BIG2} ${#BIG3}`)
+	for i := 1; i <= 3; i++ {
+		spec.Env = append(spec.Env, fmt.Sprintf("BIG%d=%s", i, strings.Repeat("x", 120<<10)))
+	}
+	p, err := f.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.proc, j.spec, j.marker = p, spec, marker
+	if res := j.wait(); res.ExitCode != 0 {
+		t.Fatalf("%+v, stderr %q", res, j.stderr.String())
+	}
+	if want := "122880 122880 122880\n"; j.stdout.String() != want {
+		t.Errorf("output %q, want %q", j.stdout.String(), want)
+	}
+}

@@ -194,6 +194,11 @@ func TestFilesystem(t *testing.T) {
 			t.Errorf("%s exists inside the job", p)
 		}
 	}
+	// The host's root, stacked on the job's by the pivot, is detached
+	// before the command runs: "/.." is the job's root.
+	if out, _ := run(t, "stat", "-c", "%d %i", "/", "/.."); len(strings.Fields(out)) != 4 || strings.Count(out, strings.SplitN(out, "\n", 2)[0]+"\n") != 2 {
+		t.Errorf("/ and /.. in the job: %q, want the same directory", out)
+	}
 	// Should a bind be writable after all, the file lands on the host: remove it.
 	usrFile := "/usr/joblet-test-" + randomHex(t)
 	t.Cleanup(func() { os.Remove(usrFile) })

@@ -22,6 +22,10 @@ import (
 //	   from a thread inside that netns]
 //	  exec sealed copy of self ──────────────▶ IsInit() → Init()
 //	                                           non-dumpable;
+//	                                           the common root (rootfs.go):
+//	                                             tmpfs on its "/", system
+//	                                             binds, /proc, /dev; lo up
+//	                                             in a fresh netns
 //	                                           GATE: block reading the spec
 //	                                             socket; nothing of the job
 //	                                             runs yet
@@ -37,8 +41,9 @@ import (
 //	  init with NetnsPath], spec JSON, close ─▶ read to EOF (= go);
 //	                                           [setns(netns) on its locked
 //	                                             thread]
-//	                                           make / private, build root,
-//	                                           pivot_root, hostname, lo up,
+//	                                           the job's part of the root
+//	                                           (/etc, /work, /tmp, /dev/shm),
+//	                                           pivot_root, hostname, [lo up],
 //	                                           mark fds > 2 close-on-exec,
 //	                                           start the command (a raw fork
 //	                                           into its user namespace:
@@ -60,7 +65,8 @@ import (
 // is moved in while it waits at the gate, before it can fork.
 //
 // Everything the init does before the gate is the same for every job (its
-// signal handlers, umask, locked thread, non-dumpable), so an init can be
+// signal handlers, umask, locked thread, non-dumpable, the common part of
+// the root, its fresh network namespace's lo up), so an init can be
 // cloned ahead of its job (Prefork: a waiting shim does it) and still do
 // nothing for the job before it is in the job's cgroup. What differs by job
 // at the clone is only the network namespace: a preforked init has a fresh
@@ -106,7 +112,8 @@ type initSpec struct {
 	ResolvConf string `json:"resolv_conf,omitempty"`
 	Hosts      string `json:"hosts,omitempty"`
 	// FreshNetns is set when the init is in a network namespace of its own
-	// (not netd's), whose loopback it brings up.
+	// (not netd's), whose loopback it brings up (before its gate already
+	// when its parent said so at the clone: freshNetnsEnv).
 	FreshNetns bool `json:"fresh_netns,omitempty"`
 	// JoinNetns is set when the gate's first byte brought netd's network
 	// namespace (a preforked init): the init joins it first.
