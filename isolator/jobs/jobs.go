@@ -208,7 +208,8 @@ func workImage(state, id string) string { return filepath.Join(workRoot(state), 
 func rootsRoot(state string) string     { return filepath.Join(state, "roots") }
 
 // mountPoint is every job's root mount point. Each job's init mounts its
-// root there in its own mount namespace, so one empty directory serves
+// capped /work's layers there (its root it stacks on its own "/") in its
+// own mount namespace, so one empty directory serves
 // them all, and a job's start and end make and remove none: on a
 // filesystem without a journal (ext4 in nojournal mode) every inode
 // allocation skips the inodes deleted in the last seconds to minutes, so
@@ -633,22 +634,43 @@ func (r *Registry) release() {
 	r.wg.Done()
 }
 
+// commandEnder is a Proc that tells when the job's command has ended,
+// before Wait's result is known (a shim waits for logd to complete the
+// job's log first): what the job held is released meanwhile.
+type commandEnder interface {
+	// CommandEnded is closed once the command has ended and nothing of the
+	// job runs, or once Wait's result is known.
+	CommandEnded() <-chan struct{}
+}
+
 // supervise waits for a running job to end, then for its output to reach
-// logd, and records how it ended.
+// logd, and records how it ended. What the job held (its cgroup's last
+// processes, its network, its workspace) is released as soon as its
+// command has ended, while its shim waits for logd (commandEnder), so that
+// the job's end is recorded once the log is complete, not after both.
 func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	defer r.wg.Done()
+	early, stop := r.releaseOnCommandEnd(j)
 	res, werr := j.proc.Wait()
+	close(stop)
+	released, ok := <-early
 	if errors.Is(werr, ErrDetached) {
 		// The isolator is shutting down and leaves the job to its shim.
+		// (Had its command ended, what it held is released already: the
+		// next isolator releasing it again finds nothing.)
 		r.mu.Lock()
 		r.running--
 		r.mu.Unlock()
 		j.log.Info().Msg("left running under its shim")
 		return
 	}
-	usage := r.settleCgroup(j, res.Usage)
-	close(j.exited)
-	detached := r.detachFirst(j.rec.GetId(), j.log) // the job's processes are gone; network.go
+	// Read before any process left in the cgroup is killed: what the job
+	// itself used.
+	usage := r.usage(j, res.Usage)
+	if !ok {
+		released = r.releaseEnded(j)
+	}
+	detached := released.detached
 	if fw == nil && errors.Is(werr, ErrShimLost) {
 		// The shim died before closing the job's log: close it, so that
 		// followers see the job's end.
@@ -658,9 +680,6 @@ func (r *Registry) supervise(j *job, fw *output.Forwarder) {
 	if res.OutputIncomplete {
 		outErr = errOutputIncomplete // detached.go
 	}
-	id := j.rec.GetId() // the id never changes
-	// The root mount point goes after the record.
-	r.removeWorkspace(id, j.log)
 	select {
 	case <-detached:
 	case <-time.After(endDetachWait):
@@ -769,24 +788,74 @@ func joinReason(reason, more string) string {
 	return reason + "; " + more
 }
 
-// settleCgroup reads what the ended job used, unless measured (its
-// shim's measure), and makes sure that nothing of the job can run any
-// more before its end is recorded: a process left in its cgroup that is
-// not already exiting is killed, and waited for.
-func (r *Registry) settleCgroup(j *job, measured *Usage) Usage {
+// released is what releaseEnded did for an ended job.
+type released struct {
+	// detached is closed once the first attempt to release the job's
+	// network is over (detachFirst).
+	detached <-chan struct{}
+}
+
+// releaseOnCommandEnd releases what job j held (releaseEnded) as soon as
+// its Proc tells that its command ended (commandEnder), in the
+// background, and sends what it did on early; early is closed without a
+// value if stop is closed first (Wait returned: supervise releases then)
+// or the Proc cannot tell.
+func (r *Registry) releaseOnCommandEnd(j *job) (early <-chan released, stop chan struct{}) {
+	out := make(chan released, 1)
+	stop = make(chan struct{})
+	ce, ok := j.proc.(commandEnder)
+	if !ok {
+		close(out)
+		return out, stop
+	}
+	go func() {
+		defer close(out)
+		select {
+		case <-ce.CommandEnded():
+		case <-stop:
+			return
+		}
+		out <- r.releaseEnded(j)
+	}()
+	return out, stop
+}
+
+// releaseEnded makes sure that nothing of job j, whose command ended, runs
+// any more, then releases its network (in the background: see
+// detachFirst) and removes its workspace. Its root mount point goes after
+// its record, its cgroup too.
+func (r *Registry) releaseEnded(j *job) released {
+	r.settleCgroup(j)
+	close(j.exited)
+	detached := r.detachFirst(j.rec.GetId(), j.log) // the job's processes are gone; network.go
+	r.removeWorkspace(j.rec.GetId(), j.log)
+	return released{detached: detached}
+}
+
+// usage is what the ended job j used: measured (its shim's measure), or
+// else read from its cgroup.
+func (r *Registry) usage(j *job, measured *Usage) Usage {
+	if measured != nil {
+		return *measured
+	}
 	j.cgMu.Lock()
 	defer j.cgMu.Unlock()
-	var u Usage
-	if measured != nil {
-		u = *measured
-	} else if u2, err := j.cg.Stats(); err != nil {
+	u, err := j.cg.Stats()
+	if err != nil {
 		j.log.Error().Err(err).Msg("cannot read the job's resource usage")
-	} else {
-		u = u2
 	}
+	return u
+}
+
+// settleCgroup makes sure that nothing of the job can run any more before
+// its end is recorded: a process left in its cgroup that is not already
+// exiting is killed, and waited for.
+func (r *Registry) settleCgroup(j *job) {
+	j.cgMu.Lock()
+	defer j.cgMu.Unlock()
 	live, err := j.cg.Running()
 	if err == nil && len(live) == 0 {
-		return u
+		return
 	}
 	if err != nil {
 		j.log.Warn().Err(err).Msg("cannot tell whether the job's processes are gone; killing them")
@@ -796,7 +865,6 @@ func (r *Registry) settleCgroup(j *job, measured *Usage) Usage {
 	if err := j.cg.KillAll(); err != nil {
 		j.log.Error().Err(err).Msg("cannot kill what is left of the job")
 	}
-	return u
 }
 
 // removeCgroup removes the ended job's cgroup (Destroy kills anything

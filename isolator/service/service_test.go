@@ -66,6 +66,9 @@ type memLogd struct {
 	mu     sync.Mutex
 	logs   map[string]*bytes.Buffer
 	closed map[string]bool
+	// holdEOF, when set, keeps a Drain whose pipes are at end of file from
+	// closing the log until it is closed (end_test.go).
+	holdEOF chan struct{}
 }
 
 func (l *memLogd) Append(_ context.Context, id string, recs []logdapi.Record, eof bool) (int64, error) {
@@ -113,6 +116,16 @@ func (l *memLogd) Drain(ctx context.Context, id string, pipes []logdapi.Pipe) (i
 		})
 	}
 	wg.Wait()
+	l.mu.Lock()
+	hold := l.holdEOF
+	l.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
 	return l.Append(ctx, id, nil, true)
 }
 

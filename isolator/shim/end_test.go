@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -177,4 +178,93 @@ func BenchmarkResultSeen(b *testing.B) {
 	slices.Sort(seen)
 	b.ReportMetric(float64(seen[len(seen)/2].Microseconds())/1000, "seen-p50-ms")
 	b.ReportMetric(float64(seen[len(seen)*9/10].Microseconds())/1000, "seen-p90-ms")
+}
+
+// TestCommandEndedBeforeTheLogIsComplete: the shim tells the command's end
+// (CommandEnded) at once, while it still waits for logd (here missing, for
+// the whole OutputTimeout) to take the rest of the output; Wait's result
+// comes only after that wait, with the output incomplete. It fails if the
+// command's end is told only with the result.
+func TestCommandEndedBeforeTheLogIsComplete(t *testing.T) {
+	requiresRoot(t)
+	w, err := Prestart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := jobSpec(t, "told", "/bin/sh", "-c", "exit 3")
+	const outputWait = 4 * time.Second
+	spec.OutputTimeout = outputWait
+	start := time.Now()
+	p, err := w.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.CommandEnded():
+	case <-time.After(outputWait / 2):
+		t.Fatalf("the command's end not told %v after the start, while the shim waits %v for logd", outputWait/2, outputWait)
+	}
+	select {
+	case <-p.ended:
+		t.Fatal("the job's result came before the shim gave up on logd")
+	default:
+	}
+	r, err := p.Wait()
+	if err != nil || r.ExitCode != 3 || r.OutputComplete {
+		t.Fatalf("Wait = %+v, %v; want exit code 3, output incomplete", r, err)
+	}
+	if d := time.Since(start); d < outputWait {
+		t.Fatalf("result after %v, before the %v wait for logd was over", d, outputWait)
+	}
+	if err := p.Release(); err != nil {
+		t.Fatal(err)
+	}
+	noChildren(t)
+}
+
+// TestResultSentAndLeftForTheNextIsolator: the isolator takes the job's
+// result from the status pipe, and the shim still leaves it in its result
+// file, for an isolator that restarts before it recorded the job's end:
+// adopted from the file, the result is the same. Release, once the shim
+// has exited, removes the file.
+func TestResultSentAndLeftForTheNextIsolator(t *testing.T) {
+	requiresRoot(t)
+	w, err := Prestart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := jobSpec(t, "left", "/bin/sh", "-c", "kill -TERM $$")
+	p, err := w.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, err := p.Wait()
+	if err != nil || sent.Signal != int(unix.SIGTERM) || sent.ExitCode != 128+int(unix.SIGTERM) {
+		t.Fatalf("Wait = %+v, %v; want killed by SIGTERM", sent, err)
+	}
+	if p.result == nil {
+		t.Fatal("the result was not taken from the status pipe")
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shim did not exit after its result")
+	}
+	// The isolator that read the pipe "restarts" here: the next one finds
+	// the shim gone and its result file.
+	adopted, err := Adopt(p.shim, p.init, spec.Result)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	left, err := adopted.Wait()
+	if err != nil || left.ExitCode != sent.ExitCode || left.Signal != sent.Signal || !left.EndedAt.Equal(sent.EndedAt) {
+		t.Fatalf("result file %+v, %v; want %+v", left, err, sent)
+	}
+	if err := p.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(spec.Result); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("result file left after Release: %v", err)
+	}
+	noChildren(t)
 }

@@ -10,7 +10,8 @@
 // is true and the daemon's main calls shimproc.Main first). It runs in the
 // host's namespaces, in a session of its own, with no parent-death
 // signal, outside the job's cgroup. The isolator and its shim talk over two pipes
-// (descriptors, Spec, message: package wire), then through one file:
+// (descriptors, Spec, messages: package wire), and through one file for an
+// isolator that is not there when the job ends:
 //
 //	isolator (Start)                           shim (shimproc.Main)
 //	────────────────                           ────────────────────
@@ -27,15 +28,19 @@
 //	                                           netns, init = PID 1 of the job)
 //	read fd 4 ◀──────────────────────────────  {"type":"started","pid":N}
 //	  record shim + init identity                or {"type":"error",...}; close
-//	  watch fd 4 and the shim's pidfd          wait for the job, then for its
-//	                                           output to reach logd (eof)
-//	                                           write the Result to
+//	  watch fd 4 and the shim's pidfd          wait for the job's init to
+//	                                           report the command's exit
+//	read fd 4 ◀──────────────────────────────  {"type":"exited"}
+//	  release the job's network, workspace     read the cgroup's counters,
+//	                                           wait for the output to reach
+//	                                           logd (eof, fsynced)
+//	read fd 4 ◀──────────────────────────────  {"type":"ended","result":{...}}
+//	  record the job's end                     write the Result to
 //	                                           <shims>/<id>.json (temp,
 //	                                           rename: no fsync), close fd 4,
 //	                                           exit 0
-//	fd 4 at EOF: read the Result,
-//	  record the job's end, Release;
-//	  pidfd readable: reap the shim
+//	pidfd readable: reap the shim;
+//	  Release: remove the file
 //
 // A shim may be started ahead of its job (Prestart; Pool keeps some
 // waiting; on cgroup v1 with one thread in a spare cgroup that becomes its
@@ -46,9 +51,10 @@
 // shims from the goroutine that watches their pidfd, so no OS thread waits
 // for any of them.
 //
-// The job's end is known at fd 4's EOF, before the shim's own exit (its Go
-// teardown, 1-2 ms): the shim is no part of the job. A shim that dies
-// without a result closes fd 4 too, and Wait finds no result.
+// The job's end is known at "ended" (or at fd 4's EOF without it: the
+// result file is read then), before the shim's own exit (its Go teardown,
+// 1-2 ms): the shim is no part of the job. A shim that dies without a
+// result closes fd 4 too, and Wait finds no result.
 //
 // A new isolator finds a running job's shim again by its pid and start
 // time (Adopt): alive, it is watched again (its pidfd: the new isolator

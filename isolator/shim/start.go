@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,15 +34,20 @@ var shimEnv = []string{"GOMAXPROCS=1"}
 
 // Process is a job's shim as the isolator sees it.
 type Process struct {
-	shim   store.Proc
-	init   store.Proc // zero when it could not be identified
-	result string     // the shim's result file
-	exited chan struct{}
-	// ended is closed once the shim closed its status pipe, after its
-	// result file is in place (or as it died without one): the job's end
-	// is known then, without the shim's exit (see Wait). Adopt has no
-	// pipe: ended is exited.
+	shim       store.Proc
+	init       store.Proc // zero when it could not be identified
+	resultFile string     // the shim's result file
+	exited     chan struct{}
+	// commandEnded is closed once the shim says the job's command ended
+	// and nothing of the job runs (wire.MsgExited), or the job's end is
+	// known (ended). Adopt has no pipe: it is exited.
+	commandEnded chan struct{}
+	// ended is closed once the shim sent the job's Result on its status
+	// pipe (result) or closed the pipe, after its result file is in place
+	// (or as it died without one): the job's end is known then, without
+	// the shim's exit (see Wait). Adopt has no pipe: ended is exited.
 	ended  chan struct{}
+	result *wire.Result // the Result the shim sent; set before ended is closed
 	detach chan struct{}
 	once   sync.Once
 	moved  bool // the init was moved into its cgroup (cgroup v1 without a spare)
@@ -395,23 +399,43 @@ func (w *Idle) Start(spec Spec) (*Process, error) {
 	// not become the job's cgroup is empty. Its removal failing leaves a
 	// directory, not a broken job.
 	_ = w.removeSpare()
-	p := &Process{shim: w.id, result: spec.Result, exited: w.exited, ended: make(chan struct{}), detach: make(chan struct{}), moved: m.Moved}
+	p := &Process{shim: w.id, resultFile: spec.Result, exited: w.exited, commandEnded: make(chan struct{}), ended: make(chan struct{}), detach: make(chan struct{}), moved: m.Moved}
 	if init, err := store.Identify(m.PID); err == nil {
 		p.init = init
 	} // else the job already ended: there is nothing left to signal
-	go awaitEOF(w.statR, p.ended)
+	go p.follow(w.statR, w.dec)
 	return p, nil
 }
 
-// awaitEOF closes ended once the shim's status pipe reaches EOF: the shim
-// closes it right after its result file is renamed into place, and the
-// kernel closes it as the shim dies. Nobody else holds its write end: the
-// shim's copy is close-on-exec, so the job's init never has it. It waits
-// in the netpoller, not on a thread.
-func awaitEOF(statR *os.File, ended chan struct{}) {
-	defer close(ended)
+// follow reads the shim's status pipe (through dec, which may hold what
+// followed the "started" message): "exited" closes commandEnded, and
+// "ended" gives the Result and closes ended, as does the pipe's EOF
+// without it. The shim closes the pipe right after its result file is
+// renamed into place, and the kernel closes it as the shim dies. Nobody
+// else holds its write end: the shim's copy is close-on-exec, so the job's
+// init never has it. It waits in the netpoller, not on a thread.
+func (p *Process) follow(statR *os.File, dec *json.Decoder) {
 	defer statR.Close()
-	_, _ = io.Copy(io.Discard, statR)
+	cmdOpen := true
+	for p.result == nil {
+		var m wire.Message
+		if err := dec.Decode(&m); err != nil {
+			break
+		}
+		switch m.Type {
+		case wire.MsgExited:
+			if cmdOpen {
+				close(p.commandEnded)
+				cmdOpen = false
+			}
+		case wire.MsgEnded:
+			p.result = m.Result
+		}
+	}
+	if cmdOpen {
+		close(p.commandEnded)
+	}
+	close(p.ended)
 }
 
 // Adopt finds the shim of job a previous isolator started: shim and init
@@ -419,10 +443,10 @@ func awaitEOF(statR *os.File, ended chan struct{}) {
 // still running is watched again; one that is gone must have left its
 // result, else the error is ErrNoResult.
 func Adopt(shim, init store.Proc, result string) (*Process, error) {
-	p := &Process{shim: shim, init: init, result: result, exited: make(chan struct{}), detach: make(chan struct{})}
+	p := &Process{shim: shim, init: init, resultFile: result, exited: make(chan struct{}), detach: make(chan struct{})}
 	// A shim started by another isolator has no pipe to this one: its
 	// exit tells that its result is written.
-	p.ended = p.exited
+	p.ended, p.commandEnded = p.exited, p.exited
 	fd, err := unix.PidfdOpen(shim.PID, unix.PIDFD_NONBLOCK)
 	switch {
 	case errors.Is(err, unix.ESRCH):
@@ -505,23 +529,38 @@ func (p *Process) Shim() store.Proc { return p.shim }
 // could be identified.
 func (p *Process) Pid() int { return p.init.PID }
 
+// CommandEnded is closed once the job's command has ended and nothing of
+// the job runs any more (its init is exiting), before the job's Result is
+// known: the shim then waits for logd to complete the job's log. It is
+// closed when Wait's result is there too (a shim that died, one adopted
+// from an earlier isolator: the shim's exit).
+func (p *Process) CommandEnded() <-chan struct{} { return p.commandEnded }
+
 // Wait waits for the job's result and returns it; ErrDetached once Detach
-// is called. The result is read as soon as the shim has written it (it
-// closes its status pipe then), not once the shim has exited: what is left
-// of the shim then is its Go runtime's teardown (1-2 ms), and the shim is
-// no part of the job: it is never in the job's cgroup once it reported the
-// start (its spawner thread has ended; with the systemd driver it sits in
-// the scope's "shim" cgroup, beside the job's), so the job's end can be
-// recorded before it exits. A shim adopted from an earlier isolator is
-// waited for (its exit is all this isolator can see); the watcher reaps
-// this isolator's shims either way.
+// is called. The result is taken as soon as the shim has sent it on its
+// status pipe (or, from an older shim, once it closed the pipe after
+// writing its result file), not once the shim has exited: what is left of
+// the shim then is its result file and its Go runtime's teardown (1-2 ms),
+// and the shim is no part of the job: it is never in the job's cgroup once
+// it reported the start (its spawner thread has ended; with the systemd
+// driver it sits in the scope's "shim" cgroup, beside the job's), so the
+// job's end can be recorded before it exits. A shim adopted from an
+// earlier isolator is waited for (its exit is all this isolator can see);
+// the watcher reaps this isolator's shims either way.
 func (p *Process) Wait() (Result, error) {
 	select {
 	case <-p.ended:
 	case <-p.detach:
 		return Result{}, ErrDetached
 	}
-	r, err := ReadResult(p.result)
+	if p.result != nil {
+		r := *p.result
+		if r.Error != "" {
+			return r, fmt.Errorf("shim: %s", r.Error)
+		}
+		return r, nil
+	}
+	r, err := ReadResult(p.resultFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return Result{}, ErrNoResult
 	}
@@ -550,21 +589,23 @@ func (p *Process) Detach() {
 // written, all it does is exit.
 const exitTimeout = 5 * time.Second
 
-// Release removes the shim's result file, once the job's end is recorded,
-// then waits for the shim to be gone (Wait returns before the shim's exit;
-// this isolator's own shims are reaped by then), so that nothing of a job
-// outlives its supervision, and an isolator shutting down leaves no shim
-// of an ended job behind.
+// Release waits, once the job's end is recorded, for the shim to be gone
+// (Wait returns before the shim's exit; this isolator's own shims are
+// reaped by then), so that nothing of a job outlives its supervision and
+// an isolator shutting down leaves no shim of an ended job behind, then
+// removes the shim's result file: after the shim's exit, since the shim
+// writes it after sending the Result (Wait).
 func (p *Process) Release() error {
-	if err := os.Remove(p.result); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
+	var err error
 	select {
 	case <-p.exited:
-		return nil
 	case <-time.After(exitTimeout):
-		return fmt.Errorf("shim %d still running %v after its result", p.shim.PID, exitTimeout)
+		err = fmt.Errorf("shim %d still running %v after its result", p.shim.PID, exitTimeout)
 	}
+	if rerr := os.Remove(p.resultFile); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = errors.Join(err, rerr)
+	}
+	return err
 }
 
 // Terminate sends SIGTERM to the job's init, which forwards it to every

@@ -42,6 +42,12 @@ type jobLog struct {
 	index   []mark
 	changed chan struct{} // closed and replaced on every change
 	drain   chan struct{} // holds a token while a Drain moves output in
+	// named, for a log this Store made, is closed once the directory fsync
+	// load started for its new name is over (namedErr, set before); nil
+	// once the name is known durable (awaitName), or for a log found on
+	// disk.
+	named    chan struct{}
+	namedErr error
 }
 
 // state is what a file's frames add up to.
@@ -70,11 +76,18 @@ func (l *jobLog) load(create bool, log zerolog.Logger) error {
 	}
 	if create {
 		// The new name must survive a crash, or the job's output would
-		// vanish along with it.
-		if err := l.sync.syncDir(); err != nil {
-			f.Close()
-			return err
-		}
+		// vanish along with it: it is durable before the log's end is
+		// (awaitName, at eof). Its fsync runs meanwhile, so that output
+		// moves in, and readers read, without waiting for the disk; a job
+		// that ends at once then waits for that fsync and its log's at the
+		// same time, not one after the other. The output itself is not
+		// durable before the end either (no fsync per append).
+		named := make(chan struct{})
+		l.named = named
+		go func() {
+			l.namedErr = l.sync.syncDir()
+			close(named)
+		}()
 	} else if err := l.scan(f, log); err != nil {
 		f.Close()
 		return err
@@ -274,7 +287,12 @@ func (l *jobLog) appendLocked(jobID string, recs []logdapi.Record, eof bool, lim
 	if fw.size > 0 {
 		err := fw.writeAt(l.f, next.end)
 		if err == nil && next.closed && !l.st.closed {
-			err = l.sync.file(l.f) // the job is over: make its output durable now
+			// The job is over: make its output, and its log's name, durable
+			// now.
+			err = l.sync.file(l.f)
+			if err == nil {
+				err = l.awaitName()
+			}
 		}
 		if err != nil {
 			// Keep the file a clean run of whole frames.
@@ -302,6 +320,23 @@ func (l *jobLog) appendLocked(jobID string, recs []logdapi.Record, eof bool, lim
 		}
 	}
 	return next.size, nil
+}
+
+// awaitName returns once the log's name is durable: the directory fsync
+// load started is over (made again if it failed). l.mu is held.
+func (l *jobLog) awaitName() error {
+	if l.named == nil {
+		return nil
+	}
+	<-l.named
+	err := l.namedErr
+	if err != nil {
+		err = l.sync.syncDir()
+	}
+	if err == nil {
+		l.named = nil
+	}
+	return err
 }
 
 // broadcast wakes every reader waiting for a change. l.mu is held.
@@ -379,7 +414,7 @@ func (l *jobLog) shut() error {
 	if l.f == nil {
 		return nil
 	}
-	err := errors.Join(l.sync.file(l.f), l.f.Close())
+	err := errors.Join(l.sync.file(l.f), l.awaitName(), l.f.Close())
 	l.f = nil
 	return err
 }

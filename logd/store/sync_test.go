@@ -182,3 +182,76 @@ func TestSyncDirError(t *testing.T) {
 		t.Fatalf("syncDir of a missing directory: %v", err)
 	}
 }
+
+// A new log's first output is taken, and read, while the fsync of its name
+// (the directory's) is still under way; its close returns only once that
+// fsync is over too. It fails if a log's creation waits for the directory
+// fsync, or its close does not.
+func TestNewLogsNameDurableByItsClose(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "logs")
+	s, err := Open(dir, Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	release := make(chan struct{})
+	var dirSyncs atomic.Int32
+	next := s.sync.fsync
+	s.sync.fsync = func(f *os.File) error {
+		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+			<-release
+			defer dirSyncs.Add(1)
+		}
+		return next(f)
+	}
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	ctx := context.Background()
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, "1", []logdapi.Record{{Stream: out, Data: []byte("hello\n")}}, false)
+		appended <- err
+	}()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new log's first output waited for the directory's fsync")
+	}
+	st, err := s.Stat(ctx, "1")
+	if err != nil || st.Size != 6 || st.Closed {
+		t.Fatalf("Stat = %+v, %v; want 6 bytes, open", st, err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, "1", nil, true)
+		closed <- err
+	}()
+	select {
+	case err := <-closed:
+		t.Fatalf("the log closed (%v) before its name was durable", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	released = true
+	close(release)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the log did not close once the directory's fsync was over")
+	}
+	if dirSyncs.Load() == 0 {
+		t.Fatal("no directory fsync")
+	}
+	if st, err := s.Stat(ctx, "1"); err != nil || !st.Closed {
+		t.Fatalf("Stat = %+v, %v; want closed", st, err)
+	}
+}

@@ -148,6 +148,11 @@ func run(spec wire.Spec, statusOut *os.File, sp *spawner, pre *preforked) int {
 
 	res := wire.Result{}
 	r, werr := p.Wait()
+	// Nothing of the job runs any more (the init reported once every other
+	// process of its namespace was reaped, and is exiting; were it lost
+	// track of, the isolator kills what is left in the job's cgroup): the
+	// isolator releases what the job held while logd completes the log.
+	send(statusOut, wire.Message{Type: wire.MsgExited})
 	res.ExitCode, res.Signal = r.ExitCode, r.Signal
 	if werr != nil {
 		res.Error = werr.Error()
@@ -159,9 +164,14 @@ func run(spec wire.Spec, statusOut *os.File, sp *spawner, pre *preforked) int {
 	}
 	res.OutputComplete = fw.await(timeout) == nil
 	res.EndedAt = time.Now().UTC()
+	// The isolator records the end from the message, while the file is
+	// written for an isolator that is not there (restarting): the record's
+	// fdatasync and the file's writing overlap. The isolator removes the
+	// file only once this process has exited.
+	send(statusOut, wire.Message{Type: wire.MsgEnded, Result: &res})
 	code := 0
 	if err := wire.WriteResult(spec.Result, res); err != nil {
-		code = 2 // the isolator records the job as lost
+		code = 2 // an isolator restarting meanwhile records the job as lost
 	}
 	statusOut.Close()
 	// The isolator has what it needs; the init may still be in the

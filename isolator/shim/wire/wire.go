@@ -1,6 +1,6 @@
 // Package wire is what the isolator and a job's shim exchange: the shim's
-// argv[0], descriptors and environment, the Spec it reads, the one message
-// it answers with, and the Result file it leaves (see package shim for the
+// argv[0], descriptors and environment, the Spec it reads, the messages it
+// answers with, and the Result file it leaves (see package shim for the
 // exchange). Both sides import it; it links nothing but the sandbox's
 // types, since the shim (package shimproc, binary joblet-shim) runs once
 // per running job and every package it links is resident memory per job.
@@ -87,10 +87,21 @@ const (
 	MsgWaiting = "waiting"
 	MsgStarted = "started"
 	MsgError   = "error"
+	// MsgExited comes after "started" once the job's init has reported
+	// the command's exit and is exiting, every other process of the job
+	// reaped: the isolator may release what the job held (its network, its
+	// workspace) while the shim waits for logd to make the log complete.
+	MsgExited = "exited"
+	// MsgEnded comes last, with the Result, once the log is complete or
+	// its delivery given up: the job's end is known. The shim writes the
+	// same Result to its file after sending it (the file is for an
+	// isolator that is not there to read the pipe), then closes the pipe.
+	MsgEnded = "ended"
 )
 
 // Message is a JSON object a shim writes on the status pipe: "waiting"
-// (with a spare only), then one "started" or "error".
+// (with a spare only), then one "started" or "error"; after "started",
+// "exited" and then "ended" as the job ends.
 type Message struct {
 	Type string `json:"type"`
 	PID  int    `json:"pid,omitempty"` // started, waiting: the host pid of the job's init
@@ -101,6 +112,8 @@ type Message struct {
 	// empty: internal), and the error's text.
 	Kind string `json:"kind,omitempty"`
 	Msg  string `json:"msg,omitempty"`
+	// Result (ended) is how the job ended, as in the result file.
+	Result *Result `json:"result,omitempty"`
 }
 
 // kinds are the error kinds that survive the status pipe.
@@ -162,8 +175,9 @@ type Usage struct {
 // directory, renamed over path, so a reader sees the whole result or none.
 //
 // Neither the file nor the directory is fsynced: the result only carries
-// the job's end to the isolator, which records that end in its own record,
-// durably, right after reading it (and then removes the file). A machine
+// the job's end to an isolator that was not there when the job ended (one
+// that is reads it on the status pipe, MsgEnded), which records that end
+// in its own record, durably (and then removes the file). A machine
 // crash before that record loses the job's end either way: the job's
 // record is still RUNNING and the next start ends it as lost, since its
 // shim is gone with the machine (a result that survived would be used, one
