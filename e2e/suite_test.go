@@ -96,6 +96,17 @@ func runMain(m *testing.M) int {
 		return m.Run()
 	}
 
+	// rnx keeps TLS sessions in the user's cache by default: the tests'
+	// rnx processes keep theirs in a file of their own, removed at the end,
+	// so that a run leaves nothing in the home directory.
+	sessions, err := os.MkdirTemp("/tmp", "joblet-e2e-rnx-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(sessions)
+	os.Setenv("RNX_SESSION_CACHE", filepath.Join(sessions, "tls-sessions"))
+
 	s, err := startSuite(binDir)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: start the suite: %v\n", err)

@@ -165,7 +165,7 @@ func (a *app) connect(calls ...string) (*client.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := client.Dial(node)
+	conn, err := client.Dial(node, configfile.SessionCache(a.env.Getenv, a.env.Home))
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", a.node(), err)
 	}

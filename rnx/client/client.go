@@ -46,22 +46,31 @@ var reconnectBackoff = backoff.Config{BaseDelay: 250 * time.Millisecond, Multipl
 type Conn struct {
 	jobletv1.JobServiceClient
 	jobletv1.NetworkServiceClient
-	cc      *grpc.ClientConn
-	address string
-	diag    *diagnosis
+	cc       *grpc.ClientConn
+	address  string
+	diag     *diagnosis
+	sessions *SessionCache // nil without a session file
 }
 
 // Dial prepares a connection to node: TLS 1.3 at least, the node's client
 // certificate, its CA as the only root, and the host part of its address as
-// the name the server certificate must carry.
-func Dial(node *clientconfig.Node) (*Conn, error) {
+// the name the server certificate must carry. With sessionFile set, the TLS
+// session is resumed from that file when it holds one of this node's, and
+// the new session is saved there (see SessionCache); "" makes a full
+// handshake and saves nothing.
+func Dial(node *clientconfig.Node, sessionFile string) (*Conn, error) {
 	tlsConf, err := TLSConfig(node)
 	if err != nil {
 		return nil, err
 	}
+	var sessions *SessionCache
+	if sessionFile != "" {
+		sessions = NewSessionCache(sessionFile, node)
+		tlsConf.ClientSessionCache = sessions
+	}
 	d := &diagnosis{}
 	cc, err := grpc.NewClient("passthrough:///"+node.Address,
-		grpc.WithTransportCredentials(&recordingCreds{TransportCredentials: credentials.NewTLS(tlsConf), diag: d}),
+		grpc.WithTransportCredentials(&recordingCreds{TransportCredentials: credentials.NewTLS(tlsConf), diag: d, sessions: sessions}),
 		grpc.WithContextDialer(d.dial),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: ConnectTimeout}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvSize), grpc.ForceCodecV2(Codec{})),
@@ -78,7 +87,7 @@ func Dial(node *clientconfig.Node) (*Conn, error) {
 	return &Conn{
 		JobServiceClient:     jobletv1.NewJobServiceClient(cc),
 		NetworkServiceClient: jobletv1.NewNetworkServiceClient(cc),
-		cc:                   cc, address: node.Address, diag: d,
+		cc:                   cc, address: node.Address, diag: d, sessions: sessions,
 	}, nil
 }
 
@@ -121,8 +130,14 @@ func (c *Conn) WasConnected() bool {
 // certificate it does not accept: trying again cannot help.
 func (c *Conn) Refused() bool { return errors.As(c.diag.get(), new(*refusedError)) }
 
-// Close releases the connection.
-func (c *Conn) Close() error { return c.cc.Close() }
+// Close releases the connection, once the session it got is saved.
+func (c *Conn) Close() error {
+	err := c.cc.Close()
+	if c.sessions != nil {
+		c.sessions.Flush()
+	}
+	return err
+}
 
 // dial is the TCP dialer; its failures are kept for Explain.
 func (d *diagnosis) dial(ctx context.Context, addr string) (net.Conn, error) {

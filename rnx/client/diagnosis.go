@@ -35,7 +35,8 @@ func (d *diagnosis) get() error {
 // recordingCreds is TLS transport credentials that report to a diagnosis.
 type recordingCreds struct {
 	credentials.TransportCredentials
-	diag *diagnosis
+	diag     *diagnosis
+	sessions *SessionCache // told whether each handshake resumed; may be nil
 }
 
 func (c *recordingCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -47,11 +48,14 @@ func (c *recordingCreds) ClientHandshake(ctx context.Context, authority string, 
 	c.diag.mu.Lock()
 	c.diag.connected = true
 	c.diag.mu.Unlock()
+	if tlsInfo, ok := info.(credentials.TLSInfo); ok && c.sessions != nil {
+		c.sessions.handshook(tlsInfo.State.DidResume)
+	}
 	return &alertConn{Conn: conn, diag: c.diag}, info, nil
 }
 
 func (c *recordingCreds) Clone() credentials.TransportCredentials {
-	return &recordingCreds{TransportCredentials: c.TransportCredentials.Clone(), diag: c.diag}
+	return &recordingCreds{TransportCredentials: c.TransportCredentials.Clone(), diag: c.diag, sessions: c.sessions}
 }
 
 // alertConn notices a server that drops the connection right after the

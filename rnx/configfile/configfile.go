@@ -1,5 +1,6 @@
-// Package configfile finds the rnx client config: an explicit path first,
-// then the dev suite's admin config, then the per-user and system files.
+// Package configfile finds the rnx client config (an explicit path first,
+// then the dev suite's admin config, then the per-user and system files)
+// and the file where rnx keeps its TLS sessions.
 package configfile
 
 import (
@@ -105,4 +106,28 @@ func exists(path string) bool {
 		return errors.Is(err, fs.ErrPermission)
 	}
 	return !fi.IsDir()
+}
+
+// SessionCacheFile is the TLS session file's name under the user's cache
+// directory.
+const SessionCacheFile = "rnx/tls-sessions"
+
+// SessionCache returns the file where rnx keeps its TLS sessions between
+// commands, "" for none: RNX_SESSION_CACHE if set ("off": none), else
+// rnx/tls-sessions under $XDG_CACHE_HOME (when absolute) or ~/.cache.
+func SessionCache(getenv func(string) string, home string) string {
+	switch p := getenv("RNX_SESSION_CACHE"); p {
+	case "off":
+		return ""
+	case "":
+	default:
+		return p
+	}
+	if dir := getenv("XDG_CACHE_HOME"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, SessionCacheFile)
+	}
+	if home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".cache", SessionCacheFile)
 }

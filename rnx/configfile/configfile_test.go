@@ -88,3 +88,23 @@ func TestLocateNothingFound(t *testing.T) {
 		t.Errorf("err = %q\nwant prefix %q", err, want)
 	}
 }
+
+func TestSessionCache(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		home string
+		want string
+	}{
+		{"home", nil, "/home/u", "/home/u/.cache/rnx/tls-sessions"},
+		{"XDG_CACHE_HOME", map[string]string{"XDG_CACHE_HOME": "/xdg"}, "/home/u", "/xdg/rnx/tls-sessions"},
+		{"relative XDG_CACHE_HOME ignored", map[string]string{"XDG_CACHE_HOME": "xdg"}, "/home/u", "/home/u/.cache/rnx/tls-sessions"},
+		{"RNX_SESSION_CACHE", map[string]string{"RNX_SESSION_CACHE": "/tmp/s", "XDG_CACHE_HOME": "/xdg"}, "/home/u", "/tmp/s"},
+		{"off", map[string]string{"RNX_SESSION_CACHE": "off"}, "/home/u", ""},
+		{"no home", nil, "", ""},
+	} {
+		if got := SessionCache(envOf(tc.env), tc.home); got != tc.want {
+			t.Errorf("%s: SessionCache = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -17,7 +18,10 @@ type RNX struct {
 
 func (r RNX) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(r.Path, args...)
-	cmd.Env = append(os.Environ(), "RNX_CONFIG="+r.Config)
+	// TLS sessions kept beside the config (the suite's dev dir), as a
+	// user's are kept between commands, not in the home directory.
+	cmd.Env = append(os.Environ(), "RNX_CONFIG="+r.Config,
+		"RNX_SESSION_CACHE="+filepath.Join(filepath.Dir(r.Config), "rnx-tls-sessions"))
 	return cmd
 }
 
