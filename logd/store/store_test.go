@@ -25,7 +25,7 @@ const (
 	errS = jobletv1.Stream_STREAM_STDERR
 )
 
-func open(t *testing.T, dir string, limit int64) *Store {
+func open(t testing.TB, dir string, limit int64) *Store {
 	t.Helper()
 	s, err := Open(dir, Options{MaxLogBytes: limit, Log: zerolog.Nop()})
 	if err != nil {

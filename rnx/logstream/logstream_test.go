@@ -123,3 +123,50 @@ func TestCopyRecycledBuffersByteExact(t *testing.T) {
 			out.Len(), bytes.Equal(out.Bytes(), src.want.Bytes()), errOut.Len(), src.want.Len())
 	}
 }
+
+// recordingWriter keeps the first byte's address of every write.
+type recordingWriter struct {
+	bytes.Buffer
+	starts []*byte
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.starts = append(w.starts, &p[0])
+	return w.Buffer.Write(p)
+}
+
+// A large chunk is written from its own buffer, not copied into Copy's;
+// small chunks are gathered into fewer writes. Output stays byte-exact and
+// in order.
+func TestCopyWritesLargeChunksDirectly(t *testing.T) {
+	large := bytes.Repeat([]byte("L"), 64<<10-256)
+	src := &fakeStream{end: io.EOF}
+	var want []byte
+	const rounds = 8
+	for i := range rounds {
+		small := []byte{byte('a' + i)}
+		src.chunks = append(src.chunks,
+			&jobletv1.LogChunk{Stream: jobletv1.Stream_STREAM_STDOUT, Data: small},
+			&jobletv1.LogChunk{Stream: jobletv1.Stream_STREAM_STDOUT, Data: small},
+			&jobletv1.LogChunk{Stream: jobletv1.Stream_STREAM_STDOUT, Data: large})
+		want = append(append(append(want, small...), small...), large...)
+	}
+	var w recordingWriter
+	if err := Copy(src, &w, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(w.Bytes(), want) {
+		t.Fatalf("stdout: %d bytes, want %d (equal: false)", w.Len(), len(want))
+	}
+	direct := 0
+	for _, p := range w.starts {
+		if p == &large[0] {
+			direct++
+		}
+	}
+	// Each round: its two small chunks in one write, then the large one.
+	if direct != rounds || len(w.starts) != 2*rounds {
+		t.Errorf("%d writes for %d chunks, %d of them from the large chunk's own buffer; want %d, %d",
+			len(w.starts), 3*rounds, direct, 2*rounds, rounds)
+	}
+}
