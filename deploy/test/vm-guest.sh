@@ -99,7 +99,9 @@ show ss -ltnp 'sport = :50051'
 echo "== jobs"
 show rnx run echo hi
 [[ $(rnx run echo hi 2>/dev/null) == hi ]] && pass "rnx run echo hi" || fail "rnx run echo hi" "$(rnx run echo hi 2>&1 | tail -3)"
-id=$(rnx run --detach echo journal-probe 2>/dev/null | sed -n 's/^ID: //p')
+probe=$(rnx run --detach echo journal-probe 2>&1)
+id=$(echo "$probe" | sed -n 's/^ID: //p')
+[[ -n $id ]] || echo "  rnx run --detach echo journal-probe gave no job id: $probe"
 sleep 2
 show rnx list
 show journalctl -u joblet-isolator --no-pager -o verbose JOB_ID="$id" --output-fields=MESSAGE,JOB_ID,SERVICE,SYSLOG_IDENTIFIER,PRIORITY
