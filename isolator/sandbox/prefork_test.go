@@ -46,6 +46,18 @@ func prefork(t *testing.T, spawn func(func() error) error) (*sandbox.Forked, *jo
 	return f, j
 }
 
+// startForked starts spec, whose marker is marker, through the preforked
+// init f, as j's job; a failed Start ends the test.
+func (j *job) startForked(f *sandbox.Forked, spec sandbox.Spec, marker string) *sandbox.Process {
+	j.t.Helper()
+	p, err := f.Start(spec)
+	if err != nil {
+		j.t.Fatal(err)
+	}
+	j.proc, j.spec, j.marker = p, spec, marker
+	return p
+}
+
 // A preforked init is born in namespaces of its own and waits at its gate
 // having done nothing (no child, no root mounted) for as long as no job
 // comes; given one, it is moved into the job's cgroup first, then runs the
@@ -71,11 +83,7 @@ func TestPreforkedInitRunsItsJob(t *testing.T) {
 	}
 	cg := &fakeCgroup{t: t, rootDir: spec.RootDir}
 	spec.Cgroup = cg
-	p, err := f.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.proc, j.spec, j.marker = p, spec, marker
+	p := j.startForked(f, spec, marker)
 	if p.Pid() != pid || !p.Moved() || len(cg.pids) != 1 || cg.pids[0] != pid || !cg.idle {
 		t.Errorf("init %d (preforked %d), moved %v, Apply %v, idle during Apply %v: want the preforked init moved in at its gate",
 			p.Pid(), pid, p.Moved(), cg.pids, cg.idle)
@@ -107,11 +115,7 @@ func TestPreforkedInitHeldIsNotMoved(t *testing.T) {
 	spec, marker := newSpec(t, "echo", "hi")
 	cg := &holdingCgroup{fakeCgroup: fakeCgroup{t: t, rootDir: spec.RootDir}, holds: true}
 	spec.Cgroup = cg
-	p, err := f.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.proc, j.spec, j.marker = p, spec, marker
+	p := j.startForked(f, spec, marker)
 	if p.Moved() || len(cg.pids) != 0 || len(cg.asked) != 1 || cg.asked[0] != f.Pid() {
 		t.Errorf("moved %v, Apply %v, Holds asked %v: want Holds asked about %d and no Apply", p.Moved(), cg.pids, cg.asked, f.Pid())
 	}
@@ -183,11 +187,7 @@ func TestPreforkedInitJoinsNetdNetns(t *testing.T) {
 	spec.NetnsPath = path
 	spec.Hosts = "127.0.0.1 localhost\n"
 	spec.ResolvConf = "nameserver 10.99.0.1\n"
-	p, err := f.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.proc, j.spec, j.marker = p, spec, marker
+	j.startForked(f, spec, marker)
 	if res := j.wait(); res.ExitCode != 0 {
 		t.Fatalf("%+v, stderr %q", res, j.stderr.String())
 	}
@@ -322,11 +322,7 @@ sleep 1; echo ---; ls /dev /dev/shm /tmp /work | grep mark-`
 		f, j := prefork(t, nil)
 		spec, marker := newSpec(t, "sh", "-c", script, name)
 		spec.Work = sandbox.Storage{MaxBytes: 16 << 20, MaxInodes: 1024} // the isolator's /work: an overlay of its own
-		p, err := f.Start(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		j.proc, j.spec, j.marker = p, spec, marker
+		j.startForked(f, spec, marker)
 		jobs = append(jobs, ran{j, name})
 	}
 	devs := map[string]map[string]string{}
@@ -460,11 +456,7 @@ func TestLargeSpec(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		spec.Env = append(spec.Env, fmt.Sprintf("BIG%d=%s", i, strings.Repeat("x", 120<<10)))
 	}
-	p, err := f.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.proc, j.spec, j.marker = p, spec, marker
+	j.startForked(f, spec, marker)
 	if res := j.wait(); res.ExitCode != 0 {
 		t.Fatalf("%+v, stderr %q", res, j.stderr.String())
 	}
