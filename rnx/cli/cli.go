@@ -37,6 +37,10 @@ type Env struct {
 	// returned func stops delivery.
 	Signals func() (<-chan os.Signal, func())
 	Now     func() time.Time
+	// ExitAfter says the process exits as soon as Main returns: the
+	// connection to the gateway is then left for the kernel to close (see
+	// client.Conn.Leave) instead of being closed in order.
+	ExitAfter bool
 }
 
 // OSEnv is the Env of the running process with the given arguments.
@@ -59,7 +63,8 @@ func OSEnv(args []string) Env {
 			signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 			return ch, func() { signal.Stop(ch) }
 		},
-		Now: time.Now,
+		Now:       time.Now,
+		ExitAfter: true,
 	}
 }
 
@@ -191,6 +196,16 @@ func (a *app) withConn(calls []string, fn func(*client.Conn) error) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer a.release(conn)
 	return fn(conn)
+}
+
+// release ends a command's use of conn: in a process that exits right
+// after, the kernel closes the connection (see Env.ExitAfter).
+func (a *app) release(conn *client.Conn) {
+	if a.env.ExitAfter {
+		conn.Leave()
+		return
+	}
+	conn.Close()
 }

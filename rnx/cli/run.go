@@ -85,7 +85,7 @@ func (a *app) run(ctx context.Context, spec *jobletv1.JobSpec, plan *upload.Plan
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer a.release(conn)
 
 	// Listen before the job exists, so an interrupt that comes while it is
 	// being created still stops it.

@@ -59,7 +59,7 @@ type Conn struct {
 // the new session is saved there (see SessionCache); "" makes a full
 // handshake and saves nothing.
 func Dial(node *clientconfig.Node, sessionFile string) (*Conn, error) {
-	tlsConf, err := TLSConfig(node)
+	tlsConf, pair, err := tlsConfig(node)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +88,15 @@ func Dial(node *clientconfig.Node, sessionFile string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", node.Address, err)
 	}
+	// Connect now rather than at the first call: the TCP and TLS handshakes
+	// (and the wait for the server's HTTP/2 settings) run while the key pair
+	// is parsed and the command prepares its first request. Every command
+	// that dials makes a call right after.
+	cc.Connect()
+	if err := pair.parse(node); err != nil {
+		cc.Close()
+		return nil, err
+	}
 	return &Conn{
 		JobServiceClient:     jobletv1.NewJobServiceClient(cc),
 		NetworkServiceClient: jobletv1.NewNetworkServiceClient(cc),
@@ -97,24 +106,76 @@ func Dial(node *clientconfig.Node, sessionFile string) (*Conn, error) {
 
 // TLSConfig is the client side of Joblet's mTLS for node.
 func TLSConfig(node *clientconfig.Node) (*tls.Config, error) {
+	c, pair, err := tlsConfig(node)
+	if err != nil {
+		return nil, err
+	}
+	if err := pair.parse(node); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// tlsConfig is TLSConfig without the client's key pair: the config hands
+// it to a full handshake once keyPair.parse has run.
+func tlsConfig(node *clientconfig.Node) (*tls.Config, *keyPair, error) {
 	host, _, err := net.SplitHostPort(node.Address)
 	if err != nil || host == "" {
-		return nil, fmt.Errorf("node address %q: want host:port, e.g. 127.0.0.1:50051", node.Address)
-	}
-	cert, err := tls.X509KeyPair([]byte(node.Cert), []byte(node.Key))
-	if err != nil {
-		return nil, fmt.Errorf("client certificate and key in the config: %w", err)
+		return nil, nil, fmt.Errorf("node address %q: want host:port, e.g. 127.0.0.1:50051", node.Address)
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM([]byte(node.CA)) {
-		return nil, errors.New("ca in the config holds no PEM certificate")
+		return nil, nil, errors.New("ca in the config holds no PEM certificate")
 	}
+	pair := &keyPair{done: make(chan struct{})}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      roots,
-		ServerName:   host,
-	}, nil
+		MinVersion:           tls.VersionTLS13,
+		GetClientCertificate: pair.clientCertificate,
+		RootCAs:              roots,
+		ServerName:           host,
+	}, pair, nil
+}
+
+// keyPair is the client certificate and key of the config, parsed (0.15
+// to 0.2 ms of CPU: the certificate, the key, a check that they match)
+// once the connection has started: only a full TLS handshake sends the
+// certificate, and a resumed one, which most commands make (see
+// SessionCache), never waits for it. Dial still fails as before on a bad
+// pair.
+type keyPair struct {
+	done chan struct{}
+	cert tls.Certificate
+	err  error
+}
+
+// parse parses node's pair, once, and returns its error.
+func (p *keyPair) parse(node *clientconfig.Node) error {
+	defer close(p.done)
+	p.cert, p.err = tls.X509KeyPair([]byte(node.Cert), []byte(node.Key))
+	if p.err != nil {
+		p.err = fmt.Errorf("client certificate and key in the config: %w", p.err)
+	}
+	return p.err
+}
+
+// get waits for parse and returns its result.
+func (p *keyPair) get() (*tls.Certificate, error) {
+	<-p.done
+	return &p.cert, p.err
+}
+
+// clientCertificate is tls.Config.GetClientCertificate. It answers as
+// crypto/tls does for a Certificates list of one: the certificate, or none
+// at all if the server's request rules it out.
+func (p *keyPair) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	cert, err := p.get()
+	if err != nil {
+		return nil, err
+	}
+	if cri.SupportsCertificate(cert) != nil {
+		return new(tls.Certificate), nil
+	}
+	return cert, nil
 }
 
 // Address is the gateway address this connection goes to.
@@ -141,6 +202,18 @@ func (c *Conn) Close() error {
 		c.sessions.Flush()
 	}
 	return err
+}
+
+// Leave ends the use of the connection by a process about to exit: it
+// waits for the session being saved, as Close does, and leaves the
+// connection itself to be closed by the kernel with the process. gRPC's
+// orderly close (a GOAWAY frame, TLS's close_notify, its goroutines ended
+// one by one) took ~0.3 ms at the end of every command; the gateway ends
+// a connection that reaches EOF as it ends one closed in order.
+func (c *Conn) Leave() {
+	if c.sessions != nil {
+		c.sessions.Flush()
+	}
 }
 
 // dial is the TCP dialer; its failures are kept for Explain.

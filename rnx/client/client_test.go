@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"crypto/tls"
 	"strings"
 	"testing"
@@ -28,13 +29,38 @@ func TestTLSConfig(t *testing.T) {
 		"joblet.example.com:443": "joblet.example.com",
 		"[::1]:50051":            "::1",
 	} {
-		c, err := TLSConfig(testNode(t, addr))
+		node := testNode(t, addr)
+		c, err := TLSConfig(node)
 		if err != nil {
 			t.Fatalf("%s: %v", addr, err)
 		}
-		if c.MinVersion != tls.VersionTLS13 || c.ServerName != host || len(c.Certificates) != 1 || c.RootCAs == nil || c.InsecureSkipVerify {
+		if c.MinVersion != tls.VersionTLS13 || c.ServerName != host || c.GetClientCertificate == nil || c.RootCAs == nil || c.InsecureSkipVerify {
 			t.Errorf("%s: config %+v", addr, c)
 		}
+		checkClientCertificate(t, c, node)
+	}
+}
+
+// checkClientCertificate: the config gives a full handshake the node's
+// certificate, as a Certificates list of one would: to a server that
+// accepts ECDSA P-256 signatures, and none at all to one that does not.
+func checkClientCertificate(t *testing.T, c *tls.Config, node *clientconfig.Node) {
+	t.Helper()
+	want, err := tls.X509KeyPair([]byte(node.Cert), []byte(node.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetClientCertificate(&tls.CertificateRequestInfo{
+		SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256}, Version: tls.VersionTLS13,
+	})
+	if err != nil || len(got.Certificate) != 1 || !bytes.Equal(got.Certificate[0], want.Certificate[0]) || got.PrivateKey == nil {
+		t.Errorf("certificate for a P-256 request: %v, %v", got, err)
+	}
+	got, err = c.GetClientCertificate(&tls.CertificateRequestInfo{
+		SignatureSchemes: []tls.SignatureScheme{tls.Ed25519}, Version: tls.VersionTLS13,
+	})
+	if err != nil || len(got.Certificate) != 0 {
+		t.Errorf("certificate for an Ed25519-only request: %v, %v; want none", got, err)
 	}
 }
 

@@ -28,6 +28,7 @@ type resumeServer struct {
 	addr    string
 	resumed chan bool
 	keys    *tls.Config // seals the tickets: SetSessionTicketKeys changes them
+	conns   connCounter
 }
 
 func newResumeServer(t *testing.T) *resumeServer {
@@ -68,7 +69,7 @@ func newResumeServer(t *testing.T) *resumeServer {
 		t.Fatal(err)
 	}
 	s.addr = lis.Addr().String()
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(conf)))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(conf)), grpc.StatsHandler(&s.conns))
 	go srv.Serve(lis) //nolint:errcheck // ends with Stop
 	t.Cleanup(srv.Stop)
 	return s

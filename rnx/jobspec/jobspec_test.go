@@ -1,6 +1,7 @@
 package jobspec
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -88,6 +89,27 @@ func TestParseSchedule(t *testing.T) {
 		got, err := ParseSchedule(in, now)
 		if err != nil || !got.Equal(want) {
 			t.Errorf("ParseSchedule(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
+// validNetworkName accepts exactly what the regular expression it replaced
+// did.
+func TestValidNetworkName(t *testing.T) {
+	oracle := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+	names := []string{
+		"", "none", "bridge", "isolated", "b", "7", "back-end", "back_end", "a-", "a_",
+		"-a", "_a", ".a", "a.b", " a", "a ", "a\x1b", "a\n", "é", "aé", "a/b", "a:b",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65),
+		"a" + strings.Repeat("-", 63), "a" + strings.Repeat("_", 64),
+	}
+	// Every byte in the first and in a later position.
+	for c := range 256 {
+		names = append(names, string([]byte{byte(c)}), "a"+string([]byte{byte(c)}))
+	}
+	for _, n := range names {
+		if got, want := validNetworkName(n), oracle.MatchString(n); got != want {
+			t.Errorf("validNetworkName(%q) = %v, want %v", n, got, want)
 		}
 	}
 }
