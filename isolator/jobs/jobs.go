@@ -369,39 +369,38 @@ func (r *Registry) Run(ctx context.Context, spec *jobletv1.JobSpec) (*jobletv1.J
 		exited: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	// On disk before anything of the job runs: a crash from then on leaves
-	// a record that the next isolator ends, never a job nobody knows
-	// about. The write (an fsync: ~1 ms) overlaps the making of the job's
-	// network and cgroup; start waits for it before the job's first
-	// process.
-	return r.launch(j, spec, r.saveAsync(j.rec))
+	// Written to the journal before anything of the job runs: an isolator
+	// crash from then on leaves a record that the next isolator adopts or
+	// ends, never a job nobody knows about (the write is in the page cache
+	// even if the isolator dies before its fdatasync). Made durable before
+	// the client is told: a machine crash takes the job with it, and a job
+	// whose Run never returned may leave no trace then, but one whose id
+	// the client has always does. The write overlaps the making of the
+	// job's network and cgroup, and the fdatasync (~0.3-1 ms) the job's
+	// start.
+	return r.launch(j, spec, r.store.SaveAsync(store.Record{Job: j.rec}))
 }
 
-// saving is a record on its way to disk.
-type saving struct {
-	done chan struct{}
-	err  error
-}
+// ReasonUnsaved is the reason of a job stopped because its RUNNING record
+// could not be made durable (a failed fdatasync of the journal): the job
+// had started, but its client is told that it could not be recorded.
+const ReasonUnsaved = "stopped: the isolator could not record the job"
 
-// saveAsync saves a copy of rec in the background.
-func (r *Registry) saveAsync(rec *jobletv1.Job) *saving {
-	s := &saving{done: make(chan struct{})}
-	snap := proto.Clone(rec).(*jobletv1.Job)
-	go func() {
-		defer close(s.done)
-		s.err = r.store.Save(store.Record{Job: snap})
-	}()
-	return s
-}
-
-// wait returns the save's error once it is done; a nil saving has nothing
-// to wait for.
-func (s *saving) wait() error {
-	if s == nil {
+// written waits until rec is in the journal; a nil rec (a record saved
+// before) has nothing to wait for.
+func written(rec *store.Saving) error {
+	if rec == nil {
 		return nil
 	}
-	<-s.done
-	return s.err
+	return rec.Written()
+}
+
+// durable waits until rec is on disk, as written.
+func durable(rec *store.Saving) error {
+	if rec == nil {
+		return nil
+	}
+	return rec.Durable()
 }
 
 // newRecord is the first record of job id: what it runs, with the
@@ -421,16 +420,17 @@ func newRecord(id string, spec *jobletv1.JobSpec, eff *jobletv1.Limits, state jo
 }
 
 // launch starts a job whose RUNNING record is saved, or being saved (rec,
-// nil when it is on disk), and that holds a running slot (Registry.running and a WaitGroup slot), and hands it to its
+// nil when it is on disk; the job starts once it is written, and launch
+// returns once it is durable), and that holds a running slot (Registry.running and a WaitGroup slot), and hands it to its
 // supervisor. It is the one start path of immediate and scheduled jobs. A
 // scheduled job is in r.jobs while it starts: a stop asked for meanwhile
 // is carried out once it runs (see requestStop).
-func (r *Registry) launch(j *job, spec *jobletv1.JobSpec, rec *saving) (*jobletv1.Job, error) {
+func (r *Registry) launch(j *job, spec *jobletv1.JobSpec, rec *store.Saving) (*jobletv1.Job, error) {
 	id, log := j.rec.GetId(), j.log
 	proc, cg, fw, err := r.start(j, spec, rec)
 	if err != nil {
 		// After the RUNNING record, so that the FAILED one comes last.
-		if serr := rec.wait(); serr != nil {
+		if serr := durable(rec); serr != nil {
 			return r.refuseUnsaved(j, serr)
 		}
 		return r.failStart(j, err)
@@ -464,13 +464,22 @@ func (r *Registry) launch(j *job, spec *jobletv1.JobSpec, rec *saving) (*jobletv
 	}
 	log.Info().Int("pid", proc.Pid()).Str("command", spec.GetCommand()).Msg("job started")
 	go r.supervise(j, fw)
+	if err := durable(rec); err != nil {
+		// Its record was written, then cut off the journal again: the job
+		// runs, but nothing the client could rely on says so. It is
+		// stopped, and its supervisor records its end as it can.
+		r.mu.Lock()
+		r.requestStop(j, ReasonUnsaved)
+		r.mu.Unlock()
+		return nil, r.stateError(err)
+	}
 	return snap, nil
 }
 
 // start makes the job's directories, pipes and cgroup, starts forwarding
 // its output and starts it. On error, the caller removes the directories;
 // the cgroup is gone already.
-func (r *Registry) start(j *job, spec *jobletv1.JobSpec, rec *saving) (Proc, Cgroup, *output.Forwarder, error) {
+func (r *Registry) start(j *job, spec *jobletv1.JobSpec, rec *store.Saving) (Proc, Cgroup, *output.Forwarder, error) {
 	id := j.rec.GetId()
 	// First: a network netd refuses (unknown, full, name taken) costs
 	// nothing else. On any later error failStart detaches it again.
@@ -511,8 +520,9 @@ func (r *Registry) start(j *job, spec *jobletv1.JobSpec, rec *saving) (Proc, Cgr
 	cg, err := gated(startFS, func() (Cgroup, error) { return r.opts.Cgroups.Create(id, j.rec.GetLimits(), ioDevice) })
 	var proc Proc
 	if err == nil {
-		// The RUNNING record on disk before the job's first process.
-		if err = rec.wait(); err == nil {
+		// The RUNNING record in the journal before the job's first
+		// process; its fdatasync goes on meanwhile (launch waits for it).
+		if err = written(rec); err == nil {
 			proc, err = r.opts.Runner.Start(Spec{
 				ID:       id,
 				Hostname: j.rec.GetHostname(),

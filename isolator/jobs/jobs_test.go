@@ -655,9 +655,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// A job's first process starts only once its RUNNING record is on disk,
-// although the record is written while the job's network and cgroup are
-// made.
+// A job's first process starts only once its RUNNING record is in the
+// journal (written: an isolator crash cannot lose it; Run returns once it
+// is durable), although the record is written while the job's network and
+// cgroup are made.
 func TestRecordedBeforeTheJobStarts(t *testing.T) {
 	const jobs = 8 // the save and the start race: each job is a chance to catch a start that does not wait
 	seen := make(chan string, jobs)

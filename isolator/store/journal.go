@@ -67,6 +67,18 @@ type batch struct {
 // append frames payload as id's entry and waits until the writer has
 // written it, and if durable until it is on disk.
 func (s *Store) append(id uint64, payload []byte, durable bool) error {
+	b := s.enqueue(id, payload, durable)
+	<-b.written
+	if b.writeErr != nil || !durable {
+		return b.writeErr
+	}
+	<-b.synced
+	return b.syncErr
+}
+
+// enqueue frames payload as id's entry in the batch the writer takes next,
+// starting the writer if none runs, and returns that batch.
+func (s *Store) enqueue(id uint64, payload []byte, durable bool) *batch {
 	s.jmu.Lock()
 	b := s.next
 	if b == nil {
@@ -83,12 +95,7 @@ func (s *Store) append(id uint64, payload []byte, durable bool) error {
 		go s.writer()
 	}
 	s.jmu.Unlock()
-	<-b.written
-	if b.writeErr != nil || !durable {
-		return b.writeErr
-	}
-	<-b.synced
-	return b.syncErr
+	return b
 }
 
 func appendFrame(buf []byte, id uint64, payload []byte) []byte {
@@ -209,7 +216,9 @@ func (s *Store) reserve(n int) error {
 func (s *Store) sync(f *os.File) error {
 	s.syncs.Add(1)
 	if s.beforeSync != nil {
-		s.beforeSync()
+		if err := s.beforeSync(); err != nil {
+			return err
+		}
 	}
 	for {
 		err := unix.Fdatasync(int(f.Fd()))

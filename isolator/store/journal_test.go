@@ -79,7 +79,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	inSync, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	s.beforeSync = func() { once.Do(func() { close(inSync); <-release }) }
+	s.beforeSync = func() error { once.Do(func() { close(inSync); <-release }); return nil }
 	synced := s.syncs.Load() // Open's compaction
 	var wg sync.WaitGroup
 	errs := make(chan error, n)

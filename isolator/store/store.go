@@ -7,7 +7,8 @@
 // pending entry with one write and, when a Save is among them, one
 // fdatasync: concurrent Saves share the wait for the disk (group commit).
 // Save returns once its entry is durable; Update once it is written (in the
-// page cache), without waiting for the disk (see there). The journal is
+// page cache), without waiting for the disk (see there); SaveAsync returns
+// at once and tells both. The journal is
 // rewritten with only the latest entry of each id at Open and whenever it
 // has grown well past that size.
 package store
@@ -87,7 +88,7 @@ type Store struct {
 	minFree   int64 // see reserve
 
 	syncs      atomic.Int64 // fdatasyncs of the journal, for tests and benchmarks
-	beforeSync func()       // nil but in tests, which hold the writer in a sync with it
+	beforeSync func() error // nil but in tests, which hold the writer in a sync with it, or fail the sync
 }
 
 // idBlock is how many ids one durable write of the counter reserves: the
@@ -191,26 +192,83 @@ func (s *Store) Save(r Record) error { return s.save(r, true) }
 func (s *Store) Update(r Record) error { return s.save(r, false) }
 
 func (s *Store) save(r Record, durable bool) error {
+	n, b, err := encode(r)
+	if err != nil {
+		return err
+	}
+	return appendError(r.Job.GetId(), s.append(n, b, durable))
+}
+
+// SaveAsync records r as Save does, without waiting for it: the Saving
+// tells when r is written (Written: from then on an isolator crash cannot
+// lose it, as with Update) and when it is on disk (Durable: nor can a
+// machine crash, as with Save). A caller can so do what needs only the
+// first while the disk syncs: start a job once its record is written, and
+// tell the job's client only once it is durable.
+func (s *Store) SaveAsync(r Record) *Saving {
+	n, b, err := encode(r)
+	if err != nil {
+		return &Saving{err: err}
+	}
+	return &Saving{id: r.Job.GetId(), b: s.enqueue(n, b, true)}
+}
+
+// Saving is a record on its way to disk (SaveAsync).
+type Saving struct {
+	id  string
+	b   *batch // nil when err is set
+	err error  // the record could not be encoded
+}
+
+// Written waits until the record is in the journal (the page cache) and
+// returns the error that kept it out, if any.
+func (w *Saving) Written() error {
+	if w.b == nil {
+		return w.err
+	}
+	<-w.b.written
+	return appendError(w.id, w.b.writeErr)
+}
+
+// Durable waits until the record is on disk and returns the error that
+// kept it from there, if any: then the record is gone from the journal
+// (the batch is cut off again, see commit), though it was written.
+func (w *Saving) Durable() error {
+	if err := w.Written(); err != nil {
+		return err
+	}
+	<-w.b.synced
+	return appendError(w.id, w.b.syncErr)
+}
+
+// encode checks r's id and returns it with r's on-disk form.
+func encode(r Record) (uint64, []byte, error) {
 	id := r.Job.GetId()
 	n, err := strconv.ParseUint(id, 10, 64)
 	if err != nil || strconv.FormatUint(n, 10) != id {
-		return fmt.Errorf("save job record: bad id %q", id)
+		return 0, nil, fmt.Errorf("save job record: bad id %q", id)
 	}
 	j, err := protojson.Marshal(r.Job)
 	if err != nil {
-		return fmt.Errorf("encode job %s: %w", id, err)
+		return 0, nil, fmt.Errorf("encode job %s: %w", id, err)
 	}
 	b, err := json.Marshal(file{Job: j, Init: r.Init, Shim: r.Shim})
 	if err != nil {
-		return fmt.Errorf("encode job %s: %w", id, err)
+		return 0, nil, fmt.Errorf("encode job %s: %w", id, err)
 	}
 	if len(b) > maxPayload { // it would read back as corruption
-		return fmt.Errorf("save job %s: record of %d bytes, more than %d", id, len(b), maxPayload)
+		return 0, nil, fmt.Errorf("save job %s: record of %d bytes, more than %d", id, len(b), maxPayload)
 	}
-	if err := s.append(n, b, durable); err != nil {
-		return fmt.Errorf("save job %s: %w", id, errdefs.NoSpace(err, "state", "job "+id+"'s record"))
+	return n, b, nil
+}
+
+// appendError is what a caller is told of err, the failed append of job
+// id's record; nil stays nil.
+func appendError(id string, err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("save job %s: %w", id, errdefs.NoSpace(err, "state", "job "+id+"'s record"))
 }
 
 // Load returns every record, in increasing id order, once every entry

@@ -1,11 +1,14 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -241,5 +244,82 @@ func TestCorruptCounter(t *testing.T) {
 	}
 	if _, err := Open(dir); err == nil {
 		t.Fatal("corrupt counter accepted")
+	}
+}
+
+// TestSaveAsync: a SaveAsync's record is written (in the journal, readable
+// by a new isolator) while its fdatasync is still under way, and Durable
+// returns only once that sync is over.
+func TestSaveAsync(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inSync, release := make(chan struct{}), make(chan struct{})
+	s.beforeSync = func() error { close(inSync); <-release; return nil }
+	synced := s.syncs.Load()
+	w := s.SaveAsync(rec(3, running))
+	if err := w.Written(); err != nil {
+		t.Fatal(err)
+	}
+	<-inSync
+	recs, err := Read(dir)
+	if err != nil || len(recs) != 1 || recs[0].Job.GetId() != "3" {
+		t.Fatalf("journal while the record syncs: %v, %v; want job 3's record", recs, err)
+	}
+	durable := make(chan error, 1)
+	go func() { durable <- w.Durable() }()
+	select {
+	case err := <-durable:
+		t.Fatalf("Durable returned (%v) while the sync was held", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-durable; err != nil {
+		t.Fatal(err)
+	}
+	if got := s.syncs.Load() - synced; got != 1 {
+		t.Fatalf("%d fdatasyncs, want 1", got)
+	}
+	if w := s.SaveAsync(Record{Job: &jobletv1.Job{Id: "x"}}); w.Written() == nil || w.Durable() == nil {
+		t.Fatal("bad id accepted")
+	}
+}
+
+// TestSaveAsyncSyncFails: when the sync fails, Written has succeeded but
+// Durable reports the error, and the record is cut off the journal again:
+// a new isolator does not find it.
+func TestSaveAsyncSyncFails(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(rec(1, running)); err != nil {
+		t.Fatal(err)
+	}
+	s.beforeSync = func() error { return syscall.EIO }
+	w := s.SaveAsync(rec(2, running))
+	if err := w.Written(); err != nil {
+		t.Fatalf("Written: %v", err)
+	}
+	if err := w.Durable(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Durable = %v, want EIO", err)
+	}
+	s.beforeSync = nil
+	if err := s.Save(rec(3, running)); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.Job.GetId())
+	}
+	if strings.Join(ids, ",") != "1,3" {
+		t.Fatalf("journal holds %v, want jobs 1 and 3", ids)
 	}
 }

@@ -258,9 +258,9 @@ func (p *preforked) outputPipes() (outR, outW, errR, errW *os.File, err error) {
 	return outR, outW, errR, errW, nil
 }
 
-// start hands the job's output pipes to logd and starts the job in its
-// sandbox, in its cgroup (nil: none): through the init preforked in the
-// spare when the job has a cgroup (which the spare became, or which the
+// start starts the job in its sandbox, in its cgroup (nil: none), then
+// hands the job's output pipes to logd. It starts it through the init
+// preforked in the spare when the job has a cgroup (which the spare became, or which the
 // init is moved into; on a netd network the init joins netd's namespace
 // at its gate), else through an init cloned now, from the spawner's thread
 // when there is one. On a start error the forwarder (if made) still runs,
@@ -287,9 +287,6 @@ func start(spec wire.Spec, sp *spawner, pre *preforked) (*sandbox.Process, *forw
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// Handed over now, while the job starts, not on its first output: a
-	// short job's log is then open by the time it ends.
-	fw := forward(spec.LogdSocket, spec.ID, outR, errR)
 	sb := sandbox.Spec{
 		ID: spec.ID, Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env,
 		RootDir: spec.RootDir, WorkDir: spec.WorkDir,
@@ -317,6 +314,13 @@ func start(spec wire.Spec, sp *spawner, pre *preforked) (*sandbox.Process, *forw
 	// The job holds its own copies; ours must go for logd to see EOF.
 	outW.Close()
 	errW.Close()
+	// Handed over once the job runs, not before its gate: the hand-over
+	// (a connection to logd, the pipes passed, logd's answer: 0.3-1 ms)
+	// no longer delays the job's start, whose output waits in the pipes
+	// meanwhile; and not on the job's first output, so that a short job's
+	// log is open by the time it ends. After a failed start too: the log
+	// is made and closed, so a follower sees its end.
+	fw := forward(spec.LogdSocket, spec.ID, outR, errR)
 	if err != nil {
 		return nil, fw, nil, err
 	}
