@@ -26,6 +26,18 @@ build:
 	@for b in $(BINARIES); do name=$${b%%:*}; mod=$${b##*:}; \
 		echo "go build $$name"; flags=; case " $(HELPERS) " in *" $$name "*) flags="-ldflags=-s -w" ;; esac; \
 		CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) $${flags:+"$$flags"} -o $(BIN)/$$name ./$$mod/cmd/$$name || exit 1; done
+	@$(MAKE) --no-print-directory $(BIN)/$(REAPER)
+
+## The job's PID 1 once its command runs (isolator/sandbox/handover.go): a few KB of C, no libc
+## (isolator/sandbox/sandboxtest.ReaperCFLAGS has the same flags, for the tests)
+REAPER := joblet-sandbox-reaper
+REAPER_SRC := isolator/sandbox/reaper/reaper.c
+REAPER_CFLAGS := -static -nostdlib -ffreestanding -fno-stack-protector -fno-asynchronous-unwind-tables \
+	-fno-pie -no-pie -Os -Wall -Wextra -Werror -Wl,--build-id=none -s
+%/$(REAPER): $(REAPER_SRC)
+	@mkdir -p $(@D)
+	@echo "cc $(REAPER)"
+	@$(CC) $(REAPER_CFLAGS) -o $@ $<
 
 ## run: start the whole suite in embedded mode, in the foreground (root)
 run: deps build
@@ -75,6 +87,7 @@ build-race:
 			CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -o $(BIN_RACE)/$$name ./$$mod/cmd/$$name || exit 1; continue; fi; \
 		echo "go build -race $$name"; \
 		$(GO) build -race -trimpath -tags $(TAGS) -o $(BIN_RACE)/$$name ./$$mod/cmd/$$name || exit 1; done
+	@$(MAKE) --no-print-directory $(BIN_RACE)/$(REAPER)
 
 reliability: build build-race
 	cd e2e && JOBLET_RELIABILITY=full JOBLET_E2E_REQUIRED=1 \
@@ -112,6 +125,7 @@ deb:
 		case $$name in joblet-*) out=$(DIST)/stage/lib/$$name ;; rnx) out=$(DIST)/stage/rnx ;; *) continue ;; esac; \
 		echo "go build $$name (static)"; \
 		CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags=-s -o $$out ./$$mod/cmd/$$name || exit 1; done
+	@$(MAKE) --no-print-directory $(DIST)/stage/lib/$(REAPER)
 	VERSION=$(VERSION) $(TOOLS)/nfpm pkg --config deploy/nfpm.yaml --packager deb \
 		--target $(DIST)/joblet_$(VERSION)_amd64.deb
 

@@ -329,6 +329,14 @@ shim=$(cat "$scope"/shim/cgroup.procs 2>/dev/null)
 show ps -o pid=,cmd= -p "${shim:-0}"
 [[ -n $shim && $(ps -o comm= -p "$shim") == joblet-shim ]] && pass "the job's shim is in $scope/shim" ||
 	fail "shim in the scope" "shim leaf holds '$shim'"
+# Once the command runs, the job's PID 1 (the command's parent) is the packaged reaper, not the Go init.
+init=$(ps -o ppid= -p "${jpid:-0}" | tr -d ' ')
+show ps -o pid=,comm=,rss= -p "${init:-0}"
+if [[ -n $init && $(ps -o comm= -p "$init") == joblet-reaper ]]; then
+	pass "the job's PID 1 is the reaper (/usr/lib/joblet/joblet-sandbox-reaper)"
+else
+	fail "reaper as the job's PID 1" "the command's parent '${init:-none}' is '$(ps -o comm= -p "${init:-0}" 2>&1)'; $(journalctl -u joblet-isolator --no-pager -o cat | grep -i reaper | tail -2)"
+fi
 show grep . "$scope"/job/pids.max "$scope"/job/memory.max "$scope"/job/memory.oom.group
 if [[ $(cat "$scope"/job/pids.max) == 77 && $(cat "$scope"/job/memory.max) == $((96 << 20)) ]]; then
 	pass "limits in the scope: pids.max 77, memory.max 96 MB"

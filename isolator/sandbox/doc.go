@@ -8,7 +8,8 @@
 // gate, the job's own part after it: rootfs.go), pivot_roots into it, and
 // starts the command; then it stays as PID 1, reaps orphans, forwards SIGTERM, SIGINT
 // and SIGHUP to every process of the job, and reports the command's exit
-// status. When the command exits the init kills and reaps whatever is left
+// status. With UseReaperBinary it does that as a few KB of C instead: it
+// execs the sealed reaper once the command runs (handover.go). When the command exits the init kills and reaps whatever is left
 // in the PID namespace, reports, and exits; Process.Wait returns once the
 // init is exiting, without waiting for the kernel to tear down its
 // namespaces and mounts (see sync.go).

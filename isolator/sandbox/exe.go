@@ -44,11 +44,14 @@ type sealed struct {
 
 // self is the sealed copy of the running binary (the isolator's shims run
 // from it); initExe, once set by UseInitBinary or InheritInit, the sealed
-// init binary that jobs' inits run from instead.
+// init binary that jobs' inits run from instead; reaperExe, once set by
+// UseReaperBinary or InheritReaper, the sealed reaper that each init hands
+// over to once its command runs (handover.go).
 var (
-	self    sealed
-	initMu  sync.Mutex
-	initExe *os.File
+	self      sealed
+	initMu    sync.Mutex
+	initExe   *os.File
+	reaperExe *os.File
 )
 
 // sealedSelf returns a sealed in-memory copy of the running binary, made
@@ -214,6 +217,69 @@ func InheritInit(f *os.File) error {
 	}
 	setInit(kept)
 	return nil
+}
+
+// ReaperBinary is the file name of the job's PID 1 once its command runs (a
+// build of sandbox/reaper/reaper.c), installed beside the init's binary.
+const ReaperBinary = "joblet-sandbox-reaper"
+
+// reaperMode is the sealed reaper's mode: executable, readable by nobody.
+// An exec of a file its caller may not read leaves the new process
+// non-dumpable from its first instruction (the kernel's would_dump), and
+// the init drops its CAP_DAC_OVERRIDE before that exec (handover.go):
+// the reaper then never is, even for the instant before its own
+// PR_SET_DUMPABLE, a process a job's root could ptrace or open /proc files
+// of.
+const reaperMode = 0o100
+
+// UseReaperBinary makes jobs' inits hand over to a sealed copy, made now,
+// of the reaper binary at path once their command runs (see handover.go).
+// The file must be safe as SealBinary says. Without it, inits stay for
+// their job's life, as Go programs (a few MB more per running job).
+func UseReaperBinary(path string) error {
+	kept, err := SealBinary(path, "joblet-reaper")
+	if err != nil {
+		return fmt.Errorf("reaper binary: %w", err)
+	}
+	if err := unix.Fchmod(int(kept.Fd()), reaperMode); err != nil {
+		kept.Close()
+		return fmt.Errorf("reaper binary: %w", err)
+	}
+	setReaper(kept)
+	return nil
+}
+
+// ReaperFile is the sealed reaper set by UseReaperBinary or InheritReaper,
+// nil when there is none. A process that starts jobs' inits for this one
+// (a shim) inherits it and calls InheritReaper.
+func ReaperFile() *os.File {
+	initMu.Lock()
+	defer initMu.Unlock()
+	return reaperExe
+}
+
+// InheritReaper makes jobs' inits hand over to f, a sealed reaper binary
+// inherited from the process that started this one (its ReaperFile). f is
+// moved out of the low descriptors and closed on exec, so no job inherits
+// it.
+func InheritReaper(f *os.File) error {
+	defer f.Close()
+	if !isSealed(f) {
+		return errors.New("inherited reaper binary is not a sealed memfd")
+	}
+	kept, err := keep(f)
+	if err != nil {
+		return err
+	}
+	setReaper(kept)
+	return nil
+}
+
+func setReaper(f *os.File) {
+	initMu.Lock()
+	defer initMu.Unlock()
+	// As in setInit: a start may still be passing the old one on.
+	reaperExe = f
 }
 
 func setInit(f *os.File) {

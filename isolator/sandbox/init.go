@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +24,7 @@ func Init() {
 		probeStage()
 	}
 	CloseInheritedExe(fdInitExe)
+	reaper := inheritedReaper()
 	// The daemon's umask (systemd gives the isolator 0077) must shape
 	// neither the files the init writes for the job (/etc, which the job's
 	// mapped root, not host root, has to read) nor the job's own: every job
@@ -34,7 +34,10 @@ func Init() {
 	// is caught (the kernel drops signals to a namespace init without a
 	// handler) and forwarded once the command runs.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
+	signal.Notify(sigs, forwarded...)
+	// The handover's marker (handover.go).
+	flush := make(chan os.Signal, 1)
+	signal.Notify(flush, flushSignal)
 	// The command is started from this thread once it is confined
 	// (confine.go); it stays locked, so no other goroutine ever runs on it.
 	runtime.LockOSThread()
@@ -47,12 +50,13 @@ func Init() {
 	}
 	_ = report.Encode(message{Type: msgStarted})
 
-	go func() {
-		for sig := range sigs {
-			// kill(-1) from PID 1 reaches every other process of the namespace.
-			_ = unix.Kill(-1, sig.(syscall.Signal))
-		}
-	}()
+	flushed := make(chan struct{}, 1)
+	go forwarder(sigs, flush, flushed)
+	if reaper >= 0 {
+		// Execs the reaper, which does the rest, unless the command has
+		// already exited: finishing here costs less then.
+		handOver(reaper, pid, flushed)
+	}
 	ws := reap(pid)
 	m := message{Type: msgExit, ExitCode: ws.ExitStatus()}
 	if ws.Signaled() {

@@ -227,7 +227,7 @@ func fork(stdout, stderr *os.File, cg Cgroup, spawn func(func() error) error, ne
 		Args: []string{initArg0},
 		Env:  initEnv,
 		Dir:  "/",
-		// fdSpec, fdSync, fdStdout, fdStderr, fdInitExe
+		// fdSpec, fdSync, fdStdout, fdStderr, fdInitExe[, fdReaperExe]
 		ExtraFiles: WithExe([]*os.File{specIn, syncW, stdout, stderr}, exe),
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: cloneflags | unix.CLONE_NEWNET,
@@ -235,6 +235,9 @@ func fork(stdout, stderr *os.File, cg Cgroup, spawn func(func() error) error, ne
 			// restart of the isolator.
 			Setsid: true,
 		},
+	}
+	if r := ReaperFile(); r != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, r)
 	}
 	inside := false
 	if cg != nil {

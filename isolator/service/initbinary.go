@@ -32,5 +32,18 @@ func useInitBinary(log zerolog.Logger) error {
 		return err
 	}
 	log.Info().Str("path", path).Msg("jobs' inits run from the init binary")
+	// The reaper, beside it, is what each init becomes once its command
+	// runs. Without it (a build of the Go binaries alone) inits stay as
+	// they are, a few MB more per running job: said once. One there but
+	// unsafe stops the isolator, as for the init.
+	reaper := filepath.Join(filepath.Dir(exe), sandbox.ReaperBinary)
+	if _, err := os.Lstat(reaper); errors.Is(err, fs.ErrNotExist) {
+		log.Warn().Str("path", reaper).Msg("no reaper binary beside the isolator; jobs' inits stay for their job's life (more memory per running job)")
+		return nil
+	}
+	if err := sandbox.UseReaperBinary(reaper); err != nil {
+		return err
+	}
+	log.Info().Str("path", reaper).Msg("jobs' inits hand over to the reaper binary once their command runs")
 	return nil
 }

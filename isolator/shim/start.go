@@ -127,6 +127,9 @@ func prestart(spare Spare) (*Idle, error) {
 		// Said in the environment: a descriptor the isolator itself
 		// inherited without close-on-exec would be open there too.
 		files, env = append(files, f), append(slices.Clip(env), wire.InitFDEnv)
+		if r := sandbox.ReaperFile(); r != nil {
+			files, env = append(files, r), append(env, wire.ReaperFDEnv)
+		}
 	}
 	if spare != nil {
 		e, err := spareEnvOf(spare)

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,6 +33,37 @@ func BuildInit(t testing.TB, isolatorDir string) string {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the init binary: %v\n%s", err, b)
+	}
+	if err := os.Chmod(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// ReaperCFLAGS are the flags make build compiles sandbox/reaper/reaper.c
+// with (see the Makefile): static, no libc, warnings are errors.
+var ReaperCFLAGS = []string{
+	"-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
+	"-fno-pie", "-no-pie", "-Os", "-Wall", "-Wextra", "-Werror", "-Wl,--build-id=none", "-s",
+}
+
+// BuildReaper builds sandbox/reaper/reaper.c as make build does into a
+// root-owned 0755 file under t's temporary directory, and returns its
+// path. isolatorDir is as for BuildInit. Without a C compiler t is skipped.
+func BuildReaper(t testing.TB, isolatorDir string) string {
+	t.Helper()
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	if _, err := exec.LookPath(cc); err != nil {
+		t.Skipf("skipping: no C compiler (%s) to build the reaper", cc)
+	}
+	out := filepath.Join(t.TempDir(), sandbox.ReaperBinary)
+	cmd := exec.Command(cc, append(slices.Clone(ReaperCFLAGS), "-o", out, "sandbox/reaper/reaper.c")...)
+	cmd.Dir = isolatorDir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the reaper: %v\n%s", err, b)
 	}
 	if err := os.Chmod(out, 0o755); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,13 @@ func Main() {
 			os.Exit(1)
 		}
 	}
+	if slices.Contains(os.Environ(), wire.ReaperFDEnv) {
+		// The sealed reaper the job's init hands over to.
+		if err := sandbox.InheritReaper(os.NewFile(wire.FDReaper, "shim-reaper")); err != nil {
+			report(os.NewFile(wire.FDStatus, "shim-status"), wire.ErrorMessage(fmt.Errorf("shim: %w", err)))
+			os.Exit(1)
+		}
+	}
 	// Before the spec is read: the spawner joins the spare cgroup while the
 	// shim waits.
 	sp := spawnerFromEnv()

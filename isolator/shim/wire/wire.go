@@ -31,10 +31,17 @@ const (
 	// FDInit, when the environment holds InitFDEnv, is the sealed init
 	// binary (sandbox.InitFile) that the job's init runs from.
 	FDInit = 6
+	// FDReaper, when the environment holds ReaperFDEnv (only with
+	// InitFDEnv), is the sealed reaper binary (sandbox.ReaperFile) that
+	// the job's init hands over to.
+	FDReaper = 7
 )
 
 // InitFDEnv in the shim's environment says FDInit is passed.
 const InitFDEnv = "JOBLET_SHIM_INIT_FD=6"
+
+// ReaperFDEnv in the shim's environment says FDReaper is passed.
+const ReaperFDEnv = "JOBLET_SHIM_REAPER_FD=7"
 
 // SpareEnv, in a shim's environment, holds the directories of its spare
 // cgroup as JSON (see shim.Spare).
