@@ -8,9 +8,14 @@ import (
 // Pool keeps shims started ahead of their jobs (Idle), so that a job's
 // start does not wait for a shim's fork, exec and Go runtime start (5–6 ms,
 // on the latency path of every job, after its record, network and cgroup
-// are made). A job takes a waiting shim, and a replacement is started in
-// the background once that job's shim reported its start, so that it does
-// not compete for the CPU with the start it replaces.
+// are made). A job given a waiting shim starts a replacement in the
+// background as its start begins (StartWith). A refill (the new shim's Go
+// start, its thread's move into its spare, the init's prefork: 3–7 ms,
+// more under load) outlasts a short job's run and end: begun only once the
+// job had started, it was often not over when the next job came, 1–2 ms
+// after the previous end in the bench, and every other sequential job
+// found no shim waiting and started one on its path. So the refill
+// competes for the CPU with the job's start rather than with its end.
 //
 // With Spares set (cgroup v1), each waiting shim is paired with a spare
 // cgroup it waits in, made before it (see Spare): the pool owns the pair
@@ -65,10 +70,15 @@ func (p *Pool) Start(spec Spec) (*Process, error) {
 }
 
 // StartWith starts spec's job under w, a shim Take returned, or under a
-// new one when w is nil, as the package's Start; then the pool is filled
-// again.
+// new one when w is nil, as the package's Start. The pool is filled
+// again: from now on when w is a waiting shim (see Pool), else once the
+// job's own shim is started, which the fill would delay.
 func (p *Pool) StartWith(w *Idle, spec Spec) (*Process, error) {
-	defer p.fill()
+	if w != nil {
+		p.fill()
+	} else {
+		defer p.fill()
+	}
 	if w == nil {
 		var err error
 		if w, err = Prestart(); err != nil {
