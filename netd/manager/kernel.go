@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/joblet-dev/joblet/netd/nsfile"
 	"github.com/joblet-dev/joblet/netd/state"
@@ -85,7 +86,9 @@ func deleteLink(name string) error {
 	if err != nil {
 		return fmt.Errorf("link %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(link); err != nil {
+	// ENODEV: gone meanwhile (a job's veth pair goes with its namespace,
+	// which ends once unpinned: see Detach).
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil

@@ -536,14 +536,20 @@ func (m *Manager) dropLease(l *lease) {
 	}
 }
 
-// Detach implements netdapi.Netd. The lease leaves the saved state first
-// (a full disk refuses the Detach and keeps it, and the caller retries);
-// Detach returns once the job no longer counts on its network, and its
-// veth pair and pin are removed after that, outside the lock: deleting a
-// veth pair takes the kernel ~20 ms here, which neither the job's end nor
-// another job's Attach should wait for. The address is freed only once
-// the pair is gone; RemoveNetwork, and an Attach to a network that is
-// full, wait for the network's teardowns under way.
+// Detach implements netdapi.Netd. A job with a namespace (any network but
+// none) is ended by unpinning its namespace: once the pin is gone, the
+// lease is over whatever the saved state says, since a next netd ends
+// every saved lease whose pin is gone (reconcile). So Detach unpins, takes
+// the lease out of memory (the network no longer counts the job) and
+// answers; the save that drops the lease from the file, then the removal
+// of the veth pair (~20 ms of the kernel's here), run after that, and the
+// address is freed only once both are done. Neither the job's end nor
+// another job's Attach waits for them; RemoveNetwork, and an Attach to a
+// network that is full, wait for the network's detaches under way.
+//
+// A none lease has no pin: one that a snapshot may hold leaves the saved
+// state before Detach answers (a full disk refuses the Detach and keeps
+// it, and the caller retries), as a pin whose unmount fails does.
 func (m *Manager) Detach(ctx context.Context, jobID string) error {
 	if err := validate.JobID(jobID); err != nil {
 		return err
@@ -554,10 +560,14 @@ func (m *Manager) Detach(ctx context.Context, jobID string) error {
 		m.mu.Unlock()
 		return err
 	}
+	l.busy = make(chan struct{})
+	m.mu.Unlock()
+	unpinned := l.Veth != "" && nsfile.Remove(m.pinPath(l.Lease)) == nil
+	m.mu.Lock()
 	// A lease no snapshot ever held (a none job's, see Attach) needs no
-	// save to end.
-	if m.inFile(l) {
-		l.busy, l.leaving = make(chan struct{}), true
+	// save to end, nor one whose pin is gone.
+	if !unpinned && m.inFile(l) {
+		l.leaving = true
 		gen := m.changed()
 		m.mu.Unlock()
 		err := m.persist(gen, func() { l.leaving = false })
@@ -571,27 +581,53 @@ func (m *Manager) Detach(ctx context.Context, jobID string) error {
 	}
 	delete(m.leases, jobID)
 	m.deleteNames(l.Lease)
-	if l.busy != nil {
-		m.settle(l)
-	}
+	m.settle(l)
 	n := m.nets[l.Network]
 	if n != nil {
 		n.tearing++
 	}
 	m.teardowns.Add(1)
+	var gen uint64 // the save that drops the lease, if still to do
+	if unpinned && m.inFile(l) {
+		gen = m.changed()
+	}
 	m.mu.Unlock()
 	if l.Veth == "" {
-		m.finishDetach(l.Lease, n) // a pin at most: no kernel work to wait for
+		m.finishDetach(l.Lease, n, 0) // a pin at most: no kernel work to wait for
 		return nil
 	}
-	go m.finishDetach(l.Lease, n)
+	go m.finishDetach(l.Lease, n, gen)
 	return nil
 }
 
-// finishDetach removes a detached job's veth pair and pin, then frees its
-// address on n (nil: a network without addresses, or removed meanwhile).
-func (m *Manager) finishDetach(l state.Lease, n *network) {
+// detachSaveRetry is how often finishDetach tries again to save the state
+// without an unpinned lease (a full disk).
+const detachSaveRetry = time.Second
+
+// finishDetach saves the state without a detached job's lease (unless gen
+// is 0: saved already, or never saved), removes its veth pair and pin,
+// then frees its address on n (nil: a network without addresses, or
+// removed meanwhile). Until the save is done the address stays the job's:
+// a file that still holds the lease never holds another one with the
+// same address. A save that fails (a full disk) is tried again until it
+// succeeds or netd closes, whose own save drops the lease.
+func (m *Manager) finishDetach(l state.Lease, n *network, gen uint64) {
 	defer m.teardowns.Done()
+	log := m.log.With().Str("job_id", l.JobID).Str("network", l.Network).Logger()
+	for gen != 0 {
+		err := m.persist(gen, nil)
+		if err == nil {
+			break
+		}
+		m.mu.Lock()
+		closing := m.closing
+		m.mu.Unlock()
+		if closing {
+			break
+		}
+		log.Warn().Err(err).Stringer("retry_in", detachSaveRetry).Msg("cannot save the state without a detached job; its address stays taken until then")
+		time.Sleep(detachSaveRetry)
+	}
 	err := m.jobKernelWork(func() error { return m.teardown(l) })
 	m.mu.Lock()
 	if n != nil {
@@ -605,7 +641,6 @@ func (m *Manager) finishDetach(l state.Lease, n *network) {
 	}
 	m.torn.Broadcast()
 	m.mu.Unlock()
-	log := m.log.With().Str("job_id", l.JobID).Str("network", l.Network).Logger()
 	if err != nil {
 		// The next netd's reconcile removes what is left.
 		log.Error().Err(err).Msg("detach teardown")

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/joblet-dev/joblet/netd/nsfile"
 	"github.com/joblet-dev/joblet/netd/state"
@@ -28,8 +32,10 @@ func savedLeases(t testing.TB, m *Manager) map[string]state.Lease {
 }
 
 // Attaches at once share the saves (save.go), and yet each returns only
-// once its lease is in the saved state; detaches at once each take theirs
-// out.
+// once its lease is in the saved state; detaches at once each return once
+// their job's pin is gone (which ends the lease for any later netd, see
+// TestCrashAfterDetachAnswered), and their saves take the leases out of
+// the file before the addresses are freed.
 func TestConcurrentAttachesAreSaved(t *testing.T) {
 	e := setup(t)
 	e.opts.CheckInterval = -1
@@ -37,7 +43,7 @@ func TestConcurrentAttachesAreSaved(t *testing.T) {
 	ctx := context.Background()
 	const jobs = 24
 	var wg sync.WaitGroup
-	ips := make([]string, jobs)
+	ips, pins := make([]string, jobs), make([]string, jobs)
 	for i := range jobs {
 		wg.Go(func() {
 			id := fmt.Sprint("c", i)
@@ -46,7 +52,7 @@ func TestConcurrentAttachesAreSaved(t *testing.T) {
 				t.Errorf("attach %s: %v", id, err)
 				return
 			}
-			ips[i] = a.IP
+			ips[i], pins[i] = a.IP, a.NetnsPath
 			if l, ok := savedLeases(t, m)[id]; !ok || l.IP != a.IP {
 				t.Errorf("attach %s returned before its lease was saved: %+v", id, l)
 			}
@@ -66,15 +72,18 @@ func TestConcurrentAttachesAreSaved(t *testing.T) {
 				t.Errorf("detach %s: %v", id, err)
 				return
 			}
-			if _, ok := savedLeases(t, m)[id]; ok {
-				t.Errorf("detach %s returned with its lease still saved", id)
+			if _, err := os.Stat(pins[i]); !os.IsNotExist(err) {
+				t.Errorf("detach %s returned with its namespace still pinned: %v", id, err)
 			}
 		})
 	}
 	wg.Wait()
-	m.teardowns.Wait() // the veth pairs go after Detach returns
+	m.teardowns.Wait() // the saves and the veth pairs go after Detach returns
 	if got := hostLinks(t, "jv"); len(got) != 0 {
 		t.Errorf("veths left: %v", got)
+	}
+	if got := savedLeases(t, m); len(got) != 0 {
+		t.Errorf("leases still saved after the detaches: %v", got)
 	}
 }
 
@@ -248,4 +257,67 @@ func threads(t *testing.T) int {
 	}
 	t.Fatal("no Threads: line in /proc/self/status")
 	return 0
+}
+
+// A Detach answers once the job's namespace is unpinned, before the save
+// that drops its lease: a netd that dies in between leaves a file that
+// still holds the lease (and maybe its veth pair), and the next netd ends
+// that lease (its pin is gone), removes the veth pair and frees the
+// address, while a running job's lease is kept.
+func TestCrashAfterDetachAnswered(t *testing.T) {
+	e := setup(t)
+	e.opts.CheckInterval = -1
+	m := e.open(t)
+	ctx := context.Background()
+	file := filepath.Join(e.opts.StateDir, "state.json")
+	gone := attach(t, m, "gone", netdapi.Bridge, "")
+	stays := attach(t, m, "stays", netdapi.Bridge, "")
+	image, err := os.ReadFile(file)
+	must(t, err)
+	veth := m.leases["gone"].Veth
+	must(t, m.Detach(ctx, "gone"))
+	if _, err := os.Stat(gone.NetnsPath); !os.IsNotExist(err) {
+		t.Errorf("pin of a detached job after Detach answered: %v", err)
+	}
+	if nets, _ := m.ListNetworks(ctx); nets[1].Jobs != 1 {
+		t.Errorf("bridge counts %d jobs right after the Detach, want 1", nets[1].Jobs)
+	}
+	must(t, m.Close())
+	if _, ok := savedLeases(t, m)["gone"]; ok {
+		t.Errorf("detached lease still saved after Close")
+	}
+	// The crash image: the lease still in the file, its veth pair still
+	// there, its pin gone.
+	must(t, os.WriteFile(file, image, 0o600))
+	must(t, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: "crashpeer0"}))
+
+	m2 := e.open(t)
+	if _, ok := m2.leases["gone"]; ok {
+		t.Errorf("lease of an unpinned namespace kept after the restart")
+	}
+	if _, ok := savedLeases(t, m2)["gone"]; ok {
+		t.Errorf("lease of an unpinned namespace still saved after the restart")
+	}
+	if got := hostLinks(t, veth); len(got) != 0 {
+		t.Errorf("veth of the detached job left: %v", got)
+	}
+	if _, ok := m2.leases["stays"]; !ok {
+		t.Errorf("running job's lease lost")
+	}
+	m2.mu.Lock()
+	if err := m2.nets[netdapi.Bridge].pool.Reserve(netip.MustParseAddr(gone.IP), "probe"); err != nil {
+		t.Errorf("the detached job's address is not free after the restart: %v", err)
+	} else {
+		m2.nets[netdapi.Bridge].pool.Release(netip.MustParseAddr(gone.IP))
+	}
+	m2.mu.Unlock()
+	next := attach(t, m2, "next", netdapi.Bridge, "")
+	if _, err := dial(stays.NetnsPath, next.IP+probe, 2*time.Second); err != nil {
+		t.Errorf("running job cannot reach the next job: %v", err)
+	}
+	detachAll(t, m2)
+	must(t, m2.Close())
+	if got := hostLinks(t, "jv"); len(got) != 0 {
+		t.Errorf("veths left: %v", got)
+	}
 }
