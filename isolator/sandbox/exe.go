@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -206,16 +205,21 @@ func InitFile() *os.File {
 // InheritInit makes jobs' inits run from f, a sealed init binary inherited
 // from the process that started this one (its InitFile). f is moved out of
 // the low descriptors and closed on exec, so no job inherits it.
-func InheritInit(f *os.File) error {
+func InheritInit(f *os.File) error { return inheritSealed(f, "init", setInit) }
+
+// inheritSealed checks that f, an inherited binary (what names it), is a
+// sealed memfd, moves it out of the low descriptors, close-on-exec, hands
+// the copy to set and closes f.
+func inheritSealed(f *os.File, what string, set func(*os.File)) error {
 	defer f.Close()
 	if !isSealed(f) {
-		return errors.New("inherited init binary is not a sealed memfd")
+		return fmt.Errorf("inherited %s binary is not a sealed memfd", what)
 	}
 	kept, err := keep(f)
 	if err != nil {
 		return err
 	}
-	setInit(kept)
+	set(kept)
 	return nil
 }
 
@@ -262,18 +266,7 @@ func ReaperFile() *os.File {
 // inherited from the process that started this one (its ReaperFile). f is
 // moved out of the low descriptors and closed on exec, so no job inherits
 // it.
-func InheritReaper(f *os.File) error {
-	defer f.Close()
-	if !isSealed(f) {
-		return errors.New("inherited reaper binary is not a sealed memfd")
-	}
-	kept, err := keep(f)
-	if err != nil {
-		return err
-	}
-	setReaper(kept)
-	return nil
-}
+func InheritReaper(f *os.File) error { return inheritSealed(f, "reaper", setReaper) }
 
 func setReaper(f *os.File) {
 	initMu.Lock()
