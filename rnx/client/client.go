@@ -94,7 +94,13 @@ func Dial(node *clientconfig.Node, sessionFile string) (*Conn, error) {
 	// that dials makes a call right after.
 	cc.Connect()
 	if err := pair.parse(node); err != nil {
+		// As Close: the handshake under way may save a session (a
+		// resumed one needs no key pair); nothing is written after Dial
+		// has returned.
 		cc.Close()
+		if sessions != nil {
+			sessions.Flush()
+		}
 		return nil, err
 	}
 	return &Conn{
