@@ -78,12 +78,19 @@ func TestDetachAnswersBeforeTheTeardown(t *testing.T) {
 		t.Fatal("Attach still waiting after the teardown")
 	}
 
+	// RemoveNetwork waits for the teardowns, and each teardown saves the
+	// state first. RemoveNetwork is made to wait for the save lock ahead
+	// of the teardowns' saves, so it gets it first; holding it while it
+	// waits for them left them, and itself, waiting for good.
 	release = hold()
+	m.saveMu.Lock()
+	removed := make(chan error, 1)
+	go func() { removed <- m.RemoveNetwork(ctx, "one") }()
+	time.Sleep(100 * time.Millisecond) // queued on the save lock
 	for _, id := range []string{"d2", "f2", "f3", "f4", "f5"} {
 		detach(id)
 	}
-	removed := make(chan error, 1)
-	go func() { removed <- m.RemoveNetwork(ctx, "one") }()
+	m.saveMu.Unlock()
 	select {
 	case err := <-removed:
 		t.Fatalf("RemoveNetwork answered (%v) while a teardown was under way", err)

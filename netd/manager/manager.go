@@ -725,29 +725,38 @@ func (m *Manager) startDNS(n *network) error {
 
 // RemoveNetwork implements netdapi.Netd.
 func (m *Manager) RemoveNetwork(ctx context.Context, name string) error {
-	m.saveMu.Lock()
-	defer m.saveMu.Unlock()
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if slices.Contains(validate.Reserved, name) {
 		return errdefs.Errorf(errdefs.ErrInvalidArgument, "network %q is built in and cannot be removed", name)
 	}
 	var n *network
 	for {
+		m.saveMu.Lock()
+		m.mu.Lock()
 		var ok bool
 		if n, ok = m.nets[name]; !ok {
+			m.mu.Unlock()
+			m.saveMu.Unlock()
 			return errdefs.Errorf(errdefs.ErrNotFound, "network %q does not exist", name)
 		}
 		if jobs := m.jobsOn(name); jobs > 0 {
+			m.mu.Unlock()
+			m.saveMu.Unlock()
 			return errdefs.Errorf(errdefs.ErrFailedPrecondition, "network %q is used by %d job(s)", name, jobs)
 		}
 		if n.tearing+n.filling == 0 {
 			break
 		}
 		// Jobs detached just before, and spares being made: their veth
-		// pairs go first, so the bridge goes with nothing left on it.
+		// pairs go first, so the bridge goes with nothing left on it. A
+		// detached job's teardown saves the state first (finishDetach):
+		// it needs m.saveMu, which is let go for the wait (m.mu is held
+		// until the wait, so no Broadcast is missed).
+		m.saveMu.Unlock()
 		m.torn.Wait()
+		m.mu.Unlock()
 	}
+	defer m.saveMu.Unlock()
+	defer m.mu.Unlock()
 	delete(m.nets, name)
 	if err := m.saveLocked(); err != nil {
 		m.nets[name] = n
