@@ -268,6 +268,11 @@ func ReaperFile() *os.File {
 // it.
 func InheritReaper(f *os.File) error { return inheritSealed(f, "reaper", setReaper) }
 
+// DropReaper undoes UseReaperBinary and InheritReaper: inits started from
+// now on stay for their job's life. The old copy stays open, as in
+// setInit.
+func DropReaper() { setReaper(nil) }
+
 func setReaper(f *os.File) {
 	initMu.Lock()
 	defer initMu.Unlock()

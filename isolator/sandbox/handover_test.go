@@ -28,7 +28,7 @@ func useReaper(t *testing.T) {
 	if err := sandbox.UseReaperBinary(reaper); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(sandbox.ResetReaper)
+	t.Cleanup(sandbox.DropReaper)
 }
 
 // isReaper reports whether host process pid runs the sealed reaper.

@@ -89,7 +89,7 @@ func TestShimRunsFromShimBinaryOrFallback(t *testing.T) {
 	if size != self.Size() || !strings.Contains(link, "memfd:") {
 		t.Errorf("without a shim binary the shim runs from %s (%d bytes), want the test binary's sealed copy (%d bytes)", link, size, self.Size())
 	}
-	if r, err := p.Wait(); err != nil || r.ExitCode != 0 {
+	if r, err := waitReleased(t, p); err != nil || r.ExitCode != 0 {
 		t.Fatalf("job under the fallback shim: %+v, %v", r, err)
 	}
 
@@ -115,7 +115,7 @@ func TestShimRunsFromShimBinaryOrFallback(t *testing.T) {
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := p.Wait(); err != nil || r.Signal != int(syscall.SIGKILL) {
+	if r, err := waitReleased(t, p); err != nil || r.Signal != int(syscall.SIGKILL) {
 		t.Fatalf("Wait: %+v, %v", r, err)
 	}
 }
@@ -229,7 +229,7 @@ func BenchmarkShimBinaryStart(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := proc.Wait(); err != nil {
+			if _, err := waitReleased(b, proc); err != nil {
 				b.Fatal(err)
 			}
 		}

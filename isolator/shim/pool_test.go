@@ -55,6 +55,19 @@ func jobSpec(t *testing.T, id string, args ...string) Spec {
 	}
 }
 
+// waitReleased waits for p's result as the isolator does, then releases
+// it: waits for the shim's exit and removes its result file, which the
+// shim writes after sending the result (Wait), so that the test's temp
+// dirs are not written to while they are removed.
+func waitReleased(tb testing.TB, p *Process) (Result, error) {
+	tb.Helper()
+	r, err := p.Wait()
+	if rerr := p.Release(); rerr != nil {
+		tb.Errorf("release: %v", rerr)
+	}
+	return r, err
+}
+
 // waitIdle waits until n shims wait in p and returns their pids.
 func waitIdle(t *testing.T, p *Pool, n int) []int {
 	t.Helper()
@@ -121,7 +134,7 @@ func runJob(t *testing.T, p *Pool, id string, args ...string) (*Process, Result)
 	if err != nil {
 		t.Fatalf("start %v: %v", args, err)
 	}
-	r, err := proc.Wait()
+	r, err := waitReleased(t, proc)
 	if err != nil {
 		t.Fatalf("wait %v: %v", args, err)
 	}
@@ -332,7 +345,7 @@ func TestThreadsFlatWhileShimsRun(t *testing.T) {
 	defer func() {
 		for _, proc := range procs {
 			_ = proc.Kill()
-			if _, err := proc.Wait(); err != nil {
+			if _, err := waitReleased(t, proc); err != nil {
 				t.Errorf("wait: %v", err)
 			}
 		}
@@ -417,7 +430,7 @@ func BenchmarkStart(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := proc.Wait(); err != nil {
+		if _, err := waitReleased(b, proc); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -434,8 +447,10 @@ func BenchmarkStart(b *testing.B) {
 // the isolator (sandbox.UseInitBinary), a shim inherits its sealed copy and
 // the job's init runs from it, not from the shim's own binary. Later tests
 // in this process keep the init binary: jobs run the same either way.
+// No reaper is set: the init would become it once the command runs.
 func TestJobInitRunsFromTheInheritedInitBinary(t *testing.T) {
 	requiresRoot(t)
+	sandbox.DropReaper()
 	bin := sandboxtest.BuildInit(t, "..")
 	if err := sandbox.UseInitBinary(bin); err != nil {
 		t.Fatal(err)
@@ -448,7 +463,7 @@ func TestJobInitRunsFromTheInheritedInitBinary(t *testing.T) {
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := p.Wait(); err != nil || r.Signal != int(syscall.SIGKILL) {
+	if r, err := waitReleased(t, p); err != nil || r.Signal != int(syscall.SIGKILL) {
 		t.Fatalf("Wait: %+v, %v", r, err)
 	}
 }

@@ -123,7 +123,7 @@ func TestNetdJobFromPreforkingShim(t *testing.T) {
 		t.Errorf("the job's init %d (preforked %d), moved %v: want the preforked init, born in the job's cgroup", proc.Pid(), preforked, proc.InitMoved())
 	}
 	goOn()
-	if r, err := proc.Wait(); err != nil || r.ExitCode != 0 {
+	if r, err := waitReleased(t, proc); err != nil || r.ExitCode != 0 {
 		t.Fatalf("result %+v, %v", r, err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(spec.WorkDir, "ns")); strings.TrimSpace(string(b)) != netns {
@@ -204,7 +204,7 @@ func TestPreforkedInitKilledWhileWaiting(t *testing.T) {
 	if proc.Pid() == killed || proc.InitMoved() {
 		t.Errorf("the job's init %d (killed %d), moved %v: want a new init, born in the job's cgroup", proc.Pid(), killed, proc.InitMoved())
 	}
-	if r, err := proc.Wait(); err != nil || r.ExitCode != 0 {
+	if r, err := waitReleased(t, proc); err != nil || r.ExitCode != 0 {
 		t.Fatalf("result %+v, %v", r, err)
 	}
 }

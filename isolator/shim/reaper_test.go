@@ -16,7 +16,8 @@ import (
 // and the job's init becomes it once the command runs; the job is then
 // stopped by SIGTERM (forwarded to the command, which traps it) and
 // reports its exit code as before. Later tests in this process keep the
-// init and reaper binaries: jobs run the same either way.
+// init binary (jobs run the same either way), not the reaper: one test
+// looks at the init's binary while the job runs.
 func TestJobInitHandsOverToTheInheritedReaper(t *testing.T) {
 	requiresRoot(t)
 	reaper := sandboxtest.BuildReaper(t, "..")
@@ -26,6 +27,7 @@ func TestJobInitHandsOverToTheInheritedReaper(t *testing.T) {
 	if err := sandbox.UseReaperBinary(reaper); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(sandbox.DropReaper)
 	for _, c := range []struct {
 		script string
 		stop   bool
@@ -70,7 +72,7 @@ func TestJobInitHandsOverToTheInheritedReaper(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if r, err := p.Wait(); err != nil || r.ExitCode != c.code || r.Signal != 0 {
+		if r, err := waitReleased(t, p); err != nil || r.ExitCode != c.code || r.Signal != 0 {
 			t.Fatalf("%q: Wait: %+v, %v; want exit %d", c.script, r, err, c.code)
 		}
 	}

@@ -92,7 +92,7 @@ func backToBack(t *testing.T, p *Pool, parent *cgroup.Parent, prefix string, n i
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := proc.Wait(); err != nil {
+		if _, err := waitReleased(t, proc); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Millisecond)

@@ -179,7 +179,7 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 		}
 	}
 	goOn()
-	r, err := proc.Wait()
+	r, err := waitReleased(t, proc)
 	if err != nil || r.ExitCode != 0 {
 		t.Fatalf("result %+v, %v", r, err)
 	}
@@ -220,7 +220,7 @@ func TestJobStartsInItsShimsSpare(t *testing.T) {
 	if !proc.InitMoved() {
 		t.Error("an init started without a spare was not moved, yet it is on cgroup v1")
 	}
-	if _, err := proc.Wait(); err != nil {
+	if _, err := waitReleased(t, proc); err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
@@ -359,7 +359,7 @@ func BenchmarkStartFromSpare(b *testing.B) {
 		if proc.InitMoved() == (withSpare == 1) {
 			b.Fatalf("init moved %v with spare %v", proc.InitMoved(), withSpare == 1)
 		}
-		if _, err := proc.Wait(); err != nil {
+		if _, err := waitReleased(b, proc); err != nil {
 			b.Fatal(err)
 		}
 		if err := j.Destroy(); err != nil {
