@@ -120,7 +120,7 @@ bench: build
 	./$(BIN)/joblet-bench -bin $(BIN) -out bench/results
 
 ## deb: build dist/joblet_<version>_amd64.deb (static daemons, rnx, units, config template) with nfpm
-NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 DIST := dist
 VERSION ?= $(shell deploy/version.sh)
 deb:
