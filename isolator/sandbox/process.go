@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,8 +104,9 @@ type Result struct {
 // Process is a running job: its init and everything under it.
 type Process struct {
 	spec  Spec
-	cmd   *exec.Cmd
-	sync  *os.File // read end of the init's message pipe
+	cmd   *exec.Cmd   // nil in a process Resumed from a parked one
+	proc  *os.Process // the init: cmd.Process, or the resumed one's
+	sync  *os.File    // read end of the init's message pipe
 	dec   *json.Decoder
 	moved bool // Apply put the init in its cgroup
 	// reaped is closed once the init has been reaped, by Wait or by the
@@ -384,7 +386,7 @@ func (f *Forked) start(spec *Spec) (*Process, error) {
 	f.used = true
 	specW := f.specW
 	defer specW.Close()
-	p := &Process{spec: *spec, cmd: f.cmd, sync: f.syncR, dec: json.NewDecoder(f.syncR), reaped: make(chan struct{})}
+	p := &Process{spec: *spec, cmd: f.cmd, proc: f.cmd.Process, sync: f.syncR, dec: json.NewDecoder(f.syncR), reaped: make(chan struct{})}
 
 	// The init waits at its gate (reading the spec) until it is in the
 	// cgroup: on cgroup v1 it is moved there now, by pid, unless it was
@@ -463,9 +465,56 @@ func (f *Forked) Close() error {
 
 // abort kills and reaps an init that failed to start the command.
 func (p *Process) abort() {
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
+	_ = p.proc.Kill()
+	_, _ = p.waitInit()
 	p.sync.Close()
+}
+
+// waitInit reaps the init: cmd.Wait, or for a resumed process the init's
+// own Wait, with the same *exec.ExitError for an unsuccessful exit.
+func (p *Process) waitInit() (*os.ProcessState, error) {
+	if p.cmd != nil {
+		err := p.cmd.Wait()
+		return p.cmd.ProcessState, err
+	}
+	st, err := p.proc.Wait()
+	if err == nil && !st.Success() {
+		err = &exec.ExitError{ProcessState: st}
+	}
+	return st, err
+}
+
+// Parked is what a process that parks (see Park) passes on to the one that
+// Resumes its job: the init's pid and the read end of its message pipe.
+type Parked struct {
+	PID  int
+	Sync *os.File
+}
+
+// Park hands the job over for this process to be replaced (an exec)
+// while the job runs on: it reports false when a message of the init has
+// already been read from the pipe (its exit report: Wait is next), else
+// the init's pid and the pipe, with nothing of it read ahead. After a
+// true report this Process must not be used, but by Unpark should the
+// exec fail.
+func (p *Process) Park() (Parked, bool) {
+	// The newline after the last message read may be left.
+	if ahead, _ := io.ReadAll(p.dec.Buffered()); len(bytes.TrimSpace(ahead)) > 0 {
+		return Parked{}, false
+	}
+	return Parked{PID: p.proc.Pid, Sync: p.sync}, true
+}
+
+// Resume takes over, in the process that replaced a parked one (an exec
+// keeps the parked process's children), the job it parked: its Wait,
+// Reaped, Terminate and Kill work as the parked Process's did.
+func Resume(id string, pk Parked, moved bool) (*Process, error) {
+	proc, err := os.FindProcess(pk.PID)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: resume init %d: %w", id, pk.PID, err)
+	}
+	return &Process{spec: Spec{ID: id}, proc: proc, sync: pk.Sync, dec: json.NewDecoder(pk.Sync),
+		moved: moved, reaped: make(chan struct{})}, nil
 }
 
 func validate(spec *Spec) error {
@@ -533,7 +582,7 @@ func withDefaults(s, d Storage) Storage {
 func (p *Process) Moved() bool { return p.moved }
 
 // Pid returns the host pid of the job's init.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+func (p *Process) Pid() int { return p.proc.Pid }
 
 // Wait blocks until the job has ended, every process of it included: the
 // command and everything else of its PID namespace have exited and were
@@ -546,13 +595,13 @@ func (p *Process) Wait() (Result, error) {
 	decErr := p.dec.Decode(&m)
 	if decErr == nil && m.Type == msgExit && p.awaitExiting() {
 		go func() {
-			_ = p.cmd.Wait()
+			_, _ = p.waitInit()
 			p.markReaped()
 		}()
 		return Result{ExitCode: m.ExitCode, Signal: m.Signal}, nil
 	}
 	p.sync.Close()
-	err := p.cmd.Wait()
+	st, err := p.waitInit()
 	p.markReaped()
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
@@ -563,7 +612,7 @@ func (p *Process) Wait() (Result, error) {
 	}
 	// No report: the init itself was killed (Kill), and the kernel killed
 	// the command with it.
-	ws := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	ws := st.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
 		sig := int(ws.Signal())
 		return Result{ExitCode: 128 + sig, Signal: sig}, nil
@@ -605,7 +654,7 @@ func (p *Process) Kill() error { return p.signal(unix.SIGKILL) }
 
 func (p *Process) signal(sig os.Signal) error {
 	// os.Process signals through a pidfd, so a recycled pid is never hit.
-	err := p.cmd.Process.Signal(sig)
+	err := p.proc.Signal(sig)
 	if errors.Is(err, os.ErrProcessDone) {
 		return nil
 	}

@@ -55,9 +55,15 @@ func backToBack(t *testing.T, p *Pool, parent *cgroup.Parent, prefix string, n i
 	t.Helper()
 	warm := 0
 	var made []interface{ Destroy() error }
+	var procs []*Process
 	// Removed once the round is done: not between the jobs, where the
 	// isolator does not wait for it either.
 	defer func() {
+		for _, proc := range procs {
+			if err := proc.Release(); err != nil {
+				t.Error(err)
+			}
+		}
 		for _, j := range made {
 			if err := j.Destroy(); err != nil {
 				t.Error(err)
@@ -92,7 +98,10 @@ func backToBack(t *testing.T, p *Pool, parent *cgroup.Parent, prefix string, n i
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := waitReleased(t, proc); err != nil {
+		// Released (the shim's exit waited for) once the round is done, as
+		// the isolator does it beside the next job, not before it.
+		procs = append(procs, proc)
+		if _, err := proc.Wait(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Millisecond)

@@ -23,6 +23,16 @@
  *
  * No libc: a handful of raw system calls, so the binary is a few KB and its
  * resident memory a few pages, once per running job.
+ *
+ * It has a second use, for the job's shim (package shimproc, park.go): a
+ * shim whose job runs on parks by replacing itself with this program, which
+ * waits, at the same few pages, until the init reports on its message pipe
+ * or logd answers on the hand-over connection (or either goes away), then
+ * replaces itself with the shim again, which takes the job back.
+ *
+ * Usage (by a shim only): argv = { "joblet-shim", "park", "<sync fd>",
+ * "<logd connection fd>", "<shim binary fd>" }; the environment is passed
+ * on to the shim unchanged.
  */
 
 typedef unsigned long ulong;
@@ -36,15 +46,18 @@ enum {
 	NR_prctl = 157,
 	NR_rt_sigtimedwait = 128,
 	NR_exit_group = 231,
+	NR_ppoll = 271,
+	NR_execveat = 322,
 };
 
-static long sys(long n, long a, long b, long c, long d)
+static long sys5(long n, long a, long b, long c, long d, long e)
 {
 	long ret;
 	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
 	__asm__ volatile("syscall"
 			 : "=a"(ret)
-			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
 			 : "rcx", "r11", "memory");
 	return ret;
 }
@@ -67,16 +80,19 @@ enum {
 	NR_prctl = 167,
 	NR_rt_sigtimedwait = 137,
 	NR_exit_group = 94,
+	NR_ppoll = 73,
+	NR_execveat = 281,
 };
 
-static long sys(long n, long a, long b, long c, long d)
+static long sys5(long n, long a, long b, long c, long d, long e)
 {
 	register long x8 __asm__("x8") = n;
 	register long x0 __asm__("x0") = a;
 	register long x1 __asm__("x1") = b;
 	register long x2 __asm__("x2") = c;
 	register long x3 __asm__("x3") = d;
-	__asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory");
+	register long x4 __asm__("x4") = e;
+	__asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4) : "memory");
 	return x0;
 }
 
@@ -105,7 +121,14 @@ enum {
 	EINTR = 4,
 	ECHILD = 10,
 	FD_SYNC = 4, /* sandbox's fdSync */
+	POLLIN = 1,
+	AT_EMPTY_PATH = 0x1000,
 };
+
+static long sys(long n, long a, long b, long c, long d)
+{
+	return sys5(n, a, b, c, d, 0);
+}
 
 #define BIT(sig) (1UL << ((sig) - 1))
 
@@ -198,12 +221,63 @@ static void end_namespace(void)
 	}
 }
 
+/* parse_uint reads a decimal number; -1 unless s is one. */
+static long parse_uint(const char *s)
+{
+	long v = 0;
+	if (*s == 0)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > 1 << 20)
+			return -1;
+		v = v * 10 + (*s - '0');
+	}
+	return v;
+}
+
+static int same(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
+}
+
+/*
+ * park is a parked shim (see the top): it waits for either descriptor to
+ * be readable or hung up, then execs the shim binary again with the same
+ * environment. The shim's signal dispositions (SIGHUP, SIGINT and SIGPIPE
+ * ignored) came through the exec and go on through the next one. Should
+ * that exec fail, nothing can take the job back: the shim's exit tells the
+ * isolator it ended without a result.
+ */
+static void park(char **argv, char **envp)
+{
+	long sync = parse_uint(argv[2]), conn = parse_uint(argv[3]), exe = parse_uint(argv[4]);
+	if (sync < 0 || conn < 0 || exe < 0)
+		exit_group(3);
+	sys(NR_prctl, PR_SET_NAME, (long)"joblet-shim", 0, 0);
+	struct {
+		int fd;
+		short events, revents;
+	} fds[2] = {{(int)sync, POLLIN, 0}, {(int)conn, POLLIN, 0}};
+	for (;;) {
+		long n = sys(NR_ppoll, (long)fds, 2, 0, 0);
+		if (n != -EINTR)
+			break; /* ready, or an error that another poll would repeat */
+	}
+	static char *shim_argv[] = {"joblet-shim", 0};
+	sys5(NR_execveat, exe, (long)"", (long)shim_argv, (long)envp, AT_EMPTY_PATH);
+	exit_group(3);
+}
+
 void reaper_main(long *sp) __attribute__((noreturn, used));
 
 void reaper_main(long *sp)
 {
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1);
+	if (argc == 5 && same(argv[0], "joblet-shim") && same(argv[1], "park"))
+		park(argv, argv + argc + 1);
 	/*
 	 * First: exec made this process dumpable again, and it runs as the
 	 * host's root in the job's namespaces. Non-dumpable, nobody but the

@@ -51,6 +51,9 @@ func Main() {
 	// A terminal's or a session's signals are not for the shim: the job is
 	// stopped through its cgroup, and the shim ends with it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	if st, ok := parkedState(); ok {
+		os.Exit(resume(st)) // back from parking (park.go)
+	}
 	sandbox.CloseInheritedExe(wire.FDShimExe)
 	// The status pipe's EOF tells the isolator the job's result is written
 	// (see run): no process the shim starts may hold it open.
@@ -152,7 +155,15 @@ func run(spec wire.Spec, statusOut *os.File, sp *spawner, pre *preforked) int {
 	// exit (the Go runtime's teardown). Were the isolator gone, nothing
 	// reads it, and closing it is harmless.
 	send(statusOut, wire.Message{Type: wire.MsgStarted, PID: p.Pid(), Moved: p.Moved()})
+	return finish(parkedJob{ID: spec.ID, Cgroup: spec.Cgroup, LogdSocket: spec.LogdSocket,
+		Result: spec.Result, OutputTimeout: timeout}, statusOut, p, fw, cg)
+}
 
+// finish waits for the started job's end, parked while it runs long
+// (park.go), and records its result; the shim's exit code.
+func finish(spec parkedJob, statusOut *os.File, p *sandbox.Process, fw *forwarder, cg *jobCgroup) int {
+	timeout := spec.OutputTimeout
+	parkWhileRunning(spec, statusOut, p, fw)
 	res := wire.Result{}
 	r, werr := p.Wait()
 	// Nothing of the job runs any more (the init reported once every other

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,14 +50,21 @@ type forwarder struct {
 	cancel        context.CancelFunc
 	done          chan struct{}
 	err           error // set before done is closed
+
+	// The shim may park (park.go) while the forwarder waits for logd's
+	// answer on a hand-over logd took: hold stops that wait before any of
+	// the answer is read, and the parked shim passes the connection on.
+	mu       sync.Mutex
+	waiting  *handover.Conn // the hand-over whose answer is waited for
+	resumed  *handover.Conn // a parked shim's, taken back: waited for first
+	held     bool
+	unheldCh chan struct{}
 }
 
 // forward starts handing stdout and stderr (read ends, owned by the
 // forwarder from now on) to the logd at socket as job jobID's output.
 func forward(socket, jobID string, stdout, stderr *os.File) *forwarder {
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &forwarder{socket: socket, jobID: jobID, ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		pipes: []handover.Pipe{{Stream: handover.Stdout, File: stdout}, {Stream: handover.Stderr, File: stderr}}}
+	f := newForwarder(socket, jobID, stdout, stderr)
 	for _, p := range f.pipes {
 		growPipe(p.File)
 	}
@@ -64,10 +72,98 @@ func forward(socket, jobID string, stdout, stderr *os.File) *forwarder {
 	return f
 }
 
+// resumeForward is forward in a shim that took its job back from parking:
+// c is the hand-over logd took before, whose answer is still to come.
+func resumeForward(socket, jobID string, stdout, stderr *os.File, c *handover.Conn) *forwarder {
+	f := newForwarder(socket, jobID, stdout, stderr)
+	f.resumed = c
+	go f.run()
+	return f
+}
+
+func newForwarder(socket, jobID string, stdout, stderr *os.File) *forwarder {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &forwarder{socket: socket, jobID: jobID, ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		unheldCh: make(chan struct{}, 1),
+		pipes:    []handover.Pipe{{Stream: handover.Stdout, File: stdout}, {Stream: handover.Stderr, File: stderr}}}
+}
+
+// drain is handover.Drain, with the wait for logd's answer made so that
+// the shim can park meanwhile (hold).
+func (f *forwarder) drain() error {
+	c := f.resumed
+	f.resumed = nil
+	if c == nil {
+		var err error
+		if c, err = handover.Hand(f.ctx, f.socket, f.jobID, f.pipes); err != nil {
+			return err
+		}
+	}
+	defer c.Close()
+	if err := f.awaitAnswer(c); err != nil {
+		return err
+	}
+	_, err := c.Result(f.ctx)
+	return err
+}
+
+// awaitAnswer waits until logd's answer can be read on c, or c fails,
+// without reading any of it; while the shim is held for parking, it waits
+// for it to be let go (the park failed: a parked shim never comes back
+// here).
+func (f *forwarder) awaitAnswer(c *handover.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		f.mu.Lock()
+		f.waiting = c
+		f.mu.Unlock()
+		_ = rc.Read(func(fd uintptr) bool {
+			var b [1]byte
+			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return err != unix.EAGAIN
+		})
+		f.mu.Lock()
+		f.waiting = nil
+		held := f.held
+		f.mu.Unlock()
+		if !held {
+			return nil
+		}
+		<-f.unheldCh
+	}
+}
+
+// hold stops the wait for logd's answer, for the shim to park: it returns
+// the hand-over, whose answer nothing in this process will read, or false
+// when there is no such wait (the hand-over is not taken yet, or logd
+// has answered).
+func (f *forwarder) hold() (*handover.Conn, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.waiting == nil || f.held {
+		return nil, false
+	}
+	f.held = true
+	_ = f.waiting.SetReadDeadline(time.Unix(1, 0)) // ends the wait at once
+	return f.waiting, true
+}
+
+// unhold lets the wait go on after a park that failed.
+func (f *forwarder) unhold(c *handover.Conn) {
+	f.mu.Lock()
+	f.held = false
+	_ = c.SetReadDeadline(time.Time{})
+	f.mu.Unlock()
+	f.unheldCh <- struct{}{}
+}
+
 func (f *forwarder) run() {
 	backoff := minBackoff
 	for {
-		_, err := handover.Drain(f.ctx, f.socket, f.jobID, f.pipes)
+		err := f.drain()
 		switch {
 		case err == nil:
 			for _, p := range f.pipes {

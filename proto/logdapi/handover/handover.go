@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/joblet-dev/joblet/proto/errdefs/kind"
 )
@@ -62,13 +63,32 @@ var ErrUnsupported = errors.New("logd cannot take the output pipes")
 // file into the log and closed it, the log's size. The caller keeps its
 // pipes; after a failure the bytes not yet in the log are still in them, so
 // Drain may be called again. Cancelling ctx closes the connection, which
-// makes logd stop.
+// makes logd stop. It is Hand, then Conn.Result.
 func Drain(ctx context.Context, socket, jobID string, pipes []Pipe) (int64, error) {
+	c, err := Hand(ctx, socket, jobID, pipes)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.Result(ctx)
+}
+
+// Conn is a hand-over logd has answered: it drains the pipes (or refused
+// them) and its DrainResult is next on the connection.
+type Conn struct {
+	uc *net.UnixConn
+}
+
+// Hand hands pipes to the logd listening on socket as job jobID's output
+// and returns once logd has answered that it took or refused them; Result
+// tells which, and the drain's end. Cancelling ctx meanwhile closes the
+// connection.
+func Hand(ctx context.Context, socket, jobID string, pipes []Pipe) (*Conn, error) {
 	fds := make([]int, 0, len(pipes))
 	for _, p := range pipes {
 		fd, err := fdOf(p.File)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		fds = append(fds, fd)
 	}
@@ -76,28 +96,72 @@ func Drain(ctx context.Context, socket, jobID string, pipes []Pipe) (int64, erro
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return 0, kind.Errorf(kind.ErrUnavailable, "connect to logd: %v", err)
+		return nil, kind.Errorf(kind.ErrUnavailable, "connect to logd: %v", err)
 	}
 	uc := conn.(*net.UnixConn)
-	defer uc.Close()
 	stop := context.AfterFunc(ctx, func() { uc.Close() }) // logd sees the close and stops
 	defer stop()
+	fail := func(err error) (*Conn, error) {
+		uc.Close()
+		return nil, err
+	}
 	if _, err := uc.Write([]byte(Magic)); err != nil {
-		return 0, sendErr(ctx, err)
+		return fail(sendErr(ctx, err))
 	}
 	// The descriptors go with the request's first byte; the kernel holds
 	// them in the socket until logd reads that byte, whatever else happens.
 	if _, _, err := uc.WriteMsgUnix(msg, syscall.UnixRights(fds...), nil); err != nil {
-		return 0, sendErr(ctx, err)
+		return fail(sendErr(ctx, err))
 	}
 	var took [1]byte
 	if _, err := io.ReadFull(uc, took[:]); err != nil || took[0] != Taken && took[0] != Refused {
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return fail(ctx.Err())
 		}
-		return 0, fmt.Errorf("%w: no answer to the hand-over", ErrUnsupported)
+		return fail(fmt.Errorf("%w: no answer to the hand-over", ErrUnsupported))
 	}
-	b, err := ReadFrame(uc)
+	if ctx.Err() != nil {
+		return fail(ctx.Err())
+	}
+	return &Conn{uc: uc}, nil
+}
+
+// Resume makes a Conn of f, a duplicate of one's connection (File) kept
+// across an exec by the process it was handed in.
+func Resume(f *os.File) (*Conn, error) {
+	conn, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("resume the hand-over: %w", err)
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("resume the hand-over: not a unix socket")
+	}
+	return &Conn{uc: uc}, nil
+}
+
+// File returns a duplicate of the connection's descriptor (blocking mode
+// set on it only, as os.File does), to keep across an exec.
+func (c *Conn) File() (*os.File, error) { return c.uc.File() }
+
+// SyscallConn gives the connection's descriptor, to wait for logd's answer
+// without reading it.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
+
+// SetReadDeadline interrupts, at t, a wait for logd's answer.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+
+// Close ends the hand-over: logd stops draining.
+func (c *Conn) Close() error { return c.uc.Close() }
+
+// Result waits for logd's DrainResult and returns the log's size once
+// logd has moved everything up to every pipe's end of file into the log
+// and closed it. Cancelling ctx closes the connection.
+func (c *Conn) Result(ctx context.Context) (int64, error) {
+	stop := context.AfterFunc(ctx, func() { c.uc.Close() })
+	defer stop()
+	b, err := ReadFrame(c.uc)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()

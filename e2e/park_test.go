@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A job that runs on has its shim parked (isolator/shim/shimproc/park.go):
+// the shim replaced by the reaper binary's few pages, still named
+// joblet-shim, until the job ends; it then takes the job back, and the
+// job's end, exit code and whole output are recorded as for any job. The
+// output written while the shim is parked goes to logd all the same.
+func TestParkedShimEndsTheJobAsUsual(t *testing.T) {
+	needSuite(t)
+	dur := fmt.Sprintf("4.%06d", time.Now().UnixNano()%1e6)
+	id := detach(t, "sh", "-c", `echo before; sleep `+dur+`; head -c 3000000 /dev/zero | tr '\0' x; echo; echo after >&2; exit 3`)
+	shim := parkedShimOf(t, id, "sleep", dur)
+	if rss := vmRSSKiB(t, shim); rss > 256 {
+		t.Errorf("parked shim %d holds %d KiB resident, want a few pages", shim, rss)
+	}
+	waitStatus(t, id, "FAILED", 30*time.Second)
+	if got := statusField(t, id, "Exit Code"); got != "3" {
+		t.Errorf("exit code %q, want 3", got)
+	}
+	r := rnx(t, "log", id)
+	want := "before\n" + strings.Repeat("x", 3000000) + "\n"
+	if r.code != 0 || r.stdout != want || !strings.Contains(r.stderr, "after") {
+		t.Errorf("log of the parked job: code %d, stdout %d bytes (want %d, equal %v), stderr %q",
+			r.code, len(r.stdout), len(want), r.stdout == want, r.stderr)
+	}
+	if processAlive(shim) {
+		t.Errorf("shim %d still there after the job's end", shim)
+	}
+}
+
+// A parked shim's job is stopped as any other: SIGTERM reaches the
+// command, which exits with its own code.
+func TestParkedShimJobStops(t *testing.T) {
+	needSuite(t)
+	dur := fmt.Sprintf("1000.%06d", time.Now().UnixNano()%1e6)
+	id := detach(t, "sh", "-c", `trap "echo got-term; exit 42" TERM; echo started; while :; do sleep `+dur+` & wait $!; done`)
+	t.Cleanup(func() { rnx(t, "stop", id) })
+	parkedShimOf(t, id, "sleep", dur)
+	stopJob(t, id)
+	waitStatus(t, id, "STOPPED", 30*time.Second)
+	if got := statusField(t, id, "Exit Code"); got != "42" {
+		t.Errorf("exit code %q, want 42 (the command's trap)", got)
+	}
+	if r := rnx(t, "log", id); !strings.Contains(r.stdout, "started\ngot-term\n") {
+		t.Errorf("log %q, want the trap's output after the start", r.stdout)
+	}
+}
+
+// parkedShimOf waits until the job's shim, found from its process running
+// argv (the command's child: argv → command → init → shim), is parked, and
+// returns its pid.
+func parkedShimOf(t *testing.T, id string, argv ...string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if pids := hostProcesses(argv...); len(pids) == 1 {
+			shim := ancestor(pids[0], 3)
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", shim))
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", shim))
+			if strings.Contains(exe, "memfd:joblet-reaper") && strings.TrimSpace(string(comm)) == "joblet-shim" {
+				return shim
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %s: its shim %d runs %q (comm %q) 10 s after its start, want the parked shim (memfd:joblet-reaper, comm joblet-shim)",
+					id, shim, exe, strings.TrimSpace(string(comm)))
+			}
+		} else if time.Now().After(deadline) {
+			t.Fatalf("job %s: %d processes %v (status %s)", id, len(pids), argv, jobStatus(t, id))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ancestor is pid's parent, n generations up (0 when one is gone).
+func ancestor(pid, n int) int {
+	for ; n > 0 && pid > 0; n-- {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; it ends at the last ')'.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 2 {
+			return 0
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return pid
+}
+
+// vmRSSKiB is pid's resident memory, in KiB.
+func vmRSSKiB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	t.Fatalf("no VmRSS for %d", pid)
+	return 0
+}
