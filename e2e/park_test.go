@@ -16,7 +16,7 @@ import (
 // output written while the shim is parked goes to logd all the same.
 func TestParkedShimEndsTheJobAsUsual(t *testing.T) {
 	needSuite(t)
-	dur := fmt.Sprintf("4.%06d", time.Now().UnixNano()%1e6)
+	dur := fmt.Sprintf("8.%06d", time.Now().UnixNano()%1e6) // parked 2 s in
 	id := detach(t, "sh", "-c", `echo before; sleep `+dur+`; head -c 3000000 /dev/zero | tr '\0' x; echo; echo after >&2; exit 3`)
 	shim := parkedShimOf(t, id, "sleep", dur)
 	if rss := vmRSSKiB(t, shim); rss > 256 {

@@ -68,8 +68,10 @@ func RunningOverhead(ctx context.Context, c jobletv1.JobServiceClient, s *suite.
 	var o Overhead
 	var measureErr error
 	if startErr == nil {
-		// Let start-up allocations settle before measuring.
-		time.Sleep(2 * time.Second)
+		// Let start-up allocations settle, and the shims park (2 s into
+		// their jobs, isolator/shim/shimproc/park.go), before measuring:
+		// what a running job costs for the rest of its life.
+		time.Sleep(4 * time.Second)
 		o, measureErr = measureRunning(s, n)
 	}
 	_, stopErr := parallel(len(ids), 16, func(i int) (string, error) {
