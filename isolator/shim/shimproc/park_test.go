@@ -1,12 +1,25 @@
 package shimproc
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/joblet-dev/joblet/proto/logdapi/handover"
 )
+
+// forwarding starts a fake logd at sock and a forwarder of job j1's pipes
+// to it; the test writes to outW and errW.
+func forwarding(t *testing.T) (sock string, logd *fakeLogd, f *forwarder, outR, errR, outW, errW *os.File) {
+	t.Helper()
+	requiresRoot(t)
+	sock = filepath.Join(t.TempDir(), "logd.sock")
+	logd = &fakeLogd{}
+	listen(t, sock, logd)
+	outR, errR, outW, errW = jobPipes(t)
+	return sock, logd, forward(sock, "j1", outR, errR), outR, errR, outW, errW
+}
 
 // holdWhenWaiting holds f once it waits for logd's answer.
 func holdWhenWaiting(t *testing.T, f *forwarder) *handover.Conn {
@@ -28,12 +41,7 @@ func holdWhenWaiting(t *testing.T, f *forwarder) *handover.Conn {
 // with resumeForward, completes there: logd drained all along, and the
 // log's end reaches the resumed one.
 func TestForwarderParksAndResumes(t *testing.T) {
-	requiresRoot(t)
-	sock := filepath.Join(t.TempDir(), "logd.sock")
-	logd := &fakeLogd{}
-	listen(t, sock, logd)
-	outR, errR, outW, errW := jobPipes(t)
-	f := forward(sock, "j1", outR, errR)
+	sock, logd, f, outR, errR, outW, errW := forwarding(t)
 	if _, err := outW.WriteString("hello, "); err != nil {
 		t.Fatal(err)
 	}
@@ -71,12 +79,7 @@ func TestForwarderParksAndResumes(t *testing.T) {
 
 // A park that fails lets the forwarder go on: it reads logd's answer.
 func TestForwarderUnheld(t *testing.T) {
-	requiresRoot(t)
-	sock := filepath.Join(t.TempDir(), "logd.sock")
-	logd := &fakeLogd{}
-	listen(t, sock, logd)
-	outR, errR, outW, errW := jobPipes(t)
-	f := forward(sock, "j1", outR, errR)
+	_, logd, f, _, _, outW, errW := forwarding(t)
 	c := holdWhenWaiting(t, f)
 	if _, ok := f.hold(); ok {
 		t.Error("held twice")
