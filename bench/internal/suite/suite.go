@@ -63,14 +63,23 @@ func Start(binDir string) (*Suite, error) {
 	}
 	// The gateway runs as another user and must traverse the dev dir.
 	if err := os.Chmod(devDir, 0o755); err != nil {
+		os.RemoveAll(devDir)
 		return nil, fmt.Errorf("dev dir: %w", err)
 	}
 	logFile, err := os.Create(devDir + ".log")
 	if err != nil {
+		os.RemoveAll(devDir)
 		return nil, fmt.Errorf("suite log: %w", err)
+	}
+	// Before the suite ran, its dev dir and log hold nothing to look at.
+	discard := func() {
+		logFile.Close()
+		os.Remove(logFile.Name())
+		os.RemoveAll(devDir)
 	}
 	port, err := freePort()
 	if err != nil {
+		discard()
 		return nil, err
 	}
 	s := &Suite{BinDir: binDir, DevDir: devDir, Port: port, Log: logFile.Name(), exited: make(chan struct{}), seenPIDs: map[int]string{}}
@@ -85,9 +94,11 @@ func Start(binDir string) (*Suite, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		discard()
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		discard()
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	s.cmd = cmd
