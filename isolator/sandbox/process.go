@@ -495,8 +495,8 @@ type Parked struct {
 // while the job runs on: it reports false when a message of the init has
 // already been read from the pipe (its exit report: Wait is next), else
 // the init's pid and the pipe, with nothing of it read ahead. After a
-// true report this Process must not be used, but by Unpark should the
-// exec fail.
+// true report this Process is left as it was: should the exec fail, it
+// goes on (Wait) as if it had never parked.
 func (p *Process) Park() (Parked, bool) {
 	// The newline after the last message read may be left.
 	if ahead, _ := io.ReadAll(p.dec.Buffered()); len(bytes.TrimSpace(ahead)) > 0 {

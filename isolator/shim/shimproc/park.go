@@ -87,10 +87,10 @@ func parkWhileRunning(spec parkedJob, statusOut *os.File, p *sandbox.Process, fw
 		if !ok {
 			continue // the hand-over is not taken yet: logd restarting
 		}
-		err := park(spec, statusOut, pk, p.Moved(), c, fw, reaper)
-		// Back here only when the exec failed: the job goes on under Go.
+		// Back from park only when the exec failed (the shim has no log:
+		// its stderr is /dev/null): the job goes on under Go.
+		_ = park(spec, statusOut, pk, p.Moved(), c, fw, reaper)
 		fw.unhold(c)
-		fmt.Fprintf(os.Stderr, "joblet-shim: job %s: park: %v\n", spec.ID, err)
 		return
 	}
 }
