@@ -3,10 +3,11 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/joblet-dev/joblet/e2e/internal/procstat"
 )
 
 // A job that runs on has its shim parked (isolator/shim/shimproc/park.go):
@@ -19,8 +20,8 @@ func TestParkedShimEndsTheJobAsUsual(t *testing.T) {
 	dur := fmt.Sprintf("8.%06d", time.Now().UnixNano()%1e6) // parked 2 s in
 	id := detach(t, "sh", "-c", `echo before; sleep `+dur+`; head -c 3000000 /dev/zero | tr '\0' x; echo; echo after >&2; exit 3`)
 	shim := parkedShimOf(t, id, func() string { return jobStatus(t, id) }, "sleep", dur)
-	if rss := vmRSSKiB(t, shim); rss > 256 {
-		t.Errorf("parked shim %d holds %d KiB resident, want a few pages", shim, rss)
+	if p, err := procstat.Read(shim); err != nil || p.RSSKiB > 256 {
+		t.Errorf("parked shim %d holds %d KiB resident (%v), want a few pages", shim, p.RSSKiB, err)
 	}
 	waitStatus(t, id, "FAILED", 30*time.Second)
 	if got := statusField(t, id, "Exit Code"); got != "3" {
@@ -127,33 +128,11 @@ func parkedShimOf(t *testing.T, id string, status func() string, argv ...string)
 // ancestor is pid's parent, n generations up (0 when one is gone).
 func ancestor(pid, n int) int {
 	for ; n > 0 && pid > 0; n-- {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		p, err := procstat.Read(pid)
 		if err != nil {
 			return 0
 		}
-		// pid (comm) state ppid ...: comm may hold spaces; it ends at the last ')'.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) < 2 {
-			return 0
-		}
-		pid, _ = strconv.Atoi(f[1])
+		pid = p.PPid
 	}
 	return pid
-}
-
-// vmRSSKiB is pid's resident memory, in KiB.
-func vmRSSKiB(t *testing.T, pid int) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	t.Fatalf("no VmRSS for %d", pid)
-	return 0
 }

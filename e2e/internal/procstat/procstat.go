@@ -18,9 +18,10 @@ type Proc struct {
 	FDs     int   // entries in /proc/PID/fd
 	Threads int   // Threads: in /proc/PID/status (a Go process's goroutines run on these)
 	RSSKiB  int64 // VmRSS: in /proc/PID/status
+	PPid    int   // PPid: in /proc/PID/status
 }
 
-// Read counts pid's fds, threads and resident memory.
+// Read counts pid's fds, threads and resident memory, and gives its parent.
 func Read(pid int) (Proc, error) {
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -33,6 +34,9 @@ func Read(pid int) (Proc, error) {
 	p := Proc{FDs: len(fds)}
 	if p.Threads, err = strconv.Atoi(st["Threads"]); err != nil {
 		return Proc{}, fmt.Errorf("pid %d: Threads %q: %w", pid, st["Threads"], err)
+	}
+	if p.PPid, err = strconv.Atoi(st["PPid"]); err != nil {
+		return Proc{}, fmt.Errorf("pid %d: PPid %q: %w", pid, st["PPid"], err)
 	}
 	rss := strings.TrimSuffix(st["VmRSS"], " kB")
 	if p.RSSKiB, err = strconv.ParseInt(strings.TrimSpace(rss), 10, 64); err != nil {

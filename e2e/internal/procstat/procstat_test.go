@@ -12,8 +12,8 @@ func TestReadSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if before.FDs < 3 || before.Threads < 1 || before.RSSKiB <= 0 {
-		t.Fatalf("implausible figures for this process: %+v", before)
+	if before.FDs < 3 || before.Threads < 1 || before.RSSKiB <= 0 || before.PPid != os.Getppid() {
+		t.Fatalf("implausible figures for this process (parent %d): %+v", os.Getppid(), before)
 	}
 	var files []*os.File
 	for i := 0; i < 10; i++ {

@@ -120,11 +120,7 @@ func (f *forwarder) awaitAnswer(c *handover.Conn) error {
 		f.mu.Lock()
 		f.waiting = c
 		f.mu.Unlock()
-		_ = rc.Read(func(fd uintptr) bool {
-			var b [1]byte
-			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return err != unix.EAGAIN
-		})
+		_ = rc.Read(readyToRead)
 		f.mu.Lock()
 		f.waiting = nil
 		held := f.held

@@ -221,11 +221,16 @@ func readable(f *os.File, d time.Duration) bool {
 		return true // not pollable: never parks
 	}
 	defer f.SetReadDeadline(time.Time{})
-	err = rc.Read(func(fd uintptr) bool {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-		return n != 0 || err != nil && !errors.Is(err, unix.EINTR)
-	})
+	err = rc.Read(readyToRead)
 	return !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// readyToRead is a syscall.RawConn Read callback that reads nothing: true
+// once fd can be read, or is hung up or failed; false has the runtime's
+// poller wait (until a deadline, if set).
+func readyToRead(fd uintptr) bool {
+	n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+	return n != 0 || err != nil && !errors.Is(err, unix.EINTR)
 }
 
 // rawFd is f's descriptor number, without File.Fd (which would switch it
